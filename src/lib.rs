@@ -1,0 +1,30 @@
+//! # linewatch
+//!
+//! Alarm correlation and SLA tracking for enterprise dedicated lines, on Apache Kafka.
+//!
+//! ## Layout
+//! The domain engine is pure (no Kafka, no clock, no I/O; time is passed in):
+//! - [`levels`]: customer and assurance levels, scopes, severities.
+//! - [`policy`] and [`calendar`]: the SLA policy file (every number of DOMAIN.md) and the
+//!   working-day calendar.
+//! - [`alarm`]: TMF642 and ONAP VES alarms, parsed and normalised.
+//! - [`inventory`]: circuits, their routes and the network objects on them.
+//! - [`maintenance`]: planned-works windows.
+//! - [`rejection`]: what becomes of input that cannot be read.
+//! - [`correlation`]: which circuits an alarm hits, and whether each is down.
+//! - [`ticket`]: fault tickets, their SLA deadlines and TMF621 events.
+//! - [`engine`]: the facade the runtimes drive: input and time in, events out.
+//!
+//! The Kafka side lives in [`kafka`] and never leaks into the engine.
+
+pub mod alarm;
+pub mod calendar;
+pub mod correlation;
+pub mod engine;
+pub mod inventory;
+pub mod kafka;
+pub mod levels;
+pub mod maintenance;
+pub mod policy;
+pub mod rejection;
+pub mod ticket;
