@@ -25,6 +25,7 @@ pub mod inventory;
 pub mod kafka;
 pub mod levels;
 pub mod maintenance;
+pub mod network;
 pub mod policy;
 pub mod rejection;
 pub mod ticket;

@@ -1,0 +1,338 @@
+//! Correlation: which circuits an alarm hits, and whether each circuit is down.
+//!
+//! Two halves, matching the two stages of the runtime:
+//! - [`FanOut`] (keyed by alarmed object) remembers the active service-affecting alarms
+//!   per object and turns each alarm change into one [`Impact`] per circuit it hits;
+//! - [`CircuitImpacts`] (keyed by circuit) holds the impacts active on one circuit and
+//!   decides its [`LineStatus`]: up, unprotected (some but not all routes hit) or down.
+//!
+//! Out-of-order input is handled here so that nothing downstream sees a phantom fault:
+//! a clear that arrives before its raise is remembered (for the late-alarm allowance) and
+//! the raise then becomes a hit immediately followed by its clear; a duplicate raise
+//! changes nothing; a clear for an alarm never seen emits nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::{Alarm, AlarmState};
+use crate::inventory::Circuit;
+use crate::levels::Severity;
+use crate::network::Network;
+use crate::policy::{CauseClass, Policy};
+
+/// Whether an impact starts or ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImpactKind {
+    Hit,
+    Clear,
+}
+
+/// One alarm's effect on one circuit: the message between the two stages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Impact {
+    pub circuit_id: String,
+    pub kind: ImpactKind,
+    pub alarm: AlarmFacts,
+    /// Route indexes of the circuit the alarmed object is on (for `Hit`).
+    pub routes: Vec<usize>,
+    /// Domain of the hit path element ("transmission", "data", ...), used for routing.
+    pub domain: Option<String>,
+    pub ne_type: Option<String>,
+    /// Event time: when the hit started, or when it ended.
+    pub at: DateTime<Utc>,
+}
+
+/// What the circuit stage needs to know of an alarm, carried with each impact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmFacts {
+    pub key: String,
+    pub object: String,
+    pub source_system: String,
+    pub probable_cause: String,
+    pub severity: Severity,
+    pub cause_class: CauseClass,
+    pub raised_at: DateTime<Utc>,
+}
+
+/// Stage 1: alarms in, impacts out. Owns the active alarms of its objects.
+#[derive(Debug, Default, Clone)]
+pub struct FanOut {
+    active: HashMap<String, AlarmFacts>,
+    by_object: HashMap<String, BTreeSet<String>>,
+    /// Clears that arrived before their raise: alarm key → cleared at. Kept for the
+    /// policy's late-alarm allowance, then forgotten.
+    early_clears: HashMap<String, EarlyClear>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EarlyClear {
+    cleared_at: DateTime<Utc>,
+    /// The late raise has been replayed as hit and clear; further copies change nothing.
+    replayed: bool,
+}
+
+impl FanOut {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of active service-affecting alarms held.
+    pub fn active_alarms(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Active alarms on `object`, in key order.
+    pub fn alarms_on(&self, object: &str) -> impl Iterator<Item = &AlarmFacts> {
+        self.by_object
+            .get(object)
+            .into_iter()
+            .flat_map(|keys| keys.iter())
+            .filter_map(|k| self.active.get(k))
+    }
+
+    /// Apply one alarm notification.
+    pub fn on_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
+        let key = alarm.key();
+        let ends =
+            alarm.state == AlarmState::Cleared || !policy.is_service_affecting(alarm.severity);
+        if ends {
+            let at = alarm.cleared_at.unwrap_or(alarm.event_time);
+            match self.remove(&key) {
+                Some(prev) => impacts_for(&prev, network, ImpactKind::Clear, at),
+                None => {
+                    if alarm.state == AlarmState::Cleared {
+                        self.early_clears.entry(key).or_insert(EarlyClear {
+                            cleared_at: at,
+                            replayed: false,
+                        });
+                    }
+                    Vec::new()
+                }
+            }
+        } else {
+            let domain_hint = alarm.object_type.as_deref();
+            let facts = AlarmFacts {
+                key: key.clone(),
+                object: alarm.object.clone(),
+                source_system: alarm.source_system.clone(),
+                probable_cause: alarm.probable_cause.clone(),
+                severity: alarm.severity,
+                cause_class: policy.cause_class(alarm, domain_hint),
+                raised_at: alarm.raised_at,
+            };
+            if let Some(early) = self.early_clears.get_mut(&key) {
+                if early.cleared_at >= alarm.raised_at {
+                    if early.replayed {
+                        return Vec::new(); // a duplicate of a raise already replayed
+                    }
+                    // The clear came first: the alarm is already over. Replay it in order.
+                    early.replayed = true;
+                    let cleared_at = early.cleared_at;
+                    let mut out = impacts_for(&facts, network, ImpactKind::Hit, alarm.raised_at);
+                    out.extend(impacts_for(&facts, network, ImpactKind::Clear, cleared_at));
+                    return out;
+                }
+                self.early_clears.remove(&key);
+            }
+            if let Some(prev) = self.active.get(&key) {
+                if *prev == facts {
+                    return Vec::new(); // duplicate raise
+                }
+                if prev.object != facts.object {
+                    // The alarm moved to another object: end the old impacts first.
+                    let prev = self.remove(&key);
+                    let mut out = prev
+                        .map(|p| impacts_for(&p, network, ImpactKind::Clear, alarm.event_time))
+                        .unwrap_or_default();
+                    out.extend(self.insert(facts, network));
+                    return out;
+                }
+            }
+            self.insert(facts, network)
+        }
+    }
+
+    /// A circuit was added or re-routed: hit it with the active alarms on its objects.
+    /// The hit starts at `now` unless the alarm was raised later.
+    pub fn on_circuit_changed(
+        &self,
+        circuit: &Circuit,
+        network: &Network,
+        now: DateTime<Utc>,
+    ) -> Vec<Impact> {
+        let mut objects = BTreeSet::new();
+        for route in &circuit.routes {
+            for element in &route.path {
+                objects.extend(element.impacting_objects());
+            }
+        }
+        let mut out = Vec::new();
+        for object in objects {
+            for facts in self.alarms_on(&object) {
+                if let Some(usage) = network.routes_using(&circuit.circuit_id, &object) {
+                    out.push(Impact {
+                        circuit_id: circuit.circuit_id.clone(),
+                        kind: ImpactKind::Hit,
+                        alarm: facts.clone(),
+                        routes: usage.routes.clone(),
+                        domain: usage.domain.clone(),
+                        ne_type: usage.ne_type.clone(),
+                        at: facts.raised_at.max(now),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Forget early clears older than the late-alarm allowance.
+    pub fn expire(&mut self, now: DateTime<Utc>, policy: &Policy) {
+        if let Some(horizon) = now.checked_sub_signed(policy.late_alarm_allowance()) {
+            self.early_clears.retain(|_, e| e.cleared_at >= horizon);
+        }
+    }
+
+    fn insert(&mut self, facts: AlarmFacts, network: &Network) -> Vec<Impact> {
+        let out = impacts_for(&facts, network, ImpactKind::Hit, facts.raised_at);
+        self.by_object
+            .entry(facts.object.clone())
+            .or_default()
+            .insert(facts.key.clone());
+        self.active.insert(facts.key.clone(), facts);
+        out
+    }
+
+    fn remove(&mut self, key: &str) -> Option<AlarmFacts> {
+        let prev = self.active.remove(key)?;
+        if let Some(keys) = self.by_object.get_mut(&prev.object) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_object.remove(&prev.object);
+            }
+        }
+        Some(prev)
+    }
+}
+
+fn impacts_for(
+    facts: &AlarmFacts,
+    network: &Network,
+    kind: ImpactKind,
+    at: DateTime<Utc>,
+) -> Vec<Impact> {
+    network
+        .circuits_on(&facts.object)
+        .map(|(circuit_id, usage)| Impact {
+            circuit_id: circuit_id.to_string(),
+            kind,
+            alarm: facts.clone(),
+            routes: usage.routes.clone(),
+            domain: usage.domain.clone(),
+            ne_type: usage.ne_type.clone(),
+            at,
+        })
+        .collect()
+}
+
+/// A circuit's service state as the active impacts decide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum LineStatus {
+    Up,
+    /// A protected circuit with some, not all, routes hit: still carrying traffic.
+    Unprotected {
+        since: DateTime<Utc>,
+    },
+    /// Every route hit: the customer's service is down.
+    Down {
+        since: DateTime<Utc>,
+    },
+}
+
+/// Stage 2, per circuit: the impacts currently active on it.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitImpacts {
+    active: BTreeMap<String, Impact>,
+}
+
+impl CircuitImpacts {
+    /// Apply one impact; returns whether anything changed.
+    pub fn apply(&mut self, impact: Impact) -> bool {
+        match impact.kind {
+            ImpactKind::Hit => {
+                let changed = self.active.get(&impact.alarm.key) != Some(&impact);
+                self.active.insert(impact.alarm.key.clone(), impact);
+                changed
+            }
+            ImpactKind::Clear => self.active.remove(&impact.alarm.key).is_some(),
+        }
+    }
+
+    /// Drop impacts whose object no longer lies on the circuit (after a re-route);
+    /// returns the keys dropped.
+    pub fn retain_on(&mut self, circuit_id: &str, network: &Network) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.active.retain(|key, imp| {
+            let keep = network
+                .routes_using(circuit_id, &imp.alarm.object)
+                .is_some();
+            if !keep {
+                dropped.push(key.clone());
+            }
+            keep
+        });
+        dropped
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Impact> {
+        self.active.values()
+    }
+
+    /// The circuit's status with `route_count` routes. A circuit is down when every route
+    /// is hit; it went down when the last of its routes was first hit (the maximum over
+    /// routes of the earliest hit on that route), which is independent of arrival order.
+    pub fn status(&self, route_count: usize) -> LineStatus {
+        if self.active.is_empty() || route_count == 0 {
+            return LineStatus::Up;
+        }
+        let mut earliest: Vec<Option<DateTime<Utc>>> = vec![None; route_count];
+        for imp in self.active.values() {
+            for &r in &imp.routes {
+                if let Some(slot) = earliest.get_mut(r) {
+                    *slot = Some(slot.map_or(imp.at, |t| t.min(imp.at)));
+                }
+            }
+        }
+        let hit: Vec<DateTime<Utc>> = earliest.iter().flatten().copied().collect();
+        match hit.len() {
+            0 => LineStatus::Up,
+            n if n == route_count => LineStatus::Down {
+                since: hit.iter().copied().max().unwrap_or_default(),
+            },
+            _ => LineStatus::Unprotected {
+                since: hit.iter().copied().min().unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The root cause among the active impacts: best cause class (physical before
+    /// consequential before data link before IP), then the earliest raised, then key.
+    pub fn root_cause(&self) -> Option<&Impact> {
+        self.active.values().min_by(|a, b| {
+            (a.alarm.cause_class, a.alarm.raised_at, &a.alarm.key).cmp(&(
+                b.alarm.cause_class,
+                b.alarm.raised_at,
+                &b.alarm.key,
+            ))
+        })
+    }
+}

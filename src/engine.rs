@@ -1,0 +1,479 @@
+//! The engine facade: input and time in, events out. Pure and synchronous.
+//!
+//! [`Engine`] runs both stages in one process (the replay command and the tests use it);
+//! the Kafka runtime drives the same two halves, [`FanOut`] and [`CircuitStates`], on
+//! separate partitions. Nothing here reads a clock: `now` is always passed in, and every
+//! SLA figure is computed from event times carried by the input.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alarm::Alarm;
+use crate::correlation::{CircuitImpacts, FanOut, Impact, LineStatus};
+use crate::inventory::{Circuit, InventoryChange};
+use crate::maintenance::MaintenanceWindow;
+use crate::network::Network;
+use crate::policy::Policy;
+use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent};
+
+/// A command from the ticketing system about one ticket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TicketCommand {
+    pub ticket_id: String,
+    /// The ticket's circuit: commands are partitioned by circuit, like the tickets.
+    pub circuit_id: String,
+    #[serde(flatten)]
+    pub action: CommandAction,
+    /// When the operator acted (event time).
+    pub at: DateTime<Utc>,
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum CommandAction {
+    /// The lead team accepted the ticket.
+    Acknowledge,
+    /// The cause was found to be the customer's or another carrier's (or back to network).
+    Reclassify { cause: FaultCause },
+    /// Close the ticket by hand.
+    Close,
+}
+
+/// A change of a circuit's service state, for dashboards. `Unprotected` is a warning of
+/// its own: a protected circuit running on one route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineEvent {
+    pub circuit_id: String,
+    pub at: DateTime<Utc>,
+    pub status: LineStatus,
+}
+
+/// Everything the engine emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum Output {
+    Ticket(Box<TicketEvent>),
+    Line(LineEvent),
+}
+
+/// Input the engine could not act on, with a reason a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("alarm time {at} is more than {skew_minutes} min ahead of the engine's time {now}")]
+    FromTheFuture {
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+        skew_minutes: i64,
+    },
+    #[error("ticket {ticket_id} is not an open ticket of circuit {circuit_id}")]
+    UnknownTicket {
+        ticket_id: String,
+        circuit_id: String,
+    },
+    #[error("maintenance window {window_id} ends before it starts")]
+    EmptyWindow { window_id: String },
+}
+
+/// State of one circuit in stage 2.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct CircuitEntry {
+    impacts: CircuitImpacts,
+    last_status: Option<LineStatus>,
+    fault: Option<Fault>,
+    /// Closed by hand while still down: no new fault until the circuit comes back up.
+    suppressed_until_up: bool,
+}
+
+/// Stage 2: per-circuit state, faults, tickets and their timers.
+#[derive(Debug, Default, Clone)]
+pub struct CircuitStates {
+    circuits: BTreeMap<String, CircuitEntry>,
+    /// (next due, circuit) for every circuit with a pending timer.
+    timers: BTreeSet<(DateTime<Utc>, String)>,
+    due_of: BTreeMap<String, DateTime<Utc>>,
+    windows: BTreeMap<String, MaintenanceWindow>,
+}
+
+impl CircuitStates {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The open (or restored, in hold-down) fault of a circuit.
+    pub fn fault(&self, circuit_id: &str) -> Option<&Fault> {
+        self.circuits.get(circuit_id).and_then(|e| e.fault.as_ref())
+    }
+
+    /// All open faults, in circuit order.
+    pub fn faults(&self) -> impl Iterator<Item = &Fault> {
+        self.circuits.values().filter_map(|e| e.fault.as_ref())
+    }
+
+    pub fn status(&self, circuit_id: &str) -> LineStatus {
+        self.circuits
+            .get(circuit_id)
+            .and_then(|e| e.last_status)
+            .unwrap_or(LineStatus::Up)
+    }
+
+    /// Fire every timer due at or before `now`.
+    pub fn advance(&mut self, now: DateTime<Utc>, policy: &Policy) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some((due, circuit_id)) = self.timers.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.timers.remove(&(due, circuit_id.clone()));
+            self.due_of.remove(&circuit_id);
+            if let Some(entry) = self.circuits.get_mut(&circuit_id) {
+                if let Some(fault) = entry.fault.as_mut() {
+                    out.extend(fault.fire_due(now, policy).into_iter().map(ticket));
+                }
+                close_if_done(entry);
+            }
+            self.reschedule(&circuit_id, policy);
+        }
+        out
+    }
+
+    /// Apply one impact from the fan-out.
+    pub fn on_impact(&mut self, impact: Impact, network: &Network, policy: &Policy) -> Vec<Output> {
+        let Some(circuit) = network.circuit(&impact.circuit_id) else {
+            return Vec::new(); // the circuit was deleted meanwhile
+        };
+        let at = impact.at;
+        let circuit_id = impact.circuit_id.clone();
+        let entry = self.circuits.entry(circuit_id.clone()).or_default();
+        if !entry.impacts.apply(impact) {
+            return Vec::new();
+        }
+        let out = evaluate(entry, circuit, at, &self.windows, policy);
+        self.settle(&circuit_id, policy);
+        out
+    }
+
+    /// The inventory changed: re-check the circuit's impacts against its new routes
+    /// (hits from the fan-out for the new routes arrive through [`Self::on_impact`]).
+    pub fn on_inventory(
+        &mut self,
+        circuit_id: &str,
+        network: &Network,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        match network.circuit(circuit_id) {
+            Some(circuit) => {
+                if let Some(entry) = self.circuits.get_mut(circuit_id) {
+                    entry.impacts.retain_on(circuit_id, network);
+                    out.extend(evaluate(entry, circuit, now, &self.windows, policy));
+                }
+            }
+            None => {
+                if let Some(mut entry) = self.circuits.remove(circuit_id) {
+                    if let Some(fault) = entry.fault.as_mut() {
+                        if fault.status != crate::ticket::TicketStatus::Closed {
+                            out.push(ticket(fault.close(SlaEvent::CircuitDeleted, now, policy)));
+                        }
+                    }
+                }
+            }
+        }
+        self.settle(circuit_id, policy);
+        out
+    }
+
+    /// A command from the ticketing system.
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownTicket`] when the circuit has no open ticket of that id.
+    pub fn on_command(
+        &mut self,
+        cmd: &TicketCommand,
+        policy: &Policy,
+    ) -> Result<Vec<Output>, Refusal> {
+        let unknown = || Refusal::UnknownTicket {
+            ticket_id: cmd.ticket_id.clone(),
+            circuit_id: cmd.circuit_id.clone(),
+        };
+        let entry = self.circuits.get_mut(&cmd.circuit_id).ok_or_else(unknown)?;
+        let fault = entry
+            .fault
+            .as_mut()
+            .filter(|f| f.ticket_id == cmd.ticket_id)
+            .ok_or_else(unknown)?;
+        let event = match &cmd.action {
+            CommandAction::Acknowledge => fault.acknowledge(cmd.at, policy),
+            CommandAction::Reclassify { cause } => fault.reclassify(*cause, cmd.at, policy),
+            CommandAction::Close => {
+                let still_down = fault.is_down();
+                let ev = fault.close(SlaEvent::ManuallyClosed, cmd.at, policy);
+                entry.suppressed_until_up = still_down;
+                Some(ev)
+            }
+        };
+        close_if_done(entry);
+        let circuit_id = cmd.circuit_id.clone();
+        self.settle(&circuit_id, policy);
+        Ok(event.into_iter().map(ticket).collect())
+    }
+
+    /// Remember a maintenance window (faults starting inside it are marked with it).
+    ///
+    /// # Errors
+    /// [`Refusal::EmptyWindow`] when the window ends before it starts.
+    pub fn on_window(&mut self, window: MaintenanceWindow) -> Result<(), Refusal> {
+        if window.end <= window.start {
+            return Err(Refusal::EmptyWindow {
+                window_id: window.window_id,
+            });
+        }
+        self.windows.insert(window.window_id.clone(), window);
+        Ok(())
+    }
+
+    /// Drop circuits with nothing left to remember and re-index the circuit's timer.
+    fn settle(&mut self, circuit_id: &str, policy: &Policy) {
+        if let Some(e) = self.circuits.get(circuit_id) {
+            if e.fault.is_none() && e.impacts.is_empty() && !e.suppressed_until_up {
+                self.circuits.remove(circuit_id);
+            }
+        }
+        self.reschedule(circuit_id, policy);
+    }
+
+    fn reschedule(&mut self, circuit_id: &str, policy: &Policy) {
+        if let Some(old) = self.due_of.remove(circuit_id) {
+            self.timers.remove(&(old, circuit_id.to_string()));
+        }
+        let next = self
+            .circuits
+            .get(circuit_id)
+            .and_then(|e| e.fault.as_ref())
+            .and_then(|f| f.next_due(policy));
+        if let Some(due) = next {
+            self.timers.insert((due, circuit_id.to_string()));
+            self.due_of.insert(circuit_id.to_string(), due);
+        }
+    }
+}
+
+fn ticket(e: TicketEvent) -> Output {
+    Output::Ticket(Box::new(e))
+}
+
+fn close_if_done(entry: &mut CircuitEntry) {
+    if entry
+        .fault
+        .as_ref()
+        .is_some_and(|f| f.status == crate::ticket::TicketStatus::Closed)
+    {
+        entry.fault = None;
+    }
+}
+
+/// Re-decide a circuit's status after a change at event time `at`, and move its fault.
+fn evaluate(
+    entry: &mut CircuitEntry,
+    circuit: &Circuit,
+    at: DateTime<Utc>,
+    windows: &BTreeMap<String, MaintenanceWindow>,
+    policy: &Policy,
+) -> Vec<Output> {
+    let mut out = Vec::new();
+    let status = entry.impacts.status(circuit.routes.len());
+    let changed_kind = entry
+        .last_status
+        .is_none_or(|s| std::mem::discriminant(&s) != std::mem::discriminant(&status));
+    if changed_kind && !(entry.last_status.is_none() && status == LineStatus::Up) {
+        out.push(Output::Line(LineEvent {
+            circuit_id: circuit.circuit_id.clone(),
+            at,
+            status,
+        }));
+    }
+    entry.last_status = Some(status);
+
+    match status {
+        LineStatus::Down { since } => {
+            if entry.suppressed_until_up {
+                return out;
+            }
+            let Some(root) = entry.impacts.root_cause() else {
+                return out;
+            };
+            match entry.fault.as_mut() {
+                Some(fault) if fault.is_down() => {
+                    out.extend(fault.revise_start(since, at, policy).map(ticket));
+                    out.extend(fault.revise_root(root, at, policy).map(ticket));
+                }
+                Some(fault) if fault.within_hold_down(since, policy) => {
+                    out.push(ticket(fault.reopen(since, policy)));
+                    out.extend(fault.revise_root(root, at, policy).map(ticket));
+                }
+                _ => {
+                    if let Some(old) = entry.fault.as_mut() {
+                        // Restored and past its hold-down, though the timer has not been
+                        // run: close it at the end of the window before opening a new one.
+                        out.extend(old.fire_due(since, policy).into_iter().map(ticket));
+                        if old.status != crate::ticket::TicketStatus::Closed {
+                            let end = old.restored_at().unwrap_or(since) + policy.hold_down();
+                            out.push(ticket(old.close(SlaEvent::Closed, end, policy)));
+                        }
+                    }
+                    let mut fault = Fault::open(circuit, since, root, policy);
+                    fault.planned_work = planned_work_for(circuit, since, windows, policy);
+                    out.push(ticket(fault.event(SlaEvent::Opened, since, policy)));
+                    entry.fault = Some(fault);
+                }
+            }
+        }
+        LineStatus::Up | LineStatus::Unprotected { .. } => {
+            if status == LineStatus::Up {
+                entry.suppressed_until_up = false;
+            }
+            if let Some(fault) = entry.fault.as_mut().filter(|f| f.is_down()) {
+                out.push(ticket(fault.restore(at, policy)));
+            }
+        }
+    }
+    out
+}
+
+/// The first maintenance window (by id) covering `circuit` at `at`, with whether its
+/// notice met the policy's lead time.
+fn planned_work_for(
+    circuit: &Circuit,
+    at: DateTime<Utc>,
+    windows: &BTreeMap<String, MaintenanceWindow>,
+    policy: &Policy,
+) -> Option<PlannedWork> {
+    let objects: BTreeSet<String> = circuit
+        .routes
+        .iter()
+        .flat_map(|r| r.path.iter())
+        .flat_map(|e| e.impacting_objects())
+        .collect();
+    windows
+        .values()
+        .filter(|w| w.start <= at && at < w.end)
+        .find(|w| {
+            w.circuits.contains(&circuit.circuit_id)
+                || w.objects.iter().any(|o| objects.contains(o))
+        })
+        .map(|w| {
+            let need = policy.notice_lead_working_days(
+                circuit.customer.level,
+                w.emergency,
+                w.cross_border,
+            );
+            let had = policy.calendar().working_days_between(
+                w.notice_given_at,
+                w.start,
+                policy.time_zone(),
+            );
+            PlannedWork {
+                window_id: w.window_id.clone(),
+                notice_compliant: had >= need,
+            }
+        })
+}
+
+/// Both stages in one process, over one inventory replica.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    policy: Policy,
+    network: Network,
+    fanout: FanOut,
+    states: CircuitStates,
+}
+
+/// One input to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Alarm(Alarm),
+    Inventory(InventoryChange),
+    Maintenance(MaintenanceWindow),
+    Command(TicketCommand),
+}
+
+impl Engine {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            network: Network::new(),
+            fanout: FanOut::new(),
+            states: CircuitStates::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn states(&self) -> &CircuitStates {
+        &self.states
+    }
+
+    /// Fire every timer due at or before `now`.
+    pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Output> {
+        self.fanout.expire(now, &self.policy);
+        self.states.advance(now, &self.policy)
+    }
+
+    /// Apply one input at engine time `now`. Call [`Self::advance`] with `now` first, so
+    /// that timer events due before the input come out before the input's own events.
+    ///
+    /// # Errors
+    /// A [`Refusal`] when the input is well-formed but cannot be acted on; the engine's
+    /// state is then unchanged.
+    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Result<Vec<Output>, Refusal> {
+        let mut out = Vec::new();
+        match input {
+            Input::Alarm(alarm) => {
+                let skew = self.policy.max_future_skew();
+                if alarm.event_time > now + skew || alarm.raised_at > now + skew {
+                    return Err(Refusal::FromTheFuture {
+                        at: alarm.event_time.max(alarm.raised_at),
+                        now,
+                        skew_minutes: skew.num_minutes(),
+                    });
+                }
+                for impact in self.fanout.on_alarm(&alarm, &self.network, &self.policy) {
+                    out.extend(self.states.on_impact(impact, &self.network, &self.policy));
+                }
+            }
+            Input::Inventory(change) => {
+                let circuit_id = match &change {
+                    InventoryChange::Upsert(c) => c.circuit_id.clone(),
+                    InventoryChange::Delete { circuit_id } => circuit_id.clone(),
+                };
+                self.network.apply(change);
+                out.extend(
+                    self.states
+                        .on_inventory(&circuit_id, &self.network, now, &self.policy),
+                );
+                if let Some(circuit) = self.network.circuit(&circuit_id) {
+                    for impact in self.fanout.on_circuit_changed(circuit, &self.network, now) {
+                        out.extend(self.states.on_impact(impact, &self.network, &self.policy));
+                    }
+                }
+            }
+            Input::Maintenance(window) => self.states.on_window(window)?,
+            Input::Command(cmd) => out.extend(self.states.on_command(&cmd, &self.policy)?),
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,704 @@
+//! Fault tickets: one per fault of a circuit, with every SLA deadline of the policy, and
+//! the TMF621 Trouble Ticket events that carry them to the ticketing system.
+//!
+//! A [`Fault`] stores only facts (when the circuit went down and came back, which alarm is
+//! the root cause, which timers have fired); every deadline is derived from those facts and
+//! the policy when needed, so revising the fault's start revises every deadline with it.
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::correlation::Impact;
+use crate::inventory::Circuit;
+use crate::levels::{AssuranceLevel, CustomerLevel, Scope};
+use crate::policy::{CauseClass, EscalationAction, Policy};
+
+/// TMF621 ticket status, as this service uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TicketStatus {
+    /// Created and dispatched to the lead team, not yet accepted.
+    Acknowledged,
+    /// Accepted by the lead team, being worked.
+    InProgress,
+    /// Service restored; the fault may still reopen within the hold-down window.
+    Resolved,
+    /// Final.
+    Closed,
+}
+
+/// Who or what caused the fault. Only `Network` faults count against the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultCause {
+    Network,
+    Customer,
+    Interconnection,
+}
+
+/// The alarm chosen as the fault's root cause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RootCause {
+    pub alarm_key: String,
+    pub object: String,
+    pub probable_cause: String,
+    pub cause_class: CauseClass,
+    pub source_system: String,
+    pub raised_at: DateTime<Utc>,
+}
+
+/// One down interval of a fault; `end` is `None` while the circuit is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interval {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A planned-works window the fault started in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedWork {
+    pub window_id: String,
+    /// Whether the customers were told early enough under the policy.
+    pub notice_compliant: bool,
+}
+
+/// What the engine remembers of an open (or restored, in hold-down) fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fault {
+    pub ticket_id: String,
+    pub circuit_id: String,
+    pub customer_id: String,
+    pub customer_name: String,
+    pub customer_level: CustomerLevel,
+    pub assurance_level: AssuranceLevel,
+    pub scope: Scope,
+    pub important: bool,
+    pub status: TicketStatus,
+    pub cause: FaultCause,
+    pub root: RootCause,
+    pub lead_team: String,
+    pub notified_teams: Vec<String>,
+    pub intervals: Vec<Interval>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub planned_work: Option<PlannedWork>,
+    pub timers: FiredTimers,
+    /// Sequence of the next event of this ticket (event ids are `<ticket>-<seq>`).
+    pub next_event: u32,
+}
+
+/// Which timers have fired, so each fires once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FiredTimers {
+    pub acceptance_overdue: bool,
+    pub at_risk: bool,
+    pub breached: bool,
+    /// Number of escalation steps taken.
+    pub escalations: u8,
+    /// When joint handling started (bulletins run from here).
+    pub joint_since: Option<DateTime<Utc>>,
+    pub bulletins: u32,
+    pub feedbacks: u32,
+    pub post_restore_feedback: bool,
+}
+
+/// A timer of a fault, due at a time derived from the fault and the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Acceptance,
+    AtRisk,
+    Breach,
+    Escalation(usize),
+    Bulletin,
+    Feedback,
+    PostRestoreFeedback,
+    HoldDownEnd,
+}
+
+/// Why a ticket event was emitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum SlaEvent {
+    Opened,
+    Acknowledged,
+    AcceptanceOverdue,
+    Escalated { level: u8, action: EscalationAction },
+    BulletinDue { number: u32 },
+    FeedbackDue { number: u32 },
+    DeadlineAtRisk,
+    DeadlineBreached,
+    RootCauseRevised,
+    FaultStartRevised,
+    Restored,
+    Reopened,
+    PostRestoreFeedbackDue,
+    Closed,
+    Reclassified { cause: FaultCause },
+    ManuallyClosed,
+    CircuitDeleted,
+}
+
+impl SlaEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            SlaEvent::Opened => "TroubleTicketCreateEvent",
+            SlaEvent::Acknowledged
+            | SlaEvent::Restored
+            | SlaEvent::Reopened
+            | SlaEvent::Closed
+            | SlaEvent::ManuallyClosed
+            | SlaEvent::CircuitDeleted => "TroubleTicketStatusChangeEvent",
+            _ => "TroubleTicketAttributeValueChangeEvent",
+        }
+    }
+}
+
+impl Fault {
+    /// Open a fault on `circuit`, down since `since`, with `root` as the root-cause impact.
+    pub fn open(circuit: &Circuit, since: DateTime<Utc>, root: &Impact, policy: &Policy) -> Fault {
+        let important = policy.is_important(circuit.customer.level, circuit.assurance_level);
+        let lead_team = lead_team_for(root, policy);
+        let notified_teams = policy.notify_teams(important, &lead_team);
+        Fault {
+            ticket_id: ticket_id(&circuit.circuit_id, since),
+            circuit_id: circuit.circuit_id.clone(),
+            customer_id: circuit.customer.id.clone(),
+            customer_name: circuit.customer.name.clone(),
+            customer_level: circuit.customer.level,
+            assurance_level: circuit.assurance_level,
+            scope: circuit.scope,
+            important,
+            status: TicketStatus::Acknowledged,
+            cause: FaultCause::Network,
+            root: root_of(root),
+            lead_team,
+            notified_teams,
+            intervals: vec![Interval {
+                start: since,
+                end: None,
+            }],
+            acknowledged_at: None,
+            planned_work: None,
+            timers: FiredTimers::default(),
+            next_event: 0,
+        }
+    }
+
+    /// When the circuit first went down in this fault.
+    pub fn opened_at(&self) -> DateTime<Utc> {
+        self.intervals
+            .first()
+            .map_or(DateTime::<Utc>::MIN_UTC, |i| i.start)
+    }
+
+    /// When service came back, while the fault is restored (in hold-down).
+    pub fn restored_at(&self) -> Option<DateTime<Utc>> {
+        self.intervals.last().and_then(|i| i.end)
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.restored_at().is_none() && self.status != TicketStatus::Closed
+    }
+
+    /// Total down time of this fault up to `now` (open intervals counted up to `now`).
+    pub fn down_time(&self, now: DateTime<Utc>) -> Duration {
+        self.intervals
+            .iter()
+            .map(|i| i.end.unwrap_or(now).max(i.start) - i.start)
+            .fold(Duration::zero(), |a, b| a + b)
+    }
+
+    pub fn restore_limit(&self, policy: &Policy) -> Duration {
+        policy.restore_limit(self.assurance_level, self.scope)
+    }
+
+    pub fn accept_by(&self, policy: &Policy) -> DateTime<Utc> {
+        self.opened_at() + policy.accept_within()
+    }
+
+    pub fn restore_by(&self, policy: &Policy) -> DateTime<Utc> {
+        self.opened_at() + self.restore_limit(policy)
+    }
+
+    pub fn at_risk_at(&self, policy: &Policy) -> DateTime<Utc> {
+        let limit = self.restore_limit(policy);
+        let ms = (limit.num_milliseconds() as f64 * policy.deadline_risk_fraction()).round();
+        self.opened_at() + Duration::milliseconds(ms as i64)
+    }
+
+    /// Does the restoration clock run for this fault? Not for customer-caused or
+    /// interconnection faults, nor for one that started in compliant planned works.
+    pub fn clock_runs(&self) -> bool {
+        self.cause == FaultCause::Network
+            && !self
+                .planned_work
+                .as_ref()
+                .is_some_and(|p| p.notice_compliant)
+    }
+
+    /// The earliest timer not yet fired, with its due time.
+    fn next_timer(&self, policy: &Policy) -> Option<(DateTime<Utc>, Timer)> {
+        if self.status == TicketStatus::Closed {
+            return None;
+        }
+        let opened = self.opened_at();
+        let mut due: Vec<(DateTime<Utc>, Timer)> = Vec::new();
+        if let Some(restored) = self.restored_at() {
+            if !self.timers.post_restore_feedback {
+                due.push((
+                    restored + policy.post_restore_feedback_within(),
+                    Timer::PostRestoreFeedback,
+                ));
+            }
+            if self.timers.post_restore_feedback {
+                // Close once the hold-down has passed and the customer has been told.
+                due.push((restored + policy.hold_down(), Timer::HoldDownEnd));
+            }
+        } else {
+            if self.acknowledged_at.is_none() && !self.timers.acceptance_overdue {
+                due.push((self.accept_by(policy), Timer::Acceptance));
+            }
+            if self.clock_runs() {
+                if !self.timers.at_risk {
+                    due.push((self.at_risk_at(policy), Timer::AtRisk));
+                }
+                if !self.timers.breached {
+                    due.push((self.restore_by(policy), Timer::Breach));
+                }
+            }
+            let steps = policy.escalation_steps(self.important);
+            let taken = usize::from(self.timers.escalations);
+            if let Some(step) = steps.get(taken) {
+                due.push((opened + step.after, Timer::Escalation(taken)));
+            }
+            if let Some(since) = self.timers.joint_since {
+                let n = i32::try_from(self.timers.bulletins + 1).unwrap_or(i32::MAX);
+                due.push((since + policy.joint_bulletin_every() * n, Timer::Bulletin));
+            }
+            if let Some(every) = policy.feedback_every(self.customer_level) {
+                let n = i32::try_from(self.timers.feedbacks + 1).unwrap_or(i32::MAX);
+                due.push((opened + every * n, Timer::Feedback));
+            }
+        }
+        due.into_iter().min_by_key(|(t, _)| *t)
+    }
+
+    /// When the next timer of this fault is due, if any.
+    pub fn next_due(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+        self.next_timer(policy).map(|(t, _)| t)
+    }
+
+    /// Fire every timer due at or before `now`, in due order. Each event carries its due
+    /// time as event time, so late evaluation gives the same events as timely evaluation.
+    pub fn fire_due(&mut self, now: DateTime<Utc>, policy: &Policy) -> Vec<TicketEvent> {
+        let mut out = Vec::new();
+        while let Some((due, timer)) = self.next_timer(policy) {
+            if due > now {
+                break;
+            }
+            let event = match timer {
+                Timer::Acceptance => {
+                    self.timers.acceptance_overdue = true;
+                    SlaEvent::AcceptanceOverdue
+                }
+                Timer::AtRisk => {
+                    self.timers.at_risk = true;
+                    SlaEvent::DeadlineAtRisk
+                }
+                Timer::Breach => {
+                    self.timers.breached = true;
+                    SlaEvent::DeadlineBreached
+                }
+                Timer::Escalation(idx) => {
+                    let steps = policy.escalation_steps(self.important);
+                    let Some(step) = steps.get(idx) else { break };
+                    self.timers.escalations += 1;
+                    if step.action == EscalationAction::JointHandling
+                        && self.timers.joint_since.is_none()
+                    {
+                        self.timers.joint_since = Some(due);
+                    }
+                    SlaEvent::Escalated {
+                        level: self.timers.escalations,
+                        action: step.action,
+                    }
+                }
+                Timer::Bulletin => {
+                    self.timers.bulletins += 1;
+                    SlaEvent::BulletinDue {
+                        number: self.timers.bulletins,
+                    }
+                }
+                Timer::Feedback => {
+                    self.timers.feedbacks += 1;
+                    SlaEvent::FeedbackDue {
+                        number: self.timers.feedbacks,
+                    }
+                }
+                Timer::PostRestoreFeedback => {
+                    self.timers.post_restore_feedback = true;
+                    SlaEvent::PostRestoreFeedbackDue
+                }
+                Timer::HoldDownEnd => {
+                    self.status = TicketStatus::Closed;
+                    SlaEvent::Closed
+                }
+            };
+            out.push(self.event(event, due, policy));
+        }
+        out
+    }
+
+    /// The circuit came back at `at`.
+    pub fn restore(&mut self, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+        if let Some(last) = self.intervals.last_mut() {
+            last.end = Some(at.max(last.start));
+        }
+        self.status = TicketStatus::Resolved;
+        self.timers.post_restore_feedback = false;
+        self.event(SlaEvent::Restored, at, policy)
+    }
+
+    /// The circuit failed again at `at`, inside the hold-down window: same fault.
+    pub fn reopen(&mut self, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+        let start = self.restored_at().map_or(at, |r| at.max(r));
+        self.intervals.push(Interval { start, end: None });
+        self.status = if self.acknowledged_at.is_some() {
+            TicketStatus::InProgress
+        } else {
+            TicketStatus::Acknowledged
+        };
+        self.event(SlaEvent::Reopened, at, policy)
+    }
+
+    /// Is a failure at `at` inside this fault's hold-down window?
+    pub fn within_hold_down(&self, at: DateTime<Utc>, policy: &Policy) -> bool {
+        self.status != TicketStatus::Closed
+            && self
+                .restored_at()
+                .is_some_and(|r| at <= r + policy.hold_down())
+    }
+
+    /// The current down interval started earlier than thought (a late root alarm).
+    pub fn revise_start(
+        &mut self,
+        since: DateTime<Utc>,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        let floor = if self.intervals.len() > 1 {
+            self.intervals[self.intervals.len() - 2].end
+        } else {
+            None
+        };
+        let last = self.intervals.last_mut()?;
+        let since = floor.map_or(since, |f| since.max(f));
+        if since >= last.start {
+            return None;
+        }
+        last.start = since;
+        Some(self.event(SlaEvent::FaultStartRevised, at, policy))
+    }
+
+    /// A better root cause arrived (a better cause class, or the same class raised
+    /// earlier): route the ticket again. A root alarm that clears while the circuit stays
+    /// down leaves the root cause as it was.
+    pub fn revise_root(
+        &mut self,
+        root: &Impact,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        let new_root = root_of(root);
+        let rank = |r: &RootCause| (r.cause_class, r.raised_at, r.alarm_key.clone());
+        if rank(&new_root) >= rank(&self.root) {
+            return None;
+        }
+        self.root = new_root;
+        self.lead_team = lead_team_for(root, policy);
+        self.notified_teams = policy.notify_teams(self.important, &self.lead_team);
+        Some(self.event(SlaEvent::RootCauseRevised, at, policy))
+    }
+
+    pub fn acknowledge(&mut self, at: DateTime<Utc>, policy: &Policy) -> Option<TicketEvent> {
+        if self.acknowledged_at.is_some() || self.status == TicketStatus::Closed {
+            return None;
+        }
+        self.acknowledged_at = Some(at);
+        if self.status == TicketStatus::Acknowledged {
+            self.status = TicketStatus::InProgress;
+        }
+        Some(self.event(SlaEvent::Acknowledged, at, policy))
+    }
+
+    pub fn reclassify(
+        &mut self,
+        cause: FaultCause,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        if self.cause == cause {
+            return None;
+        }
+        self.cause = cause;
+        Some(self.event(SlaEvent::Reclassified { cause }, at, policy))
+    }
+
+    /// Close now, whatever the circuit's state (a manual close or the circuit's deletion).
+    pub fn close(&mut self, why: SlaEvent, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+        if let Some(last) = self.intervals.last_mut() {
+            if last.end.is_none() {
+                last.end = Some(at.max(last.start));
+            }
+        }
+        self.status = TicketStatus::Closed;
+        self.event(why, at, policy)
+    }
+
+    /// Build the next event of this ticket, with a snapshot of the ticket.
+    pub fn event(&mut self, why: SlaEvent, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+        let seq = self.next_event;
+        self.next_event += 1;
+        TicketEvent {
+            event_id: format!("{}-{:04}", self.ticket_id, seq),
+            event_time: at,
+            event_type: why.event_type().to_string(),
+            sla_event: why,
+            event: TicketEventBody {
+                trouble_ticket: self.snapshot(at, policy),
+            },
+        }
+    }
+
+    fn snapshot(&self, at: DateTime<Utc>, policy: &Policy) -> TroubleTicket {
+        let steps = policy.escalation_steps(self.important);
+        let opened = self.opened_at();
+        let restored = self.restored_at();
+        TroubleTicket {
+            id: self.ticket_id.clone(),
+            name: format!("Circuit {} down", self.circuit_id),
+            description: format!(
+                "{} on {} ({})",
+                self.root.probable_cause, self.root.object, self.customer_name
+            ),
+            ticket_type: "fault".into(),
+            severity: "critical".into(),
+            priority: restoration_priority(self.assurance_level),
+            status: self.status,
+            creation_date: opened,
+            last_update: at,
+            expected_resolution_date: self.restore_by(policy),
+            resolution_date: restored,
+            related_entity: vec![
+                RelatedEntity {
+                    id: self.circuit_id.clone(),
+                    role: "affectedCircuit".into(),
+                    referred_type: "Circuit".into(),
+                },
+                RelatedEntity {
+                    id: self.root.alarm_key.clone(),
+                    role: "rootCauseAlarm".into(),
+                    referred_type: "Alarm".into(),
+                },
+            ],
+            related_party: std::iter::once(RelatedParty {
+                id: self.customer_id.clone(),
+                name: Some(self.customer_name.clone()),
+                role: "customer".into(),
+            })
+            .chain(std::iter::once(RelatedParty {
+                id: self.lead_team.clone(),
+                name: None,
+                role: "leadTeam".into(),
+            }))
+            .chain(self.notified_teams.iter().map(|t| RelatedParty {
+                id: t.clone(),
+                name: None,
+                role: "notifiedTeam".into(),
+            }))
+            .collect(),
+            root_cause: self.root.clone(),
+            sla: SlaFields {
+                customer_level: self.customer_level,
+                assurance_level: self.assurance_level,
+                scope: self.scope,
+                important: self.important,
+                cause: self.cause,
+                clock_runs: self.clock_runs(),
+                restore_limit_minutes: self.restore_limit(policy).num_minutes(),
+                accept_by: self.accept_by(policy),
+                restore_by: self.restore_by(policy),
+                at_risk_at: self.at_risk_at(policy),
+                escalations: steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| EscalationDue {
+                        level: u8::try_from(i + 1).unwrap_or(u8::MAX),
+                        action: s.action,
+                        at: opened + s.after,
+                    })
+                    .collect(),
+                escalation_level: self.timers.escalations,
+                feedback_every_minutes: policy
+                    .feedback_every(self.customer_level)
+                    .map(|d| d.num_minutes()),
+                post_restore_feedback_by: restored
+                    .map(|r| r + policy.post_restore_feedback_within()),
+                leadership_notice: policy
+                    .leadership_notice_levels()
+                    .contains(&self.assurance_level),
+                acknowledged_at: self.acknowledged_at,
+                down_intervals: self.intervals.clone(),
+                down_minutes: self.down_time(at).num_minutes(),
+                planned_work: self.planned_work.clone(),
+            },
+        }
+    }
+}
+
+fn root_of(impact: &Impact) -> RootCause {
+    RootCause {
+        alarm_key: impact.alarm.key.clone(),
+        object: impact.alarm.object.clone(),
+        probable_cause: impact.alarm.probable_cause.clone(),
+        cause_class: impact.alarm.cause_class,
+        source_system: impact.alarm.source_system.clone(),
+        raised_at: impact.alarm.raised_at,
+    }
+}
+
+fn lead_team_for(root: &Impact, policy: &Policy) -> String {
+    policy
+        .lead_team(
+            &root.alarm.source_system,
+            root.domain.as_deref(),
+            root.ne_type.as_deref(),
+            &root.alarm.probable_cause,
+        )
+        .to_string()
+}
+
+/// Restoration priority in a mass outage: by assurance level, AAA first (DOMAIN.md).
+pub fn restoration_priority(level: AssuranceLevel) -> u8 {
+    match level {
+        AssuranceLevel::Aaa => 1,
+        AssuranceLevel::Aa => 2,
+        AssuranceLevel::A => 3,
+        AssuranceLevel::Ordinary => 4,
+    }
+}
+
+/// A ticket id that depends only on the circuit and the instant it first went down, so
+/// the same input always gives the same id (the ticketing system dedupes on it).
+pub fn ticket_id(circuit_id: &str, since: DateTime<Utc>) -> String {
+    let mut h = Sha256::new();
+    h.update(circuit_id.as_bytes());
+    h.update([0u8]);
+    h.update(since.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
+    let digest = h.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("TT-{hex}")
+}
+
+/// A TMF621 Trouble Ticket event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketEvent {
+    pub event_id: String,
+    pub event_time: DateTime<Utc>,
+    /// `TroubleTicketCreateEvent`, `TroubleTicketStatusChangeEvent` or
+    /// `TroubleTicketAttributeValueChangeEvent`.
+    pub event_type: String,
+    /// Why this event was emitted (extension of TMF621).
+    pub sla_event: SlaEvent,
+    pub event: TicketEventBody,
+}
+
+impl TicketEvent {
+    pub fn ticket(&self) -> &TroubleTicket {
+        &self.event.trouble_ticket
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketEventBody {
+    pub trouble_ticket: TroubleTicket,
+}
+
+/// The ticket as TMF621 describes it, extended (`@type` DedicatedLineFaultTicket) with
+/// the root cause and the SLA fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TroubleTicket {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub ticket_type: String,
+    pub severity: String,
+    pub priority: u8,
+    pub status: TicketStatus,
+    pub creation_date: DateTime<Utc>,
+    pub last_update: DateTime<Utc>,
+    pub expected_resolution_date: DateTime<Utc>,
+    pub resolution_date: Option<DateTime<Utc>>,
+    pub related_entity: Vec<RelatedEntity>,
+    pub related_party: Vec<RelatedParty>,
+    pub root_cause: RootCause,
+    pub sla: SlaFields,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedEntity {
+    pub id: String,
+    pub role: String,
+    #[serde(rename = "@referredType")]
+    pub referred_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedParty {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationDue {
+    pub level: u8,
+    pub action: EscalationAction,
+    pub at: DateTime<Utc>,
+}
+
+/// The SLA fields the ticketing system needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaFields {
+    pub customer_level: CustomerLevel,
+    pub assurance_level: AssuranceLevel,
+    pub scope: Scope,
+    pub important: bool,
+    pub cause: FaultCause,
+    /// False when the restoration clock is stopped (customer-caused, interconnection,
+    /// or started in properly announced planned works).
+    pub clock_runs: bool,
+    pub restore_limit_minutes: i64,
+    pub accept_by: DateTime<Utc>,
+    pub restore_by: DateTime<Utc>,
+    pub at_risk_at: DateTime<Utc>,
+    pub escalations: Vec<EscalationDue>,
+    pub escalation_level: u8,
+    pub feedback_every_minutes: Option<i64>,
+    pub post_restore_feedback_by: Option<DateTime<Utc>>,
+    pub leadership_notice: bool,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub down_intervals: Vec<Interval>,
+    pub down_minutes: i64,
+    pub planned_work: Option<PlannedWork>,
+}

@@ -1,0 +1,134 @@
+//! Builders shared by the engine scenario tests: circuits, alarms and a driver that feeds
+//! inputs in order, advancing the engine's time to each input's event time first.
+#![allow(dead_code)]
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono_tz::Asia::Shanghai;
+
+use linewatch::alarm::{Alarm, AlarmState};
+use linewatch::engine::{Engine, Input, Output};
+use linewatch::inventory::{
+    Circuit, Customer, ObjectKind, PathElement, Route, RouteRole, ServiceKind,
+};
+use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
+use linewatch::ticket::TicketEvent;
+
+/// A local time in Asia/Shanghai, as UTC.
+pub fn sh(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+    Shanghai
+        .with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .expect("valid local time")
+        .with_timezone(&Utc)
+}
+
+pub fn element(kind: ObjectKind, id: &str, domain: &str, ne_type: &str) -> PathElement {
+    PathElement {
+        kind,
+        id: id.to_string(),
+        domain: Some(domain.to_string()),
+        ne_type: Some(ne_type.to_string()),
+        ne: None,
+        card: None,
+    }
+}
+
+pub fn circuit(
+    id: &str,
+    customer_level: CustomerLevel,
+    assurance: AssuranceLevel,
+    scope: Scope,
+    routes: Vec<Vec<PathElement>>,
+) -> Circuit {
+    let roles = [RouteRole::Working, RouteRole::Protection];
+    Circuit {
+        circuit_id: id.to_string(),
+        customer: Customer {
+            id: format!("CUST-{id}"),
+            name: format!("Customer of {id}"),
+            level: customer_level,
+        },
+        assurance_level: assurance,
+        scope,
+        service: ServiceKind::Data,
+        routes: routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, path)| Route {
+                role: roles[i.min(1)],
+                path,
+            })
+            .collect(),
+    }
+}
+
+pub fn alarm(
+    id: &str,
+    system: &str,
+    object: &str,
+    cause: &str,
+    severity: Severity,
+    at: DateTime<Utc>,
+) -> Alarm {
+    Alarm {
+        id: id.to_string(),
+        source_system: system.to_string(),
+        object: object.to_string(),
+        object_type: None,
+        state: AlarmState::Raised,
+        severity,
+        probable_cause: cause.to_string(),
+        alarm_type: "communicationsAlarm".to_string(),
+        specific_problem: None,
+        raised_at: at,
+        cleared_at: None,
+        event_time: at,
+    }
+}
+
+pub fn clear(raised: &Alarm, at: DateTime<Utc>) -> Alarm {
+    Alarm {
+        state: AlarmState::Cleared,
+        severity: Severity::Cleared,
+        cleared_at: Some(at),
+        event_time: at,
+        ..raised.clone()
+    }
+}
+
+/// Event time of an input, for ordering and for the engine's `now`.
+pub fn time_of(input: &Input, fallback: DateTime<Utc>) -> DateTime<Utc> {
+    match input {
+        Input::Alarm(a) => a.event_time,
+        Input::Command(c) => c.at,
+        Input::Maintenance(w) => w.notice_given_at,
+        Input::Inventory(_) => fallback,
+    }
+}
+
+/// Feed inputs in the given order (engine time = each input's event time, never moving
+/// back), then advance to `until`. Returns every output.
+pub fn run(engine: &mut Engine, inputs: Vec<Input>, until: DateTime<Utc>) -> Vec<Output> {
+    let mut out = Vec::new();
+    let mut now = DateTime::<Utc>::MIN_UTC;
+    for input in inputs {
+        now = now.max(time_of(&input, now));
+        out.extend(engine.advance(now));
+        out.extend(engine.handle(input, now).expect("input accepted"));
+    }
+    out.extend(engine.advance(until));
+    out
+}
+
+pub fn tickets(out: &[Output]) -> Vec<&TicketEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Ticket(t) => Some(t.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn minutes(n: i64) -> Duration {
+    Duration::minutes(n)
+}
