@@ -15,18 +15,23 @@ use crate::correlation::{CircuitImpacts, FanOut, Impact, LineStatus};
 use crate::inventory::{Circuit, InventoryChange};
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
+use crate::alarm::check_not_in_future;
 use crate::policy::Policy;
+use crate::rejection::RejectReason;
 use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent};
 
-/// A command from the ticketing system about one ticket.
+/// A command from the ticketing system about one ticket
+/// (schema `topics/schemas/ticket-command.schema.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TicketCommand {
     pub ticket_id: String,
     /// The ticket's circuit: commands are partitioned by circuit, like the tickets.
     pub circuit_id: String,
-    #[serde(flatten)]
     pub action: CommandAction,
+    /// The fault's cause, for [`CommandAction::Reclassify`] only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FaultCause>,
     /// When the operator acted (event time).
     pub at: DateTime<Utc>,
     #[serde(default)]
@@ -35,13 +40,13 @@ pub struct TicketCommand {
     pub note: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CommandAction {
     /// The lead team accepted the ticket.
     Acknowledge,
     /// The cause was found to be the customer's or another carrier's (or back to network).
-    Reclassify { cause: FaultCause },
+    Reclassify,
     /// Close the ticket by hand.
     Close,
 }
@@ -62,24 +67,6 @@ pub struct LineEvent {
 pub enum Output {
     Ticket(Box<TicketEvent>),
     Line(LineEvent),
-}
-
-/// Input the engine could not act on, with a reason a person can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("alarm time {at} is more than {skew_minutes} min ahead of the engine's time {now}")]
-    FromTheFuture {
-        at: DateTime<Utc>,
-        now: DateTime<Utc>,
-        skew_minutes: i64,
-    },
-    #[error("ticket {ticket_id} is not an open ticket of circuit {circuit_id}")]
-    UnknownTicket {
-        ticket_id: String,
-        circuit_id: String,
-    },
-    #[error("maintenance window {window_id} ends before it starts")]
-    EmptyWindow { window_id: String },
 }
 
 /// State of one circuit in stage 2.
@@ -194,15 +181,19 @@ impl CircuitStates {
     /// A command from the ticketing system.
     ///
     /// # Errors
-    /// [`Refusal::UnknownTicket`] when the circuit has no open ticket of that id.
+    /// [`RejectReason::Invalid`] (field `ticketId`) when the circuit has no open ticket of
+    /// that id.
     pub fn on_command(
         &mut self,
         cmd: &TicketCommand,
         policy: &Policy,
-    ) -> Result<Vec<Output>, Refusal> {
-        let unknown = || Refusal::UnknownTicket {
-            ticket_id: cmd.ticket_id.clone(),
-            circuit_id: cmd.circuit_id.clone(),
+    ) -> Result<Vec<Output>, RejectReason> {
+        let unknown = || RejectReason::Invalid {
+            field: "ticketId".into(),
+            problem: format!(
+                "{:?} is not an open ticket of circuit {:?}",
+                cmd.ticket_id, cmd.circuit_id
+            ),
         };
         let entry = self.circuits.get_mut(&cmd.circuit_id).ok_or_else(unknown)?;
         let fault = entry
@@ -210,9 +201,14 @@ impl CircuitStates {
             .as_mut()
             .filter(|f| f.ticket_id == cmd.ticket_id)
             .ok_or_else(unknown)?;
-        let event = match &cmd.action {
+        let event = match cmd.action {
             CommandAction::Acknowledge => fault.acknowledge(cmd.at, policy),
-            CommandAction::Reclassify { cause } => fault.reclassify(*cause, cmd.at, policy),
+            CommandAction::Reclassify => {
+                let cause = cmd.cause.ok_or_else(|| RejectReason::MissingField {
+                    field: "cause".into(),
+                })?;
+                fault.reclassify(cause, cmd.at, policy)
+            }
             CommandAction::Close => {
                 let still_down = fault.is_down();
                 let ev = fault.close(SlaEvent::ManuallyClosed, cmd.at, policy);
@@ -229,11 +225,11 @@ impl CircuitStates {
     /// Remember a maintenance window (faults starting inside it are marked with it).
     ///
     /// # Errors
-    /// [`Refusal::EmptyWindow`] when the window ends before it starts.
-    pub fn on_window(&mut self, window: MaintenanceWindow) -> Result<(), Refusal> {
+    /// [`RejectReason::Inconsistent`] when the window ends before it starts.
+    pub fn on_window(&mut self, window: MaintenanceWindow) -> Result<(), RejectReason> {
         if window.end <= window.start {
-            return Err(Refusal::EmptyWindow {
-                window_id: window.window_id,
+            return Err(RejectReason::Inconsistent {
+                detail: format!("maintenance window {:?} ends before it starts", window.window_id),
             });
         }
         self.windows.insert(window.window_id.clone(), window);
@@ -437,20 +433,14 @@ impl Engine {
     /// that timer events due before the input come out before the input's own events.
     ///
     /// # Errors
-    /// A [`Refusal`] when the input is well-formed but cannot be acted on; the engine's
+    /// A [`RejectReason`] when the input is well-formed but cannot be acted on (an alarm
+    /// from too far in the future, a command for a ticket that is not open); the engine's
     /// state is then unchanged.
-    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Result<Vec<Output>, Refusal> {
+    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Result<Vec<Output>, RejectReason> {
         let mut out = Vec::new();
         match input {
             Input::Alarm(alarm) => {
-                let skew = self.policy.max_future_skew();
-                if alarm.event_time > now + skew || alarm.raised_at > now + skew {
-                    return Err(Refusal::FromTheFuture {
-                        at: alarm.event_time.max(alarm.raised_at),
-                        now,
-                        skew_minutes: skew.num_minutes(),
-                    });
-                }
+                check_not_in_future(&alarm, now, self.policy.max_future_skew())?;
                 for impact in self.fanout.on_alarm(&alarm, &self.network, &self.policy) {
                     out.extend(self.states.on_impact(impact, &self.network, &self.policy));
                 }

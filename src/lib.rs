@@ -21,6 +21,7 @@ pub mod alarm;
 pub mod calendar;
 pub mod correlation;
 pub mod engine;
+pub mod intake;
 pub mod inventory;
 pub mod kafka;
 pub mod levels;

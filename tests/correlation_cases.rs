@@ -263,24 +263,20 @@ fn acknowledge_and_reclassify_commands_reach_the_ticket() {
         sh(2026, 2, 2, 10, 0, 0),
     );
     let ticket_id = tickets(&out)[0].ticket().id.clone();
-    let cmd = |action, m| {
+    let cmd = |action, cause, m| {
         Input::Command(TicketCommand {
             ticket_id: ticket_id.clone(),
             circuit_id: "C1".into(),
             action,
+            cause,
             at: sh(2026, 2, 2, 10, m, 0),
             by: Some("noc-7".into()),
             note: None,
         })
     };
     let inputs = vec![
-        cmd(CommandAction::Acknowledge, 5),
-        cmd(
-            CommandAction::Reclassify {
-                cause: FaultCause::Customer,
-            },
-            20,
-        ),
+        cmd(CommandAction::Acknowledge, None, 5),
+        cmd(CommandAction::Reclassify, Some(FaultCause::Customer), 20),
         Input::Alarm(clear(&a, sh(2026, 2, 2, 18, 0, 0))),
     ];
     let out = run(&mut engine, inputs, sh(2026, 2, 3, 0, 0, 0));
@@ -305,6 +301,7 @@ fn acknowledge_and_reclassify_commands_reach_the_ticket() {
             ticket_id: "TT-nope".into(),
             circuit_id: "C1".into(),
             action: CommandAction::Acknowledge,
+            cause: None,
             at: sh(2026, 2, 3, 0, 0, 0),
             by: None,
             note: None,
