@@ -29,4 +29,5 @@ pub mod maintenance;
 pub mod network;
 pub mod policy;
 pub mod rejection;
+pub mod replay;
 pub mod ticket;
