@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::alarm::check_not_in_future;
 use crate::alarm::Alarm;
 use crate::correlation::{CircuitImpacts, FanOut, Impact, LineStatus};
 use crate::inventory::{Circuit, InventoryChange};
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
-use crate::alarm::check_not_in_future;
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent};
@@ -229,7 +229,10 @@ impl CircuitStates {
     pub fn on_window(&mut self, window: MaintenanceWindow) -> Result<(), RejectReason> {
         if window.end <= window.start {
             return Err(RejectReason::Inconsistent {
-                detail: format!("maintenance window {:?} ends before it starts", window.window_id),
+                detail: format!(
+                    "maintenance window {:?} ends before it starts",
+                    window.window_id
+                ),
             });
         }
         self.windows.insert(window.window_id.clone(), window);
@@ -436,7 +439,11 @@ impl Engine {
     /// A [`RejectReason`] when the input is well-formed but cannot be acted on (an alarm
     /// from too far in the future, a command for a ticket that is not open); the engine's
     /// state is then unchanged.
-    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Result<Vec<Output>, RejectReason> {
+    pub fn handle(
+        &mut self,
+        input: Input,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Output>, RejectReason> {
         let mut out = Vec::new();
         match input {
             Input::Alarm(alarm) => {

@@ -26,7 +26,11 @@ pub enum Stream {
 
 /// Decode one record of `stream`. A VES batch gives one result per element; every other
 /// record gives exactly one.
-pub fn decode(stream: Stream, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<Result<Input, RejectReason>> {
+pub fn decode(
+    stream: Stream,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Vec<Result<Input, RejectReason>> {
     match stream {
         Stream::Inventory => vec![parse_circuit_record(key, value).map(Input::Inventory)],
         Stream::Alarms => match value {
@@ -67,7 +71,9 @@ pub fn parse_command(bytes: &[u8]) -> Result<TicketCommand, RejectReason> {
     }
     let cmd = serde_json::from_slice::<TicketCommand>(bytes).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
-            RejectReason::NotJson { detail: e.to_string() }
+            RejectReason::NotJson {
+                detail: e.to_string(),
+            }
         } else {
             RejectReason::Invalid {
                 field: "(command)".into(),
@@ -79,10 +85,12 @@ pub fn parse_command(bytes: &[u8]) -> Result<TicketCommand, RejectReason> {
         (CommandAction::Reclassify, None) => Err(RejectReason::MissingField {
             field: "cause".into(),
         }),
-        (CommandAction::Acknowledge | CommandAction::Close, Some(_)) => Err(RejectReason::Invalid {
-            field: "cause".into(),
-            problem: "only a reclassify command carries a cause".into(),
-        }),
+        (CommandAction::Acknowledge | CommandAction::Close, Some(_)) => {
+            Err(RejectReason::Invalid {
+                field: "cause".into(),
+                problem: "only a reclassify command carries a cause".into(),
+            })
+        }
         _ => Ok(cmd),
     }
 }
@@ -105,7 +113,10 @@ mod tests {
         assert_eq!(err.code(), RejectCode::Invalid);
         assert!(err.to_string().contains("escalate"), "{err}");
 
-        assert_eq!(parse_command(b"{nope").expect_err("not json").code(), RejectCode::NotJson);
+        assert_eq!(
+            parse_command(b"{nope").expect_err("not json").code(),
+            RejectCode::NotJson
+        );
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! convention. An alarm on an object hits every circuit whose path uses that object or an
 //! object below it (see [`PathElement::impacting_objects`]).
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::levels::{AssuranceLevel, CustomerLevel, Scope};
+use crate::rejection::json::{self, Obj};
+use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +135,221 @@ pub enum InventoryChange {
     Delete { circuit_id: String },
 }
 
+// ---------------------------------------------------------------------------------------
+// Parsing: records of the compacted `inventory.circuits` topic (or of an inventory file).
+// ---------------------------------------------------------------------------------------
+
+/// Field names of a [`Circuit`] record (camelCase, as the serde attributes above say).
+const CIRCUIT_FIELDS: &[&str] = &[
+    "circuitId",
+    "customer",
+    "assuranceLevel",
+    "scope",
+    "service",
+    "routes",
+    "deleted",
+];
+const CUSTOMER_FIELDS: &[&str] = &["id", "name", "level"];
+const ROUTE_FIELDS: &[&str] = &["role", "path"];
+const ELEMENT_FIELDS: &[&str] = &["kind", "id", "domain", "neType", "ne", "card"];
+const DELETE_FIELDS: &[&str] = &["circuitId", "deleted"];
+
+const CUSTOMER_LEVELS: &[(&str, CustomerLevel)] = &[
+    ("key", CustomerLevel::Key),
+    ("diamond", CustomerLevel::Diamond),
+    ("gold", CustomerLevel::Gold),
+    ("silver", CustomerLevel::Silver),
+    ("bronze", CustomerLevel::Bronze),
+    ("standard", CustomerLevel::Standard),
+];
+const ASSURANCE_LEVELS: &[(&str, AssuranceLevel)] = &[
+    ("AAA", AssuranceLevel::Aaa),
+    ("AA", AssuranceLevel::Aa),
+    ("A", AssuranceLevel::A),
+    ("ordinary", AssuranceLevel::Ordinary),
+];
+const SCOPES: &[(&str, Scope)] = &[
+    ("intra_city", Scope::IntraCity),
+    ("intra_province", Scope::IntraProvince),
+    ("inter_province", Scope::InterProvince),
+];
+const SERVICES: &[(&str, ServiceKind)] = &[
+    ("data", ServiceKind::Data),
+    ("internet", ServiceKind::Internet),
+];
+const ROLES: &[(&str, RouteRole)] = &[
+    ("working", RouteRole::Working),
+    ("protection", RouteRole::Protection),
+];
+const KINDS: &[(&str, ObjectKind)] = &[
+    ("ne", ObjectKind::Ne),
+    ("card", ObjectKind::Card),
+    ("port", ObjectKind::Port),
+    ("link", ObjectKind::Link),
+];
+
+/// Parses one record of the inventory topic. The key is the circuit id (the topic is
+/// compacted by it); the value is the circuit as camelCase JSON (the serde form of
+/// [`Circuit`]), or a delete.
+///
+/// - `value == None` (a Kafka tombstone) deletes the circuit named by the key.
+/// - `{"circuitId": "…", "deleted": true}` also deletes (files have no tombstones).
+///   `"deleted": false` may stand in a full circuit record and means nothing.
+/// - Anything else must be a full circuit. Checked here, so the engine never meets them:
+///   ids are not blank; there is at least one route; every route has a non-empty path and
+///   no object twice on it (a hop listed twice is a data error that would double-count);
+///   at most one route is `working`; unknown fields are refused (a misspelt optional field
+///   would otherwise vanish); the key, when present, equals `circuitId`.
+///   Enumerated values are compared without regard to letter case. Blank optional strings
+///   of a path element (`ne: ""`) read as absent, so they cannot name a phantom parent.
+///
+/// The size limit of [`DEFAULT_MAX_MESSAGE_BYTES`] applies to the value.
+///
+/// # Errors
+/// A [`RejectReason`] naming the field by its path (`routes[1].path[0].kind`); for a key
+/// that is not UTF-8, or that names another circuit than the value, the field is `key`.
+pub fn parse_circuit_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<InventoryChange, RejectReason> {
+    let key = match key {
+        None | Some([]) => None,
+        Some(k) => Some(std::str::from_utf8(k).map_err(|_| RejectReason::WrongType {
+            field: "key".into(),
+            expected: "UTF-8 text",
+            got: format!("{} bytes that are not UTF-8", k.len()),
+        })?),
+    };
+    let Some(value) = value else {
+        return match key {
+            Some(k) if !k.trim().is_empty() => Ok(InventoryChange::Delete {
+                circuit_id: k.to_string(),
+            }),
+            _ => Err(RejectReason::Invalid {
+                field: "key".into(),
+                problem: "a tombstone (null value) must carry the circuit id as its key".into(),
+            }),
+        };
+    };
+    if value.iter().all(u8::is_ascii_whitespace) {
+        return Err(RejectReason::Invalid {
+            field: "value".into(),
+            problem: "the value is empty; to delete a circuit send a tombstone (null value) \
+                      or {\"circuitId\": \"…\", \"deleted\": true}"
+                .into(),
+        });
+    }
+    let root = json::parse(value, DEFAULT_MAX_MESSAGE_BYTES)?;
+    let o = Obj::at(String::new(), &root)?;
+    let change = if o.opt_bool("deleted")? == Some(true) {
+        o.deny_unknown(DELETE_FIELDS)?;
+        InventoryChange::Delete {
+            circuit_id: o.req_str("circuitId")?.to_string(),
+        }
+    } else {
+        InventoryChange::Upsert(Box::new(parse_circuit(&o)?))
+    };
+    let id = match &change {
+        InventoryChange::Upsert(c) => &c.circuit_id,
+        InventoryChange::Delete { circuit_id } => circuit_id,
+    };
+    match key {
+        Some(k) if k != id => Err(RejectReason::KeyMismatch {
+            field: "circuitId".into(),
+            value: json::show(id),
+            key: json::show(k),
+        }),
+        _ => Ok(change),
+    }
+}
+
+fn parse_circuit(o: &Obj<'_>) -> Result<Circuit, RejectReason> {
+    o.deny_unknown(CIRCUIT_FIELDS)?;
+    let circuit_id = o.req_str("circuitId")?.to_string();
+    let c = o.req_obj("customer")?;
+    c.deny_unknown(CUSTOMER_FIELDS)?;
+    let customer = Customer {
+        id: c.req_str("id")?.to_string(),
+        name: c.req_string_any("name")?.to_string(),
+        level: c.req_enum("level", CUSTOMER_LEVELS)?,
+    };
+    let assurance_level = o.req_enum("assuranceLevel", ASSURANCE_LEVELS)?;
+    let scope = o.req_enum("scope", SCOPES)?;
+    let service = o.req_enum("service", SERVICES)?;
+    let raw_routes = o.req_array("routes")?;
+    if raw_routes.is_empty() {
+        return Err(RejectReason::Invalid {
+            field: o.field("routes"),
+            problem: "a circuit needs at least one route".into(),
+        });
+    }
+    let mut routes = Vec::with_capacity(raw_routes.len());
+    let mut working: Option<usize> = None;
+    for (i, raw) in raw_routes.iter().enumerate() {
+        let r = Obj::at(json::index(&o.field("routes"), i), raw)?;
+        let route = parse_route(&r)?;
+        if route.role == RouteRole::Working {
+            if let Some(first) = working {
+                return Err(RejectReason::Invalid {
+                    field: o.field("routes"),
+                    problem: format!(
+                        "routes[{first}] and routes[{i}] are both `working`; at most one route \
+                         may be working, the others are `protection`"
+                    ),
+                });
+            }
+            working = Some(i);
+        }
+        routes.push(route);
+    }
+    Ok(Circuit {
+        circuit_id,
+        customer,
+        assurance_level,
+        scope,
+        service,
+        routes,
+    })
+}
+
+fn parse_route(r: &Obj<'_>) -> Result<Route, RejectReason> {
+    r.deny_unknown(ROUTE_FIELDS)?;
+    let role = r.req_enum("role", ROLES)?;
+    let raw_path = r.req_array("path")?;
+    if raw_path.is_empty() {
+        return Err(RejectReason::Invalid {
+            field: r.field("path"),
+            problem: "a route needs at least one path element".into(),
+        });
+    }
+    let mut path: Vec<PathElement> = Vec::with_capacity(raw_path.len());
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(raw_path.len());
+    for (j, raw) in raw_path.iter().enumerate() {
+        let e = Obj::at(json::index(&r.field("path"), j), raw)?;
+        e.deny_unknown(ELEMENT_FIELDS)?;
+        let el = PathElement {
+            kind: e.req_enum("kind", KINDS)?,
+            id: e.req_str("id")?.to_string(),
+            domain: e.opt_str("domain")?.map(str::to_string),
+            ne_type: e.opt_str("neType")?.map(str::to_string),
+            ne: e.opt_str("ne")?.map(str::to_string),
+            card: e.opt_str("card")?.map(str::to_string),
+        };
+        let id = e.req_str("id")?;
+        if let Some(k) = seen.insert(id, j) {
+            return Err(RejectReason::Invalid {
+                field: e.field("id"),
+                problem: format!(
+                    "{} is already path[{k}] of this route; an object appears once per route",
+                    json::show(id)
+                ),
+            });
+        }
+        path.push(el);
+    }
+    Ok(Route { role, path })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,9 +377,206 @@ mod tests {
         p.card = Some("card-9".into());
         p.ne = Some("ne-a".into());
         assert_eq!(p.impacting_objects(), vec!["card-9", "ne-a", "p-77"]);
+        assert_eq!(el(ObjectKind::Link, "L/1").impacting_objects(), vec!["L/1"]);
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+    use crate::rejection::RejectCode;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    const PROTECTED: &str =
+        include_str!("../tests/fixtures/inventory/valid/circuit_protected_aaa.json");
+    const INTERNET: &str =
+        include_str!("../tests/fixtures/inventory/valid/circuit_internet_unprotected.json");
+
+    fn circuit() -> Value {
+        serde_json::from_str(PROTECTED).unwrap()
+    }
+
+    fn parse(v: &Value) -> Result<InventoryChange, RejectReason> {
+        parse_circuit_record(None, Some(v.to_string().as_bytes()))
+    }
+
+    fn reason(v: &Value) -> RejectReason {
+        parse(v).unwrap_err()
+    }
+
+    #[test]
+    fn fixtures_parse_and_agree_with_serde() {
+        for src in [PROTECTED, INTERNET] {
+            let Ok(InventoryChange::Upsert(c)) = parse_circuit_record(None, Some(src.as_bytes()))
+            else {
+                panic!("not an upsert: {src}");
+            };
+            // The hand-written parser and the serde attributes of `Circuit` read alike...
+            let by_serde: Circuit = serde_json::from_str(src).unwrap();
+            assert_eq!(*c, by_serde);
+            // ...and whatever serde writes, the parser reads back.
+            let again = serde_json::to_vec(&*c).unwrap();
+            assert_eq!(
+                parse_circuit_record(Some(c.circuit_id.as_bytes()), Some(&again)),
+                Ok(InventoryChange::Upsert(c.clone()))
+            );
+        }
+        let c: Circuit = serde_json::from_str(PROTECTED).unwrap();
+        assert!(c.is_protected());
+        assert_eq!(c.assurance_level, AssuranceLevel::Aaa);
+        assert_eq!(c.routes[1].path[3].ne.as_deref(), Some("GZ-PY-OTN-02"));
+    }
+
+    #[test]
+    fn deletes() {
         assert_eq!(
-            el(ObjectKind::Link, "L/1").impacting_objects(),
-            vec!["L/1"]
+            parse_circuit_record(Some(b"C-9"), None),
+            Ok(InventoryChange::Delete {
+                circuit_id: "C-9".into()
+            })
         );
+        let err = parse_circuit_record(None, None).unwrap_err();
+        assert_eq!(err.code(), RejectCode::Invalid);
+        assert!(err.to_string().contains("tombstone"), "{err}");
+        assert_eq!(
+            parse_circuit_record(Some(b"C-9"), Some(br#"{"circuitId":"C-9","deleted":true}"#)),
+            Ok(InventoryChange::Delete {
+                circuit_id: "C-9".into()
+            })
+        );
+        let err = parse_circuit_record(None, Some(br#"{"circuitId":"C-9","deleted":true,"x":1}"#))
+            .unwrap_err();
+        assert_eq!(err.code(), RejectCode::UnknownField);
+        let err = parse_circuit_record(None, Some(br#"{"circuitId":"C-9","deleted":"yes"}"#))
+            .unwrap_err();
+        assert_eq!(err.code(), RejectCode::WrongType);
+        // `deleted: false` is allowed in a full record and changes nothing.
+        let mut v = circuit();
+        v["deleted"] = json!(false);
+        assert!(matches!(parse(&v), Ok(InventoryChange::Upsert(_))));
+        // An empty value is not a tombstone, and the reason says how to delete.
+        let err = parse_circuit_record(Some(b"C-9"), Some(b"")).unwrap_err();
+        assert!(err.to_string().contains("tombstone"), "{err}");
+    }
+
+    #[test]
+    fn key_must_match() {
+        let err = parse_circuit_record(Some(b"OTHER"), Some(PROTECTED.as_bytes())).unwrap_err();
+        assert_eq!(err.code(), RejectCode::KeyMismatch);
+        assert_eq!(
+            err.to_string(),
+            "field `circuitId`: \"SZ-GZ-DL-000731\" does not match the record key \"OTHER\""
+        );
+        let err = parse_circuit_record(Some(&[0xff, 0xfe]), None).unwrap_err();
+        assert_eq!(err.code(), RejectCode::WrongType);
+        assert!(parse_circuit_record(Some(b""), Some(PROTECTED.as_bytes())).is_ok());
+    }
+
+    #[test]
+    fn rules_of_a_circuit() {
+        let mut v = circuit();
+        v["circuitId"] = json!("");
+        assert_eq!(reason(&v).code(), RejectCode::BadValue);
+
+        let mut v = circuit();
+        v["routes"] = json!([]);
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `routes`: a circuit needs at least one route"
+        );
+
+        let mut v = circuit();
+        v["routes"][1]["path"] = json!([]);
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `routes[1].path`: a route needs at least one path element"
+        );
+
+        let mut v = circuit();
+        v["routes"][1]["role"] = json!("working");
+        let err = reason(&v);
+        assert_eq!(err.code(), RejectCode::Invalid);
+        assert!(err.to_string().contains("routes[0] and routes[1]"), "{err}");
+
+        let mut v = circuit();
+        v["routes"][0]["path"][4]["id"] = json!("SZ-FT-PTN-03/2/1");
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `routes[0].path[4].id`: \"SZ-FT-PTN-03/2/1\" is already path[1] of this \
+             route; an object appears once per route"
+        );
+        // The same object on two different routes is normal (the shared CPE port).
+        assert!(parse(&circuit()).is_ok());
+
+        let mut v = circuit();
+        v["routes"][0]["path"][0]["kind"] = json!("shelf");
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `routes[0].path[0].kind`: expected one of ne, card, port, link, got \"shelf\""
+        );
+
+        let mut v = circuit();
+        v["assuranceLevel"] = json!("AAAA");
+        assert_eq!(reason(&v).code(), RejectCode::BadValue);
+
+        let mut v = circuit();
+        v["routes"][0]["path"][0]["neTyp"] = json!("CPE");
+        let err = reason(&v);
+        assert_eq!(err.code(), RejectCode::UnknownField);
+        assert!(err
+            .to_string()
+            .starts_with("field `routes[0].path[0].neTyp` is not allowed here"));
+
+        let mut v = circuit();
+        v["customer"].as_object_mut().unwrap().remove("level");
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `customer.level` is required but missing"
+        );
+    }
+
+    #[test]
+    fn lenient_where_harmless() {
+        let mut v = circuit();
+        v["assuranceLevel"] = json!("aaa");
+        v["customer"]["level"] = json!("Gold");
+        v["routes"][0]["path"][0]["ne"] = json!("");
+        v["routes"][0]["path"][0]["card"] = Value::Null;
+        let Ok(InventoryChange::Upsert(c)) = parse(&v) else {
+            panic!("rejected")
+        };
+        assert_eq!(c.assurance_level, AssuranceLevel::Aaa);
+        assert_eq!(c.customer.level, CustomerLevel::Gold);
+        // A blank parent is no parent: it cannot become a phantom object "".
+        assert_eq!(c.routes[0].path[0].ne, None);
+        assert!(!c.routes[0].path[0]
+            .impacting_objects()
+            .contains(&String::new()));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_records_never_panic(
+            key in prop::option::of(prop::collection::vec(any::<u8>(), 0..16)),
+            value in prop::option::of(prop::collection::vec(any::<u8>(), 0..512)),
+        ) {
+            let _ = parse_circuit_record(key.as_deref(), value.as_deref());
+        }
+
+        #[test]
+        fn mutated_fixture_never_panics(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let mut bytes = PROTECTED.as_bytes().to_vec();
+            let i = at.index(bytes.len());
+            if cut { bytes.truncate(i) } else { bytes[i] = byte }
+            if let Ok(InventoryChange::Upsert(c)) = parse_circuit_record(None, Some(&bytes)) {
+                prop_assert!(!c.routes.is_empty());
+                prop_assert!(c.routes.iter().all(|r| !r.path.is_empty()));
+            }
+        }
     }
 }
