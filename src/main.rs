@@ -2,7 +2,8 @@
 //! done by the library (`linewatch::kafka::topics`, ...), which the tests call directly.
 //!
 //! Exit codes: 0 success, 1 the cluster differs from `topics/` (`topics check`) or a file is
-//! invalid (`topics validate`), 2 any error (bad arguments, unreachable cluster, ...).
+//! invalid (`topics validate`, `policy check`), 2 any error (bad arguments, unreachable
+//! cluster, ...).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use linewatch::kafka::service::{self, ServiceConfig, TopicNames};
 use linewatch::kafka::topics::{self, PlanOptions, TopicAdmin};
 use linewatch::kafka::{client_config, parse_client_override, ClientOverride};
+use linewatch::policy::Policy;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Alarm correlation and SLA tracking for enterprise dedicated lines, on Apache Kafka.
 #[derive(Debug, Parser)]
@@ -23,9 +28,102 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: consume alarms, inventory, maintenance windows and ticket
+    /// commands; produce fault-ticket events, circuit status and rejections.
+    ///
+    /// Every input's effects and its offset are committed in one Kafka transaction.
+    /// Stops cleanly on Ctrl-C or SIGTERM (finishes the transaction in flight).
+    Run(RunArgs),
+    /// Run the engine over JSON Lines files and write its output to a folder.
+    ///
+    /// Reads inventory.jsonl, alarms.jsonl, maintenance.jsonl and commands.jsonl from the
+    /// input folder (a missing file is empty), in event-time order, and writes
+    /// tickets.jsonl, circuits-status.jsonl and rejections.jsonl. The same input always
+    /// gives byte-identical output. A summary goes to stderr.
+    Replay(ReplayArgs),
+    /// Print or check an SLA policy file.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Create or check the Kafka topics described in topics/ (one TOML file per topic).
     #[command(subcommand)]
     Topics(TopicsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print the built-in default policy (DOMAIN.md's numbers), to start a file from.
+    Default,
+    /// Load a policy file and report the first bad key; exit 1 if it is refused.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PolicyArg {
+    /// SLA policy file (TOML). Default: the built-in policy (`linewatch policy default`).
+    #[arg(long, env = "LINEWATCH_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: String,
+
+    /// A librdkafka client property for every client of the service, e.g.
+    /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512. Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_client_override)]
+    client_overrides: Vec<ClientOverride>,
+
+    /// Consumer group of the service's instances.
+    #[arg(long, env = "LINEWATCH_GROUP_ID", default_value = "linewatch")]
+    group_id: String,
+
+    /// Transactional id of this instance; keep it stable across restarts so that a
+    /// restarted instance fences its previous self.
+    #[arg(
+        long,
+        env = "LINEWATCH_TRANSACTIONAL_ID",
+        default_value = "linewatch-0"
+    )]
+    transactional_id: String,
+
+    /// Prepended to every topic name (as for `topics create --prefix`).
+    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+
+    #[command(flatten)]
+    policy: PolicyArg,
+
+    /// How often live SLA timers are checked against the wall clock, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    tick_ms: u64,
+
+    /// Log format: text, or json (one JSON object per line).
+    #[arg(long, env = "LINEWATCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// Folder holding the input files.
+    #[arg(long, value_name = "DIR")]
+    input: PathBuf,
+
+    /// Folder for the output files (created if needed; files are overwritten).
+    #[arg(long, value_name = "DIR")]
+    output: PathBuf,
+
+    #[command(flatten)]
+    policy: PolicyArg,
+
+    /// Run the clock to this RFC 3339 time after the last input, so that later timers
+    /// fire. Default: one day after the last input.
+    #[arg(long, value_name = "TIME")]
+    until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,14 +184,21 @@ struct ClusterArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let (default_level, json) = match &cli.command {
+        Command::Run(args) => ("info", args.log_format == "json"),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -105,6 +210,38 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => serve(args),
+        Command::Replay(args) => {
+            let policy = load_policy(&args.policy)?;
+            let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)
+                .context("replay failed")?;
+            eprintln!(
+                "replay: {} inputs, {} rejected, {} tickets opened, {} ticket events, {} status events; event time {} to {}; output in {}",
+                summary.inputs,
+                summary.rejected,
+                summary.tickets_opened,
+                summary.ticket_events,
+                summary.status_events,
+                summary.first_event.map_or("-".into(), |t| t.to_rfc3339()),
+                summary.last_event.map_or("-".into(), |t| t.to_rfc3339()),
+                args.output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Default) => {
+            print!("{}", linewatch::policy::DEFAULT_POLICY_TOML);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Check { file }) => match Policy::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        },
         Command::Topics(TopicsCommand::Validate(args)) => validate(&args),
         Command::Topics(TopicsCommand::Create(args)) => {
             let (admin, plans) = prepare(&args)?;
@@ -156,6 +293,47 @@ fn prepare(args: &ClusterArgs) -> anyhow::Result<(TopicAdmin, Vec<topics::TopicP
     let config = client_config(&args.bootstrap_servers, &args.client_overrides);
     let admin = TopicAdmin::new(&config, Duration::from_secs(args.timeout_secs))?;
     Ok((admin, plans))
+}
+
+fn load_policy(arg: &PolicyArg) -> anyhow::Result<Policy> {
+    match &arg.policy {
+        Some(path) => Ok(Policy::load(path)?),
+        None => Ok(Policy::builtin()),
+    }
+}
+
+/// `linewatch run`: the service loop on this thread, signals watched on another.
+fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let policy = load_policy(&args.policy)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    let signals = runtime()?;
+    std::thread::spawn(move || {
+        signals.block_on(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("shutdown requested; finishing the transaction in flight");
+            flag.store(true, Ordering::Relaxed);
+        });
+    });
+    let config = ServiceConfig {
+        bootstrap_servers: args.bootstrap_servers,
+        client_overrides: args.client_overrides,
+        group_id: args.group_id,
+        transactional_id: args.transactional_id,
+        topics: TopicNames::with_prefix(&args.topic_prefix),
+        policy,
+        tick: Duration::from_millis(args.tick_ms.max(10)),
+    };
+    service::run(config, shutdown)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The admin commands are one-shot: a small current-thread runtime is enough (the blocking
