@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::correlation::Impact;
 use crate::inventory::Circuit;
-use crate::levels::{AssuranceLevel, CustomerLevel, Scope};
+use crate::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use crate::policy::{CauseClass, EscalationAction, Policy};
 
 /// TMF621 ticket status, as this service uses them.
@@ -46,6 +46,7 @@ pub struct RootCause {
     pub probable_cause: String,
     pub cause_class: CauseClass,
     pub source_system: String,
+    pub severity: Severity,
     pub raised_at: DateTime<Utc>,
 }
 
@@ -567,6 +568,7 @@ fn root_of(impact: &Impact) -> RootCause {
         probable_cause: impact.alarm.probable_cause.clone(),
         cause_class: impact.alarm.cause_class,
         source_system: impact.alarm.source_system.clone(),
+        severity: impact.alarm.severity,
         raised_at: impact.alarm.raised_at,
     }
 }
