@@ -67,6 +67,41 @@ pub struct LineEvent {
 pub enum Output {
     Ticket(Box<TicketEvent>),
     Line(LineEvent),
+    /// Something SLA managers must hear about (topic `sla.warnings`).
+    Warning(Warning),
+}
+
+/// A warning for SLA managers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Warning {
+    /// A maintenance window whose notice came too late for some of its customers.
+    LateNotice(LateNotice),
+}
+
+/// Planned works announced later than the policy asks, for some circuits: their time is
+/// not excluded from those circuits' SLA clocks, and the operator should know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LateNotice {
+    pub window_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub notice_given_at: DateTime<Utc>,
+    /// Circuits covered by the window, with their notice check.
+    pub late: Vec<LateCircuit>,
+    /// How many covered circuits did get enough notice.
+    pub compliant_circuits: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LateCircuit {
+    pub circuit_id: String,
+    pub customer_id: String,
+    pub customer_level: crate::levels::CustomerLevel,
+    #[serde(flatten)]
+    pub notice: crate::maintenance::NoticeCheck,
 }
 
 /// State of one circuit in stage 2.
@@ -222,11 +257,18 @@ impl CircuitStates {
         Ok(event.into_iter().map(ticket).collect())
     }
 
-    /// Remember a maintenance window (faults starting inside it are marked with it).
+    /// Remember a maintenance window: faults of the circuits it covers exclude its time
+    /// from their restoration clock (when its notice was early enough), including faults
+    /// already open.
     ///
     /// # Errors
     /// [`RejectReason::Inconsistent`] when the window ends before it starts.
-    pub fn on_window(&mut self, window: MaintenanceWindow) -> Result<(), RejectReason> {
+    pub fn on_window(
+        &mut self,
+        window: MaintenanceWindow,
+        network: &Network,
+        policy: &Policy,
+    ) -> Result<Vec<Output>, RejectReason> {
         if window.end <= window.start {
             return Err(RejectReason::Inconsistent {
                 detail: format!(
@@ -235,8 +277,31 @@ impl CircuitStates {
                 ),
             });
         }
+        let mut out = Vec::new();
+        let mut touched = Vec::new();
+        for (circuit_id, entry) in &mut self.circuits {
+            let (Some(fault), Some(circuit)) = (entry.fault.as_mut(), network.circuit(circuit_id))
+            else {
+                continue;
+            };
+            if fault.status == crate::ticket::TicketStatus::Closed
+                || window.end <= fault.opened_at()
+                || !window.affects(circuit)
+            {
+                continue;
+            }
+            let work = PlannedWork::from_window(&window, circuit.customer.level, policy);
+            if fault.add_planned_work(work) {
+                let at = window.notice_given_at.max(fault.opened_at());
+                out.push(ticket(fault.event(SlaEvent::PlannedWorksNoted, at, policy)));
+                touched.push(circuit_id.clone());
+            }
+        }
+        for circuit_id in touched {
+            self.reschedule(&circuit_id, policy);
+        }
         self.windows.insert(window.window_id.clone(), window);
-        Ok(())
+        Ok(out)
     }
 
     /// Drop circuits with nothing left to remember and re-index the circuit's timer.
@@ -329,7 +394,9 @@ fn evaluate(
                         }
                     }
                     let mut fault = Fault::open(circuit, since, root, policy);
-                    fault.planned_work = planned_work_for(circuit, since, windows, policy);
+                    for work in planned_works_for(circuit, since, windows, policy) {
+                        fault.add_planned_work(work);
+                    }
                     out.push(ticket(fault.event(SlaEvent::Opened, since, policy)));
                     entry.fault = Some(fault);
                 }
@@ -347,43 +414,18 @@ fn evaluate(
     out
 }
 
-/// The first maintenance window (by id) covering `circuit` at `at`, with whether its
-/// notice met the policy's lead time.
-fn planned_work_for(
+/// Every maintenance window covering `circuit` that has not ended by `since`.
+fn planned_works_for(
     circuit: &Circuit,
-    at: DateTime<Utc>,
+    since: DateTime<Utc>,
     windows: &BTreeMap<String, MaintenanceWindow>,
     policy: &Policy,
-) -> Option<PlannedWork> {
-    let objects: BTreeSet<String> = circuit
-        .routes
-        .iter()
-        .flat_map(|r| r.path.iter())
-        .flat_map(|e| e.impacting_objects())
-        .collect();
+) -> Vec<PlannedWork> {
     windows
         .values()
-        .filter(|w| w.start <= at && at < w.end)
-        .find(|w| {
-            w.circuits.contains(&circuit.circuit_id)
-                || w.objects.iter().any(|o| objects.contains(o))
-        })
-        .map(|w| {
-            let need = policy.notice_lead_working_days(
-                circuit.customer.level,
-                w.emergency,
-                w.cross_border,
-            );
-            let had = policy.calendar().working_days_between(
-                w.notice_given_at,
-                w.start,
-                policy.time_zone(),
-            );
-            PlannedWork {
-                window_id: w.window_id.clone(),
-                notice_compliant: had >= need,
-            }
-        })
+        .filter(|w| w.end > since && w.affects(circuit))
+        .map(|w| PlannedWork::from_window(w, circuit.customer.level, policy))
+        .collect()
 }
 
 /// Both stages in one process, over one inventory replica.
@@ -405,6 +447,37 @@ pub enum Input {
 }
 
 impl Engine {
+    /// The circuits a window covers whose customers were not told early enough.
+    fn late_notice(&self, window: &MaintenanceWindow) -> Option<LateNotice> {
+        let mut covered: BTreeSet<&str> = window.circuits.iter().map(String::as_str).collect();
+        for object in &window.objects {
+            covered.extend(self.network.circuits_on(object).map(|(c, _)| c));
+        }
+        let mut late = Vec::new();
+        let mut compliant_circuits = 0;
+        for circuit in covered.into_iter().filter_map(|c| self.network.circuit(c)) {
+            let notice = window.notice_check(circuit.customer.level, &self.policy);
+            if notice.compliant {
+                compliant_circuits += 1;
+            } else {
+                late.push(LateCircuit {
+                    circuit_id: circuit.circuit_id.clone(),
+                    customer_id: circuit.customer.id.clone(),
+                    customer_level: circuit.customer.level,
+                    notice,
+                });
+            }
+        }
+        (!late.is_empty()).then(|| LateNotice {
+            window_id: window.window_id.clone(),
+            start: window.start,
+            end: window.end,
+            notice_given_at: window.notice_given_at,
+            late,
+            compliant_circuits,
+        })
+    }
+
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
@@ -468,7 +541,11 @@ impl Engine {
                     }
                 }
             }
-            Input::Maintenance(window) => self.states.on_window(window)?,
+            Input::Maintenance(window) => {
+                let notice = self.late_notice(&window);
+                out.extend(self.states.on_window(window, &self.network, &self.policy)?);
+                out.extend(notice.map(|n| Output::Warning(Warning::LateNotice(n))));
+            }
             Input::Command(cmd) => out.extend(self.states.on_command(&cmd, &self.policy)?),
         }
         Ok(out)

@@ -237,3 +237,50 @@ mod tests {
         }
     }
 }
+
+/// Whether a window's notice met the policy's lead time for one customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NoticeCheck {
+    /// Working days of notice the policy asks for this customer and kind of work.
+    pub required_days: u32,
+    /// Whole working days between the notice and the start of the works.
+    pub given_days: u32,
+    pub compliant: bool,
+}
+
+impl MaintenanceWindow {
+    /// Does the window cover `circuit`: named directly, or working on an object of its
+    /// routes (or an object above one, such as the NE holding a port)?
+    pub fn affects(&self, circuit: &crate::inventory::Circuit) -> bool {
+        if self.circuits.contains(&circuit.circuit_id) {
+            return true;
+        }
+        circuit
+            .routes
+            .iter()
+            .flat_map(|r| r.path.iter())
+            .flat_map(|e| e.impacting_objects())
+            .any(|o| self.objects.contains(&o))
+    }
+
+    /// Was the notice early enough for a customer of `level`, under `policy`?
+    pub fn notice_check(
+        &self,
+        level: crate::levels::CustomerLevel,
+        policy: &crate::policy::Policy,
+    ) -> NoticeCheck {
+        let required_days =
+            policy.notice_lead_working_days(level, self.emergency, self.cross_border);
+        let given_days = policy.calendar().working_days_between(
+            self.notice_given_at,
+            self.start,
+            policy.time_zone(),
+        );
+        NoticeCheck {
+            required_days,
+            given_days,
+            compliant: given_days >= required_days,
+        }
+    }
+}

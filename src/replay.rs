@@ -13,7 +13,7 @@
 //! windows before commands, then by line), and the engine's clock follows the event time,
 //! never moving back. After the last input the clock runs on to `until`, so that timers
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
-//! `circuits-status.jsonl`, `rejections.jsonl`.
+//! `circuits-status.jsonl`, `warnings.jsonl`, `rejections.jsonl`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -34,6 +34,7 @@ pub struct ReplaySummary {
     pub ticket_events: u64,
     pub tickets_opened: u64,
     pub status_events: u64,
+    pub warnings: u64,
     pub first_event: Option<DateTime<Utc>>,
     pub last_event: Option<DateTime<Utc>>,
 }
@@ -130,6 +131,7 @@ pub fn replay(
     })?;
     let mut tickets = Writer::create(&output.join("tickets.jsonl"))?;
     let mut status = Writer::create(&output.join("circuits-status.jsonl"))?;
+    let mut warnings = Writer::create(&output.join("warnings.jsonl"))?;
     let mut rejections = Writer::create(&output.join("rejections.jsonl"))?;
 
     let mut engine = Engine::new(policy);
@@ -160,14 +162,27 @@ pub fn replay(
                 summary.rejected += 1;
             }
         }
-        write_outputs(outputs, &mut tickets, &mut status, &mut summary)?;
+        write_outputs(
+            outputs,
+            &mut tickets,
+            &mut status,
+            &mut warnings,
+            &mut summary,
+        )?;
     }
     summary.last_event = Some(now);
     let end = until.unwrap_or(now + Duration::days(1)).max(now);
     let outputs = engine.advance(end);
-    write_outputs(outputs, &mut tickets, &mut status, &mut summary)?;
+    write_outputs(
+        outputs,
+        &mut tickets,
+        &mut status,
+        &mut warnings,
+        &mut summary,
+    )?;
     tickets.finish()?;
     status.finish()?;
+    warnings.finish()?;
     rejections.finish()?;
     Ok(summary)
 }
@@ -185,6 +200,7 @@ fn write_outputs(
     outputs: Vec<Output>,
     tickets: &mut Writer,
     status: &mut Writer,
+    warnings: &mut Writer,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     for o in outputs {
@@ -199,6 +215,10 @@ fn write_outputs(
             Output::Line(ev) => {
                 summary.status_events += 1;
                 status.write(&ev)?;
+            }
+            Output::Warning(w) => {
+                summary.warnings += 1;
+                warnings.write(&w)?;
             }
         }
     }

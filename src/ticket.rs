@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::correlation::Impact;
 use crate::inventory::Circuit;
 use crate::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
+use crate::maintenance::{MaintenanceWindow, NoticeCheck};
 use crate::policy::{CauseClass, EscalationAction, Policy};
 
 /// TMF621 ticket status, as this service uses them.
@@ -57,13 +58,57 @@ pub struct Interval {
     pub end: Option<DateTime<Utc>>,
 }
 
-/// A planned-works window the fault started in.
+/// A planned-works window that covers the circuit during the fault. Only a window whose
+/// notice met the policy's lead time stops the clocks; a late one is listed, so that it
+/// is reported, and changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannedWork {
     pub window_id: String,
-    /// Whether the customers were told early enough under the policy.
-    pub notice_compliant: bool,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    #[serde(flatten)]
+    pub notice: NoticeCheck,
+}
+
+impl PlannedWork {
+    pub fn from_window(window: &MaintenanceWindow, level: CustomerLevel, policy: &Policy) -> Self {
+        PlannedWork {
+            window_id: window.window_id.clone(),
+            start: window.start,
+            end: window.end,
+            notice: window.notice_check(level, policy),
+        }
+    }
+}
+
+/// `from + amount` of counted time, where time inside `excluded` spans does not count.
+pub fn add_counted(
+    from: DateTime<Utc>,
+    amount: Duration,
+    excluded: &[(DateTime<Utc>, DateTime<Utc>)],
+) -> DateTime<Utc> {
+    let mut spans: Vec<(DateTime<Utc>, DateTime<Utc>)> = excluded
+        .iter()
+        .filter(|(s, e)| e > s && *e > from)
+        .map(|(s, e)| ((*s).max(from), *e))
+        .collect();
+    spans.sort();
+    let mut deadline = from + amount;
+    let mut covered_to = from;
+    for (start, end) in spans {
+        // Only the part not already counted as excluded (overlapping windows).
+        let start = start.max(covered_to);
+        if end <= start {
+            continue;
+        }
+        if start >= deadline {
+            break;
+        }
+        deadline += end - start;
+        covered_to = end;
+    }
+    deadline
 }
 
 /// What the engine remembers of an open (or restored, in hold-down) fault.
@@ -85,7 +130,8 @@ pub struct Fault {
     pub notified_teams: Vec<String>,
     pub intervals: Vec<Interval>,
     pub acknowledged_at: Option<DateTime<Utc>>,
-    pub planned_work: Option<PlannedWork>,
+    /// Planned-works windows covering the circuit during the fault.
+    pub planned_works: Vec<PlannedWork>,
     pub timers: FiredTimers,
     /// Sequence of the next event of this ticket (event ids are `<ticket>-<seq>`).
     pub next_event: u32,
@@ -127,9 +173,16 @@ pub enum SlaEvent {
     Opened,
     Acknowledged,
     AcceptanceOverdue,
-    Escalated { level: u8, action: EscalationAction },
-    BulletinDue { number: u32 },
-    FeedbackDue { number: u32 },
+    Escalated {
+        level: u8,
+        action: EscalationAction,
+    },
+    BulletinDue {
+        number: u32,
+    },
+    FeedbackDue {
+        number: u32,
+    },
     DeadlineAtRisk,
     DeadlineBreached,
     RootCauseRevised,
@@ -138,9 +191,13 @@ pub enum SlaEvent {
     Reopened,
     PostRestoreFeedbackDue,
     Closed,
-    Reclassified { cause: FaultCause },
+    Reclassified {
+        cause: FaultCause,
+    },
     ManuallyClosed,
     CircuitDeleted,
+    /// A maintenance window covering the circuit became known; deadlines may move.
+    PlannedWorksNoted,
 }
 
 impl SlaEvent {
@@ -183,7 +240,7 @@ impl Fault {
                 end: None,
             }],
             acknowledged_at: None,
-            planned_work: None,
+            planned_works: Vec::new(),
             timers: FiredTimers::default(),
             next_event: 0,
         }
@@ -221,24 +278,54 @@ impl Fault {
         self.opened_at() + policy.accept_within()
     }
 
+    /// Time excluded from the restoration clock: properly announced planned works.
+    pub fn excluded(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        self.planned_works
+            .iter()
+            .filter(|p| p.notice.compliant)
+            .map(|p| (p.start, p.end))
+            .collect()
+    }
+
+    /// The restoration deadline: the limit counted from the fault's start, skipping time
+    /// inside properly announced planned works.
     pub fn restore_by(&self, policy: &Policy) -> DateTime<Utc> {
-        self.opened_at() + self.restore_limit(policy)
+        add_counted(
+            self.opened_at(),
+            self.restore_limit(policy),
+            &self.excluded(),
+        )
     }
 
     pub fn at_risk_at(&self, policy: &Policy) -> DateTime<Utc> {
         let limit = self.restore_limit(policy);
         let ms = (limit.num_milliseconds() as f64 * policy.deadline_risk_fraction()).round();
-        self.opened_at() + Duration::milliseconds(ms as i64)
+        add_counted(
+            self.opened_at(),
+            Duration::milliseconds(ms as i64),
+            &self.excluded(),
+        )
     }
 
     /// Does the restoration clock run for this fault? Not for customer-caused or
-    /// interconnection faults, nor for one that started in compliant planned works.
+    /// interconnection faults (DOMAIN.md: their time is excluded).
     pub fn clock_runs(&self) -> bool {
         self.cause == FaultCause::Network
-            && !self
-                .planned_work
-                .as_ref()
-                .is_some_and(|p| p.notice_compliant)
+    }
+
+    /// Note a planned-works window covering the circuit; true if it was new.
+    pub fn add_planned_work(&mut self, work: PlannedWork) -> bool {
+        if self
+            .planned_works
+            .iter()
+            .any(|p| p.window_id == work.window_id)
+        {
+            return false;
+        }
+        self.planned_works.push(work);
+        self.planned_works
+            .sort_by(|a, b| (a.start, &a.window_id).cmp(&(b.start, &b.window_id)));
+        true
     }
 
     /// The earliest timer not yet fired, with its due time.
@@ -555,7 +642,7 @@ impl Fault {
                 acknowledged_at: self.acknowledged_at,
                 down_intervals: self.intervals.clone(),
                 down_minutes: self.down_time(at).num_minutes(),
-                planned_work: self.planned_work.clone(),
+                planned_works: self.planned_works.clone(),
             },
         }
     }
@@ -702,5 +789,5 @@ pub struct SlaFields {
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub down_intervals: Vec<Interval>,
     pub down_minutes: i64,
-    pub planned_work: Option<PlannedWork>,
+    pub planned_works: Vec<PlannedWork>,
 }

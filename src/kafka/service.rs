@@ -43,6 +43,7 @@ pub struct TopicNames {
     pub commands: String,
     pub tickets: String,
     pub line_status: String,
+    pub warnings: String,
     pub rejected: String,
 }
 
@@ -57,6 +58,7 @@ impl TopicNames {
             commands: p("tickets.commands"),
             tickets: p("tickets.events"),
             line_status: p("circuits.status"),
+            warnings: p("sla.warnings"),
             rejected: p("alarms.rejected"),
         }
     }
@@ -331,6 +333,15 @@ fn route(
             Output::Line(ev) => {
                 if let Ok(bytes) = serde_json::to_vec(&ev) {
                     pending.push((t.line_status.clone(), ev.circuit_id.clone(), bytes));
+                }
+            }
+            Output::Warning(w) => {
+                let key = match &w {
+                    crate::engine::Warning::LateNotice(n) => n.window_id.clone(),
+                };
+                info!(warning = ?w, "SLA warning");
+                if let Ok(bytes) = serde_json::to_vec(&w) {
+                    pending.push((t.warnings.clone(), key, bytes));
                 }
             }
         }
