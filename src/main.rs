@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use linewatch::intake::Stream;
+use linewatch::kafka::send::send_lines;
 use linewatch::kafka::service::{self, ServiceConfig, TopicNames};
 use linewatch::kafka::topics::{self, PlanOptions, TopicAdmin};
 use linewatch::kafka::{client_config, parse_client_override, ClientOverride};
@@ -41,6 +43,9 @@ enum Command {
     /// tickets.jsonl, circuits-status.jsonl and rejections.jsonl. The same input always
     /// gives byte-identical output. A summary goes to stderr.
     Replay(ReplayArgs),
+    /// Publish JSON Lines (a file, or stdin) to one of the service's input topics, each
+    /// line keyed as the topic expects (circuit, alarmed object or window id).
+    Send(SendArgs),
     /// Print or check an SLA policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -105,6 +110,36 @@ struct RunArgs {
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, env = "LINEWATCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Which input: alarms, inventory, maintenance or commands.
+    #[arg(value_enum)]
+    stream: StreamArg,
+
+    /// JSON Lines file to send; `-` or nothing reads stdin.
+    file: Option<PathBuf>,
+
+    /// Kafka bootstrap servers, host:port[,host:port...].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: String,
+
+    /// A librdkafka client property, e.g. -X security.protocol=SSL. Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_client_override)]
+    client_overrides: Vec<ClientOverride>,
+
+    /// Prepended to the topic name (as for `run --topic-prefix`).
+    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StreamArg {
+    Alarms,
+    Inventory,
+    Maintenance,
+    Commands,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +246,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => serve(args),
+        Command::Send(args) => send(args),
         Command::Replay(args) => {
             let policy = load_policy(&args.policy)?;
             let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)
@@ -294,6 +330,38 @@ fn prepare(args: &ClusterArgs) -> anyhow::Result<(TopicAdmin, Vec<topics::TopicP
     let config = client_config(&args.bootstrap_servers, &args.client_overrides);
     let admin = TopicAdmin::new(&config, Duration::from_secs(args.timeout_secs))?;
     Ok((admin, plans))
+}
+
+fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let names = TopicNames::with_prefix(&args.topic_prefix);
+    let (stream, topic) = match args.stream {
+        StreamArg::Alarms => (Stream::Alarms, names.alarms),
+        StreamArg::Inventory => (Stream::Inventory, names.inventory),
+        StreamArg::Maintenance => (Stream::Maintenance, names.maintenance),
+        StreamArg::Commands => (Stream::Commands, names.commands),
+    };
+    let sent = match args.file.as_deref().filter(|p| p.as_os_str() != "-") {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            send_lines(
+                &args.bootstrap_servers,
+                &args.client_overrides,
+                &topic,
+                stream,
+                std::io::BufReader::new(file),
+            )?
+        }
+        None => send_lines(
+            &args.bootstrap_servers,
+            &args.client_overrides,
+            &topic,
+            stream,
+            std::io::stdin().lock(),
+        )?,
+    };
+    eprintln!("sent {sent} records to {topic}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load_policy(arg: &PolicyArg) -> anyhow::Result<Policy> {
