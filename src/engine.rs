@@ -304,6 +304,11 @@ impl CircuitStates {
         Ok(out)
     }
 
+    /// Forget a maintenance window that was called off.
+    pub fn cancel_window(&mut self, window_id: &str) {
+        self.windows.remove(window_id);
+    }
+
     /// Drop circuits with nothing left to remember and re-index the circuit's timer.
     fn settle(&mut self, circuit_id: &str, policy: &Policy) {
         if let Some(e) = self.circuits.get(circuit_id) {
@@ -443,6 +448,11 @@ pub enum Input {
     Alarm(Alarm),
     Inventory(InventoryChange),
     Maintenance(MaintenanceWindow),
+    /// A maintenance window was called off (a tombstone on its compacted topic). Faults
+    /// that already noted it keep it: the works may have started.
+    CancelWindow {
+        window_id: String,
+    },
     Command(TicketCommand),
 }
 
@@ -546,6 +556,7 @@ impl Engine {
                 out.extend(self.states.on_window(window, &self.network, &self.policy)?);
                 out.extend(notice.map(|n| Output::Warning(Warning::LateNotice(n))));
             }
+            Input::CancelWindow { window_id } => self.states.cancel_window(&window_id),
             Input::Command(cmd) => out.extend(self.states.on_command(&cmd, &self.policy)?),
         }
         Ok(out)

@@ -42,9 +42,22 @@ pub fn decode(
                 field: "(record value)".into(),
             })],
         },
-        Stream::Maintenance => match value {
-            Some(bytes) => vec![parse_maintenance_window(bytes).map(Input::Maintenance)],
-            None => vec![Err(RejectReason::MissingField {
+        Stream::Maintenance => match (value, key) {
+            (Some(bytes), _) => vec![parse_maintenance_window(bytes).map(Input::Maintenance)],
+            // A tombstone on the compacted topic cancels the window named by the key.
+            (None, Some(key)) => vec![std::str::from_utf8(key)
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| Input::CancelWindow {
+                    window_id: k.to_string(),
+                })
+                .ok_or_else(|| RejectReason::Invalid {
+                    field: "key".into(),
+                    problem:
+                        "a window cancellation (null value) needs the window id as a UTF-8 key"
+                            .into(),
+                })],
+            (None, None) => vec![Err(RejectReason::MissingField {
                 field: "(record value)".into(),
             })],
         },
@@ -121,10 +134,15 @@ mod tests {
 
     #[test]
     fn a_missing_value_is_rejected_not_dropped() {
-        for stream in [Stream::Alarms, Stream::Maintenance, Stream::Commands] {
+        for stream in [Stream::Alarms, Stream::Commands] {
             let got = decode(stream, Some(b"k"), None);
             assert_eq!(got.len(), 1);
             assert!(got[0].is_err(), "{stream:?}");
         }
+        assert!(decode(Stream::Maintenance, None, None)[0].is_err());
+        assert!(matches!(
+            decode(Stream::Maintenance, Some(b"W-1"), None)[0],
+            Ok(Input::CancelWindow { ref window_id }) if window_id == "W-1"
+        ));
     }
 }

@@ -192,7 +192,7 @@ fn event_time(input: &Input) -> Option<DateTime<Utc>> {
         Input::Alarm(a) => Some(a.event_time),
         Input::Maintenance(w) => Some(w.notice_given_at),
         Input::Command(c) => Some(c.at),
-        Input::Inventory(_) => None,
+        Input::Inventory(_) | Input::CancelWindow { .. } => None,
     }
 }
 

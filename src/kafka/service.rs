@@ -115,7 +115,13 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
         .set("isolation.level", "read_committed")
         .set("fetch.queue.backoff.ms", "20");
     let replica: BaseConsumer = replica_cfg.create()?;
-    let caught_up_at = assign_from_start(&replica, &t.inventory)?;
+    let caught_up_at = assign_from_start(&replica, &[&t.inventory, &t.maintenance])?;
+    let replica_streams: HashMap<&str, Stream> = [
+        (t.inventory.as_str(), Stream::Inventory),
+        (t.maintenance.as_str(), Stream::Maintenance),
+    ]
+    .into_iter()
+    .collect();
 
     let mut consumer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
     consumer_cfg
@@ -138,74 +144,55 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let mut engine = Engine::new(config.policy.clone());
     let mut summary = RunSummary::default();
 
-    // 1. Load the inventory replica up to the high watermarks seen at start.
+    // 1. Load the inventory and maintenance replicas up to the high watermarks seen at
+    // start. Their rejections are produced with the first transaction (and again after a
+    // restart, which re-reads both topics).
     let started = Instant::now();
-    let mut loaded = 0u64;
+    let mut pending: Vec<(String, String, Vec<u8>)> = Vec::new();
     while !caught_up(&replica, &caught_up_at)? {
         if shutdown.load(Ordering::Relaxed) {
             return Ok(summary);
         }
         if let Some(msg) = replica.poll(Duration::from_millis(100)) {
-            let msg = msg?;
-            for input in decode(Stream::Inventory, msg.key(), msg.payload())
-                .into_iter()
-                .flatten()
-            {
-                let _ = engine.handle(input, Utc::now());
-                loaded += 1;
-            }
+            apply_replica(
+                &msg?,
+                &replica_streams,
+                &mut engine,
+                t,
+                &mut pending,
+                &mut summary,
+            );
         }
     }
     info!(
-        records = loaded,
+        records = summary.inputs,
         circuits = engine.network().len(),
         seconds = started.elapsed().as_secs_f64(),
         "inventory replica caught up"
     );
 
     // 2. Consume inputs; every batch is one transaction.
-    consumer.subscribe(&[
-        t.alarms.as_str(),
-        t.maintenance.as_str(),
-        t.commands.as_str(),
-    ])?;
+    consumer.subscribe(&[t.alarms.as_str(), t.commands.as_str()])?;
     let streams: HashMap<&str, Stream> = [
         (t.alarms.as_str(), Stream::Alarms),
-        (t.maintenance.as_str(), Stream::Maintenance),
         (t.commands.as_str(), Stream::Commands),
     ]
     .into_iter()
     .collect();
     let mut last_tick = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
-        let mut pending: Vec<(String, String, Vec<u8>)> = Vec::new();
         let mut consumed = false;
 
-        // Inventory changes first: a circuit added under an active alarm is impacted.
+        // Replica changes first: a circuit added under an active alarm is impacted.
         while let Some(msg) = replica.poll(Duration::ZERO) {
-            let msg = msg?;
-            let now = Utc::now();
-            for result in decode(Stream::Inventory, msg.key(), msg.payload()) {
-                match result.and_then(|input| engine.handle(input, now)) {
-                    Ok(outputs) => route(t, outputs, &mut pending, &mut summary),
-                    Err(reason) => {
-                        let source = Source::Kafka {
-                            topic: msg.topic().into(),
-                            partition: msg.partition(),
-                            offset: msg.offset(),
-                        };
-                        reject(
-                            t,
-                            &reason,
-                            msg.key(),
-                            msg.payload(),
-                            source,
-                            &mut pending,
-                            &mut summary,
-                        );
-                    }
-                }
-            }
+            apply_replica(
+                &msg?,
+                &replica_streams,
+                &mut engine,
+                t,
+                &mut pending,
+                &mut summary,
+            );
         }
 
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -251,6 +238,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             continue; // never commit an empty transaction
         }
         commit(&producer, &consumer, &pending)?;
+        pending.clear();
         summary.transactions += 1;
     }
     consumer.unsubscribe();
@@ -378,35 +366,71 @@ fn push_rejection(
     }
 }
 
-/// Assign every partition of `topic` from the beginning; return the high watermarks now.
-fn assign_from_start(
-    consumer: &BaseConsumer,
-    topic: &str,
-) -> Result<Vec<(i32, i64)>, ServiceError> {
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+/// Apply one record of a replica topic (inventory, maintenance windows) to the engine.
+fn apply_replica(
+    msg: &rdkafka::message::BorrowedMessage<'_>,
+    streams: &HashMap<&str, Stream>,
+    engine: &mut Engine,
+    t: &TopicNames,
+    pending: &mut Vec<(String, String, Vec<u8>)>,
+    summary: &mut RunSummary,
+) {
+    let Some(&stream) = streams.get(msg.topic()) else {
+        return;
+    };
+    let now = Utc::now();
+    for result in decode(stream, msg.key(), msg.payload()) {
+        summary.inputs += 1;
+        match result.and_then(|input| engine.handle(input, now)) {
+            Ok(outputs) => route(t, outputs, pending, summary),
+            Err(reason) => {
+                let source = Source::Kafka {
+                    topic: msg.topic().into(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                };
+                reject(
+                    t,
+                    &reason,
+                    msg.key(),
+                    msg.payload(),
+                    source,
+                    pending,
+                    summary,
+                );
+            }
+        }
+    }
+}
+
+/// A partition of a replica topic and its high watermark when the service started.
+type Mark = (String, i32, i64);
+
+/// Assign every partition of `topics` from the beginning; return the high watermarks now.
+fn assign_from_start(consumer: &BaseConsumer, topics: &[&str]) -> Result<Vec<Mark>, ServiceError> {
     let mut tpl = TopicPartitionList::new();
     let mut marks = Vec::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            marks.push((p.id(), high));
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+                let (_, high) =
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                marks.push(((*topic).to_string(), p.id(), high));
+            }
         }
     }
     consumer.assign(&tpl)?;
     Ok(marks)
 }
 
-fn caught_up(consumer: &BaseConsumer, marks: &[(i32, i64)]) -> Result<bool, ServiceError> {
-    if marks.iter().all(|(_, high)| *high == 0) {
-        return Ok(true);
-    }
+fn caught_up(consumer: &BaseConsumer, marks: &[Mark]) -> Result<bool, ServiceError> {
     let positions = consumer.position()?;
-    Ok(marks.iter().all(|(partition, high)| {
-        positions
-            .elements()
-            .iter()
-            .find(|e| e.partition() == *partition)
-            .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *high))
+    Ok(marks.iter().all(|(topic, partition, high)| {
+        *high == 0
+            || positions
+                .find_partition(topic, *partition)
+                .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *high))
     }))
 }

@@ -102,7 +102,7 @@ pub fn time_of(input: &Input, fallback: DateTime<Utc>) -> DateTime<Utc> {
         Input::Alarm(a) => a.event_time,
         Input::Command(c) => c.at,
         Input::Maintenance(w) => w.notice_given_at,
-        Input::Inventory(_) => fallback,
+        Input::Inventory(_) | Input::CancelWindow { .. } => fallback,
     }
 }
 
