@@ -411,18 +411,39 @@ fn assign_from_start(consumer: &BaseConsumer, topics: &[&str]) -> Result<Vec<Mar
     let mut tpl = TopicPartitionList::new();
     let mut marks = Vec::new();
     for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let metadata =
+            with_retries(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
         for t in metadata.topics() {
+            if let Some(err) = t.error() {
+                return Err(ServiceError::Kafka(KafkaError::MetadataFetch(err.into())));
+            }
             for p in t.partitions() {
                 tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                let (_, high) =
-                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+                let (_, high) = with_retries(|| {
+                    consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                })?;
                 marks.push(((*topic).to_string(), p.id(), high));
             }
         }
     }
     consumer.assign(&tpl)?;
     Ok(marks)
+}
+
+/// Retry a metadata call that fails while the cluster settles (a topic just created has no
+/// leader yet, a coordinator is loading): up to 30 s, then give up with the last error.
+fn with_retries<T>(mut call: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                warn!(error = %e, "Kafka metadata not ready; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn caught_up(consumer: &BaseConsumer, marks: &[Mark]) -> Result<bool, ServiceError> {
