@@ -7,17 +7,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::check_not_in_future;
 use crate::alarm::Alarm;
+use crate::calendar::PeriodKind;
 use crate::correlation::{CircuitImpacts, FanOut, Impact, LineStatus};
+use crate::incident::{IncidentBook, IncidentEvent, TicketFacts};
 use crate::inventory::{Circuit, InventoryChange};
+use crate::levels::AssuranceLevel;
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
+use crate::sla::{
+    circuit_figures, union, warning_between, CircuitFacts, CircuitFigures, FaultFacts, Limits,
+    Period, RiskWarning, Span,
+};
 use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent};
 
 /// A command from the ticketing system about one ticket
@@ -62,13 +69,84 @@ pub struct LineEvent {
 }
 
 /// Everything the engine emits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
 pub enum Output {
     Ticket(Box<TicketEvent>),
     Line(LineEvent),
     /// Something SLA managers must hear about (topic `sla.warnings`).
     Warning(Warning),
+    /// A circuit's SLA figures for one period (topic `kpi.circuits`).
+    Figures(Box<CircuitFigures>),
+    /// A mass-outage incident changed (topic `incidents`).
+    Incident(Box<IncidentEvent>),
+}
+
+/// Where an output goes: one topic (and one replay file) each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Sink {
+    Tickets,
+    Status,
+    Warnings,
+    Figures,
+    Incidents,
+}
+
+impl Sink {
+    pub const ALL: [Sink; 5] = [
+        Sink::Tickets,
+        Sink::Status,
+        Sink::Warnings,
+        Sink::Figures,
+        Sink::Incidents,
+    ];
+}
+
+impl Output {
+    /// The topic (or replay file) this output belongs to.
+    pub fn sink(&self) -> Sink {
+        match self {
+            Output::Ticket(_) => Sink::Tickets,
+            Output::Line(_) => Sink::Status,
+            Output::Warning(_) => Sink::Warnings,
+            Output::Figures(_) => Sink::Figures,
+            Output::Incident(_) => Sink::Incidents,
+        }
+    }
+
+    /// The record key: the circuit for tickets, status and figures (with the period for
+    /// figures, so that the compacted topic keeps one record per circuit and period), the
+    /// window or circuit for warnings, the root alarm for incidents.
+    pub fn key(&self) -> String {
+        match self {
+            Output::Ticket(ev) => ev
+                .ticket()
+                .related_entity
+                .iter()
+                .find(|e| e.role == "affectedCircuit")
+                .map(|e| e.id.clone())
+                .unwrap_or_default(),
+            Output::Line(ev) => ev.circuit_id.clone(),
+            Output::Warning(Warning::LateNotice(n)) => n.window_id.clone(),
+            Output::Warning(Warning::Risk(r)) => r.circuit_id.clone(),
+            Output::Figures(f) => format!("{}@{}", f.circuit_id, f.period),
+            Output::Incident(i) => i.key().to_string(),
+        }
+    }
+
+    /// The record value, as the topic's schema describes it.
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which the types here do not allow in practice.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        match self {
+            Output::Ticket(ev) => serde_json::to_vec(ev),
+            Output::Line(ev) => serde_json::to_vec(ev),
+            Output::Warning(w) => serde_json::to_vec(w),
+            Output::Figures(f) => serde_json::to_vec(f),
+            Output::Incident(i) => serde_json::to_vec(i),
+        }
+    }
 }
 
 /// A warning for SLA managers.
@@ -77,6 +155,8 @@ pub enum Output {
 pub enum Warning {
     /// A maintenance window whose notice came too late for some of its customers.
     LateNotice(LateNotice),
+    /// A circuit's figures got worse: at risk of, or past, an annual limit.
+    Risk(RiskWarning),
 }
 
 /// Planned works announced later than the policy asks, for some circuits: their time is
@@ -112,6 +192,17 @@ struct CircuitEntry {
     fault: Option<Fault>,
     /// Closed by hand while still down: no new fault until the circuit comes back up.
     suppressed_until_up: bool,
+    /// Closed faults of this and last year, for the SLA figures.
+    history: Vec<FaultFacts>,
+    /// Time of properly announced planned works seen by this circuit's faults.
+    excluded: Vec<Span>,
+    /// Customer and assurance level, as of the last fault (the circuit may be deleted).
+    ident: Option<(String, AssuranceLevel)>,
+    /// The figures last emitted, per period label.
+    figures: BTreeMap<String, CircuitFigures>,
+    /// While the circuit is down: when its outage will next cross a risk threshold or a
+    /// limit, so that the warning comes out then, not at the next ticket event.
+    figures_due: Option<DateTime<Utc>>,
 }
 
 /// Stage 2: per-circuit state, faults, tickets and their timers.
@@ -155,11 +246,17 @@ impl CircuitStates {
             }
             self.timers.remove(&(due, circuit_id.clone()));
             self.due_of.remove(&circuit_id);
+            let mut figures_due = false;
             if let Some(entry) = self.circuits.get_mut(&circuit_id) {
                 if let Some(fault) = entry.fault.as_mut() {
-                    out.extend(fault.fire_due(now, policy).into_iter().map(ticket));
+                    // Only what is due at `due`: timers of all circuits fire in time order.
+                    out.extend(fault.fire_due(due, policy).into_iter().map(ticket));
                 }
                 close_if_done(entry);
+                figures_due = entry.figures_due.is_some_and(|t| t <= due);
+            }
+            if figures_due {
+                out.extend(self.refresh_figures(&circuit_id, due, policy));
             }
             self.reschedule(&circuit_id, policy);
         }
@@ -304,6 +401,97 @@ impl CircuitStates {
         Ok(out)
     }
 
+    /// Recompute the SLA figures of a circuit as of `as_of` for the year (and for the year
+    /// its current or last fault started in, when that differs); emit those that changed,
+    /// and a risk warning when a status got worse. The year is the assessment period of the
+    /// annual limits and of the domestic availability targets; shorter periods have no
+    /// target of their own in the policy, so they are not judged or emitted here.
+    pub fn refresh_figures(
+        &mut self,
+        circuit_id: &str,
+        as_of: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Vec<Output> {
+        let Some(entry) = self.circuits.get_mut(circuit_id) else {
+            return Vec::new();
+        };
+        if let Some(f) = &entry.fault {
+            entry.ident = Some((f.customer_id.clone(), f.assurance_level));
+        }
+        let Some((customer_id, level)) = entry.ident.clone() else {
+            return Vec::new();
+        };
+        let year_start = Period::containing(PeriodKind::Year, as_of, policy.time_zone()).start;
+        let last_year_start = Period::containing(
+            PeriodKind::Year,
+            year_start - Duration::seconds(1),
+            policy.time_zone(),
+        )
+        .start;
+        entry.history.retain(|f| {
+            f.down.iter().any(|d| d.end >= last_year_start) || f.started_at >= last_year_start
+        });
+        let mut faults = entry.history.clone();
+        let mut excluded = entry.excluded.clone();
+        let mut started = vec![as_of];
+        if let Some(f) = &entry.fault {
+            faults.push(fault_facts(f, as_of));
+            excluded.extend(excluded_spans(f));
+            started.push(f.opened_at());
+        } else if let Some(last) = entry.history.last() {
+            started.push(last.started_at);
+        }
+        let facts = CircuitFacts {
+            circuit_id,
+            customer_id: Some(&customer_id),
+            assurance_level: level,
+            faults: &faults,
+            excluded: &excluded,
+            open_fault: entry.fault.as_ref().is_some_and(Fault::is_down),
+        };
+        let mut periods: Vec<Period> = Vec::new();
+        for t in &started {
+            let p = Period::containing(PeriodKind::Year, *t, policy.time_zone());
+            if !periods.contains(&p) {
+                periods.push(p);
+            }
+        }
+        let mut out = Vec::new();
+        let mut next_crossing = None;
+        for period in periods {
+            let new = circuit_figures(policy, &facts, &period, as_of);
+            if facts.open_fault && period.contains(as_of) {
+                let limits = Limits::for_period(policy, level, &period);
+                next_crossing = next_threshold(&limits, new.outage_seconds)
+                    .map(|secs| as_of + Duration::seconds(secs))
+                    .filter(|t| *t < period.end);
+            }
+            let old = entry.figures.get(&new.period);
+            let unchanged = old.is_some_and(|o| {
+                CircuitFigures {
+                    as_of: new.as_of,
+                    ..o.clone()
+                } == new
+            });
+            if unchanged {
+                continue;
+            }
+            if let Some(w) = warning_between(old, &new) {
+                out.push(Output::Warning(Warning::Risk(w)));
+            }
+            out.push(Output::Figures(Box::new(new.clone())));
+            entry.figures.insert(new.period.clone(), new);
+        }
+        entry.figures_due = next_crossing;
+        // Keep the figures of this and last year only.
+        let keep = Period::containing(PeriodKind::Year, last_year_start, policy.time_zone()).label;
+        entry
+            .figures
+            .retain(|label, _| label.as_str() >= keep.as_str());
+        self.reschedule(circuit_id, policy);
+        out
+    }
+
     /// Forget a maintenance window that was called off.
     pub fn cancel_window(&mut self, window_id: &str) {
         self.windows.remove(window_id);
@@ -312,7 +500,11 @@ impl CircuitStates {
     /// Drop circuits with nothing left to remember and re-index the circuit's timer.
     fn settle(&mut self, circuit_id: &str, policy: &Policy) {
         if let Some(e) = self.circuits.get(circuit_id) {
-            if e.fault.is_none() && e.impacts.is_empty() && !e.suppressed_until_up {
+            if e.fault.is_none()
+                && e.impacts.is_empty()
+                && !e.suppressed_until_up
+                && e.history.is_empty()
+            {
                 self.circuits.remove(circuit_id);
             }
         }
@@ -323,11 +515,13 @@ impl CircuitStates {
         if let Some(old) = self.due_of.remove(circuit_id) {
             self.timers.remove(&(old, circuit_id.to_string()));
         }
-        let next = self
-            .circuits
-            .get(circuit_id)
-            .and_then(|e| e.fault.as_ref())
-            .and_then(|f| f.next_due(policy));
+        let next = self.circuits.get(circuit_id).and_then(|e| {
+            let fault = e.fault.as_ref().and_then(|f| f.next_due(policy));
+            match (fault, e.figures_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         if let Some(due) = next {
             self.timers.insert((due, circuit_id.to_string()));
             self.due_of.insert(circuit_id.to_string(), due);
@@ -339,13 +533,61 @@ fn ticket(e: TicketEvent) -> Output {
     Output::Ticket(Box::new(e))
 }
 
+/// Seconds of further outage until the next risk threshold or limit of `limits` is
+/// crossed, from `outage` seconds used (an ongoing outage grows one second per second,
+/// except inside excluded planned works, which only delays the crossing).
+fn next_threshold(limits: &Limits, outage: u64) -> Option<i64> {
+    let mut points = vec![
+        limits.availability_budget.num_seconds() + 1,
+        (limits.availability_budget.num_seconds() as f64 * limits.risk_threshold).ceil() as i64,
+    ];
+    if let Some(limit) = limits.outage {
+        points.push(limit.num_seconds() + 1);
+        points.push((limit.num_seconds() as f64 * limits.risk_threshold).ceil() as i64);
+    }
+    let used = i64::try_from(outage).unwrap_or(i64::MAX);
+    points
+        .into_iter()
+        .filter(|p| *p > used)
+        .map(|p| p - used)
+        .min()
+}
+
+/// Move a closed fault into the circuit's history (for the SLA figures).
 fn close_if_done(entry: &mut CircuitEntry) {
     if entry
         .fault
         .as_ref()
         .is_some_and(|f| f.status == crate::ticket::TicketStatus::Closed)
     {
-        entry.fault = None;
+        if let Some(fault) = entry.fault.take() {
+            entry.excluded = union(&[entry.excluded.clone(), excluded_spans(&fault)].concat());
+            entry.history.push(fault_facts(
+                &fault,
+                fault.restored_at().unwrap_or(fault.opened_at()),
+            ));
+        }
+    }
+}
+
+fn excluded_spans(fault: &Fault) -> Vec<Span> {
+    fault
+        .excluded()
+        .into_iter()
+        .map(|(start, end)| Span::new(start, end))
+        .collect()
+}
+
+/// A fault as the SLA figures see it; an interval still open is closed at `as_of`.
+fn fault_facts(fault: &Fault, as_of: DateTime<Utc>) -> FaultFacts {
+    FaultFacts {
+        started_at: fault.opened_at(),
+        down: fault
+            .intervals
+            .iter()
+            .map(|i| Span::new(i.start, i.end.unwrap_or(as_of.max(i.start))))
+            .collect(),
+        counted: fault.cause == FaultCause::Network,
     }
 }
 
@@ -440,6 +682,7 @@ pub struct Engine {
     network: Network,
     fanout: FanOut,
     states: CircuitStates,
+    incidents: IncidentBook,
 }
 
 /// One input to the engine.
@@ -494,6 +737,7 @@ impl Engine {
             network: Network::new(),
             fanout: FanOut::new(),
             states: CircuitStates::new(),
+            incidents: IncidentBook::new(crate::incident::DEFAULT_MIN_CIRCUITS),
         }
     }
 
@@ -509,10 +753,56 @@ impl Engine {
         &self.states
     }
 
+    /// The incidents currently open or restored.
+    pub fn incidents(&self) -> &IncidentBook {
+        &self.incidents
+    }
+
     /// Fire every timer due at or before `now`.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Output> {
         self.fanout.expire(now, &self.policy);
-        self.states.advance(now, &self.policy)
+        let out = self.states.advance(now, &self.policy);
+        self.follow_tickets(out, true)
+    }
+
+    /// What follows from ticket events: each event's circuit's SLA figures as of the
+    /// event, and the incidents. Incidents take the ticket events in groups: one per input
+    /// (`by_time` false), or one per due time for timer events (`by_time` true), so that
+    /// the grouping, and with it the incident records, does not depend on how often the
+    /// runtime advances the clock.
+    fn follow_tickets(&mut self, out: Vec<Output>, by_time: bool) -> Vec<Output> {
+        let mut result = Vec::with_capacity(out.len());
+        let mut group: Vec<TicketFacts> = Vec::new();
+        let mut group_time = None;
+        for o in out {
+            let Output::Ticket(ev) = &o else {
+                result.push(o);
+                continue;
+            };
+            let at = ev.event_time;
+            if by_time && group_time.is_some_and(|t| t != at) {
+                self.flush_incidents(&mut group, &mut result);
+            }
+            group_time = Some(at);
+            group.push(TicketFacts::from_event(ev));
+            let circuit_id = o.key();
+            result.push(o);
+            result.extend(self.states.refresh_figures(&circuit_id, at, &self.policy));
+        }
+        self.flush_incidents(&mut group, &mut result);
+        result
+    }
+
+    fn flush_incidents(&mut self, group: &mut Vec<TicketFacts>, out: &mut Vec<Output>) {
+        if group.is_empty() {
+            return;
+        }
+        out.extend(
+            self.incidents
+                .on_tickets(std::mem::take(group))
+                .into_iter()
+                .map(|i| Output::Incident(Box::new(i))),
+        );
     }
 
     /// Apply one input at engine time `now`. Call [`Self::advance`] with `now` first, so
@@ -559,6 +849,6 @@ impl Engine {
             Input::CancelWindow { window_id } => self.states.cancel_window(&window_id),
             Input::Command(cmd) => out.extend(self.states.on_command(&cmd, &self.policy)?),
         }
-        Ok(out)
+        Ok(self.follow_tickets(out, false))
     }
 }

@@ -252,13 +252,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)
                 .context("replay failed")?;
             eprintln!(
-                "replay: {} inputs, {} rejected, {} tickets opened, {} ticket events, {} status events, {} warnings; event time {} to {}; output in {}",
+                "replay: {} inputs, {} rejected, {} tickets opened, {} ticket events, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
                 summary.inputs,
                 summary.rejected,
                 summary.tickets_opened,
                 summary.ticket_events,
                 summary.status_events,
                 summary.warnings,
+                summary.figures,
+                summary.incident_events,
                 summary.first_event.map_or("-".into(), |t| t.to_rfc3339()),
                 summary.last_event.map_or("-".into(), |t| t.to_rfc3339()),
                 args.output.display()

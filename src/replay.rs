@@ -13,7 +13,8 @@
 //! windows before commands, then by line), and the engine's clock follows the event time,
 //! never moving back. After the last input the clock runs on to `until`, so that timers
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
-//! `circuits-status.jsonl`, `warnings.jsonl`, `rejections.jsonl`.
+//! `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`, `incidents.jsonl` (one per
+//! output topic, same formats) and `rejections.jsonl`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::engine::{Engine, Input, Output};
+use crate::engine::{Engine, Input, Output, Sink};
 use crate::intake::{decode, Stream};
 use crate::policy::Policy;
 use crate::rejection::{Rejection, Source};
@@ -35,6 +36,8 @@ pub struct ReplaySummary {
     pub tickets_opened: u64,
     pub status_events: u64,
     pub warnings: u64,
+    pub figures: u64,
+    pub incident_events: u64,
     pub first_event: Option<DateTime<Utc>>,
     pub last_event: Option<DateTime<Utc>>,
 }
@@ -129,9 +132,7 @@ pub fn replay(
         path: output.into(),
         error,
     })?;
-    let mut tickets = Writer::create(&output.join("tickets.jsonl"))?;
-    let mut status = Writer::create(&output.join("circuits-status.jsonl"))?;
-    let mut warnings = Writer::create(&output.join("warnings.jsonl"))?;
+    let mut sinks = Sinks::create(output)?;
     let mut rejections = Writer::create(&output.join("rejections.jsonl"))?;
 
     let mut engine = Engine::new(policy);
@@ -162,27 +163,13 @@ pub fn replay(
                 summary.rejected += 1;
             }
         }
-        write_outputs(
-            outputs,
-            &mut tickets,
-            &mut status,
-            &mut warnings,
-            &mut summary,
-        )?;
+        sinks.write(outputs, &mut summary)?;
     }
     summary.last_event = Some(now);
     let end = until.unwrap_or(now + Duration::days(1)).max(now);
     let outputs = engine.advance(end);
-    write_outputs(
-        outputs,
-        &mut tickets,
-        &mut status,
-        &mut warnings,
-        &mut summary,
-    )?;
-    tickets.finish()?;
-    status.finish()?;
-    warnings.finish()?;
+    sinks.write(outputs, &mut summary)?;
+    sinks.finish()?;
     rejections.finish()?;
     Ok(summary)
 }
@@ -196,33 +183,67 @@ fn event_time(input: &Input) -> Option<DateTime<Utc>> {
     }
 }
 
-fn write_outputs(
-    outputs: Vec<Output>,
-    tickets: &mut Writer,
-    status: &mut Writer,
-    warnings: &mut Writer,
-    summary: &mut ReplaySummary,
-) -> Result<(), ReplayError> {
-    for o in outputs {
-        match o {
-            Output::Ticket(ev) => {
-                summary.ticket_events += 1;
-                if ev.sla_event == crate::ticket::SlaEvent::Opened {
-                    summary.tickets_opened += 1;
+/// The output files, one per [`Sink`].
+struct Sinks {
+    files: Vec<(Sink, Writer)>,
+}
+
+impl Sinks {
+    fn create(dir: &Path) -> Result<Self, ReplayError> {
+        let mut files = Vec::new();
+        for sink in Sink::ALL {
+            files.push((sink, Writer::create(&dir.join(file_name(sink)))?));
+        }
+        Ok(Self { files })
+    }
+
+    fn write(
+        &mut self,
+        outputs: Vec<Output>,
+        summary: &mut ReplaySummary,
+    ) -> Result<(), ReplayError> {
+        for o in outputs {
+            match &o {
+                Output::Ticket(ev) => {
+                    summary.ticket_events += 1;
+                    if ev.sla_event == crate::ticket::SlaEvent::Opened {
+                        summary.tickets_opened += 1;
+                    }
                 }
-                tickets.write(&ev)?;
+                Output::Line(_) => summary.status_events += 1,
+                Output::Warning(_) => summary.warnings += 1,
+                Output::Figures(_) => summary.figures += 1,
+                Output::Incident(_) => summary.incident_events += 1,
             }
-            Output::Line(ev) => {
-                summary.status_events += 1;
-                status.write(&ev)?;
-            }
-            Output::Warning(w) => {
-                summary.warnings += 1;
-                warnings.write(&w)?;
+            let sink = o.sink();
+            if let Some((_, w)) = self.files.iter_mut().find(|(s, _)| *s == sink) {
+                let bytes = o.to_json().map_err(|error| ReplayError::Json {
+                    path: w.path.clone(),
+                    error,
+                })?;
+                w.write_raw(&bytes)?;
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    fn finish(self) -> Result<(), ReplayError> {
+        for (_, w) in self.files {
+            w.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// The replay file of each sink (named after its topic).
+pub fn file_name(sink: Sink) -> &'static str {
+    match sink {
+        Sink::Tickets => "tickets.jsonl",
+        Sink::Status => "circuits-status.jsonl",
+        Sink::Warnings => "warnings.jsonl",
+        Sink::Figures => "kpi.jsonl",
+        Sink::Incidents => "incidents.jsonl",
+    }
 }
 
 struct Writer {
@@ -251,6 +272,16 @@ impl Writer {
             path: self.path.clone(),
             error,
         })
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ReplayError> {
+        self.out
+            .write_all(bytes)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|error| ReplayError::Io {
+                path: self.path.clone(),
+                error,
+            })
     }
 
     fn finish(mut self) -> Result<(), ReplayError> {

@@ -287,7 +287,8 @@ pub fn periods_overlapping(kind: PeriodKind, span: Span, tz: Tz) -> Vec<Period> 
 // ---------------------------------------------------------------------------------------
 
 /// What the SLA needs to know of one fault of a circuit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FaultFacts {
     /// Start of the fault (the SLA clock's start). Decides which period counts it.
     pub started_at: DateTime<Utc>,

@@ -76,7 +76,9 @@ fn works_announced_in_time_stop_the_clock_for_their_duration() {
     // Level A in a city: 6 h, plus the 4 h of works → 10:00 instead of 06:00.
     assert_eq!(restore_by, sh(2026, 6, 10, 10, 0, 0));
     assert!(!breached, "restored at 09:00, inside the extended limit");
-    assert!(!out.iter().any(|o| matches!(o, Output::Warning(_))));
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Warning(Warning::LateNotice(_)))));
 }
 
 #[test]

@@ -54,6 +54,8 @@ async fn run_opens_one_committed_ticket_per_circuit_and_rejects_bad_input() {
         &topics.tickets,
         &topics.line_status,
         &topics.warnings,
+        &topics.figures,
+        &topics.incidents,
         &topics.rejected,
     ] {
         common::create_topic(&bootstrap, name, 1).await;

@@ -28,7 +28,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use crate::engine::{Engine, Output};
+use crate::engine::{Engine, Output, Sink};
 use crate::intake::{decode, Stream};
 use crate::kafka::{client_config, ClientOverride};
 use crate::policy::Policy;
@@ -44,6 +44,8 @@ pub struct TopicNames {
     pub tickets: String,
     pub line_status: String,
     pub warnings: String,
+    pub figures: String,
+    pub incidents: String,
     pub rejected: String,
 }
 
@@ -59,6 +61,8 @@ impl TopicNames {
             tickets: p("tickets.events"),
             line_status: p("circuits.status"),
             warnings: p("sla.warnings"),
+            figures: p("kpi.circuits"),
+            incidents: p("incidents"),
             rejected: p("alarms.rejected"),
         }
     }
@@ -296,7 +300,8 @@ fn abort(producer: &BaseProducer, error: KafkaError) -> Result<(), ServiceError>
     Err(ServiceError::Kafka(error))
 }
 
-/// Serialize the engine's outputs to their topics, keyed by circuit.
+/// Serialize the engine's outputs to their topics. Ticket events and warnings are also
+/// logged (one line per ticket lifecycle event; nothing per alarm at info).
 fn route(
     t: &TopicNames,
     outputs: Vec<Output>,
@@ -304,34 +309,37 @@ fn route(
     summary: &mut RunSummary,
 ) {
     for output in outputs {
-        match output {
+        let topic = match output.sink() {
+            Sink::Tickets => &t.tickets,
+            Sink::Status => &t.line_status,
+            Sink::Warnings => &t.warnings,
+            Sink::Figures => &t.figures,
+            Sink::Incidents => &t.incidents,
+        };
+        match &output {
             Output::Ticket(ev) => {
-                let circuit = ev
-                    .ticket()
-                    .related_entity
-                    .first()
-                    .map(|e| e.id.clone())
-                    .unwrap_or_default();
-                info!(ticket = %ev.ticket().id, circuit = %circuit, event = ?ev.sla_event, status = ?ev.ticket().status, "ticket event");
-                if let Ok(bytes) = serde_json::to_vec(&ev) {
-                    pending.push((t.tickets.clone(), circuit, bytes));
-                    summary.ticket_events += 1;
-                }
+                summary.ticket_events += 1;
+                info!(
+                    ticket = %ev.ticket().id,
+                    circuit = %output.key(),
+                    event = ?ev.sla_event,
+                    status = ?ev.ticket().status,
+                    "ticket event"
+                );
             }
-            Output::Line(ev) => {
-                if let Ok(bytes) = serde_json::to_vec(&ev) {
-                    pending.push((t.line_status.clone(), ev.circuit_id.clone(), bytes));
-                }
-            }
-            Output::Warning(w) => {
-                let key = match &w {
-                    crate::engine::Warning::LateNotice(n) => n.window_id.clone(),
-                };
-                info!(warning = ?w, "SLA warning");
-                if let Ok(bytes) = serde_json::to_vec(&w) {
-                    pending.push((t.warnings.clone(), key, bytes));
-                }
-            }
+            Output::Warning(w) => info!(warning = ?w, "SLA warning"),
+            Output::Incident(i) => info!(
+                incident = %i.incident_id,
+                status = ?i.status,
+                circuits = i.circuit_count,
+                down = i.down_count,
+                "incident"
+            ),
+            Output::Line(_) | Output::Figures(_) => {}
+        }
+        match output.to_json() {
+            Ok(bytes) => pending.push((topic.clone(), output.key(), bytes)),
+            Err(e) => warn!(error = %e, "cannot serialize an output"),
         }
     }
 }
