@@ -1,0 +1,266 @@
+//! SLA figures end to end through the engine: the fibre-cut incident, an outage across
+//! New Year's midnight, planned works with and without proper notice, and a fault
+//! reclassified as customer-caused. Expected figures are worked out by hand in comments.
+
+mod scenario;
+
+use linewatch::engine::{CommandAction, Engine, Input, Output, TicketCommand, Warning};
+use linewatch::incident::IncidentStatus;
+use linewatch::inventory::{InventoryChange, ObjectKind};
+use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
+use linewatch::maintenance::MaintenanceWindow;
+use linewatch::policy::Policy;
+use linewatch::sla::{CircuitFigures, Status};
+use linewatch::ticket::FaultCause;
+use scenario::*;
+
+/// The last figures emitted for `circuit` and `period`.
+fn last_figures<'a>(out: &'a [Output], circuit: &str, period: &str) -> &'a CircuitFigures {
+    out.iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Figures(f) if f.circuit_id == circuit && f.period == period => Some(f.as_ref()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no figures for {circuit} {period}"))
+}
+
+fn upsert(id: &str, customer: CustomerLevel, level: AssuranceLevel, port: &str) -> Input {
+    let path = vec![
+        element(ObjectKind::Ne, &format!("CPE-{id}"), "cpe", "CPE"),
+        element(ObjectKind::Port, port, "transmission", "PTN"),
+        element(ObjectKind::Link, "L-FIBRE-1", "transmission", "OTN"),
+    ];
+    Input::Inventory(InventoryChange::Upsert(Box::new(circuit(
+        id,
+        customer,
+        level,
+        Scope::IntraCity,
+        vec![path],
+    ))))
+}
+
+#[test]
+fn fibre_cut_is_one_incident_with_circuits_in_restoration_order_and_hand_checked_outage() {
+    // Eight circuits on one fibre, levels deliberately out of order in the inventory.
+    let levels = [
+        ("F1", CustomerLevel::Standard, AssuranceLevel::Ordinary),
+        ("F2", CustomerLevel::Gold, AssuranceLevel::A),
+        ("F3", CustomerLevel::Silver, AssuranceLevel::Aaa),
+        ("F4", CustomerLevel::Key, AssuranceLevel::Aa),
+        ("F5", CustomerLevel::Bronze, AssuranceLevel::Aaa),
+        ("F6", CustomerLevel::Silver, AssuranceLevel::Ordinary),
+        ("F7", CustomerLevel::Gold, AssuranceLevel::Aa),
+        ("F8", CustomerLevel::Key, AssuranceLevel::Aaa),
+    ];
+    let mut inputs: Vec<Input> = levels
+        .iter()
+        .enumerate()
+        .map(|(i, (id, c, a))| upsert(id, *c, *a, &format!("PTN-1/1/{i}")))
+        .collect();
+    // Cut at 09:00, repaired at 09:40 Shanghai time on 2026-08-03.
+    let cut = alarm(
+        "CUT",
+        "OTN-NMS",
+        "L-FIBRE-1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 8, 3, 9, 0, 0),
+    );
+    inputs.push(Input::Alarm(cut.clone()));
+    inputs.push(Input::Alarm(clear(&cut, sh(2026, 8, 3, 9, 40, 0))));
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(&mut engine, inputs, sh(2026, 8, 4, 0, 0, 0));
+
+    let incidents: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Incident(i) => Some(i.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let ids: std::collections::BTreeSet<_> =
+        incidents.iter().map(|i| i.incident_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one incident");
+    let first = incidents[0];
+    assert_eq!(first.status, IncidentStatus::Open);
+    assert_eq!(first.root_alarm.key, "OTN-NMS:CUT");
+    // Restoration priority: AAA (key F8, silver F3, bronze F5), AA (key F4, gold F7),
+    // A (F2), ordinary (silver F6, standard F1).
+    let order: Vec<_> = first
+        .circuits
+        .iter()
+        .map(|c| c.circuit_id.as_str())
+        .collect();
+    assert_eq!(order, ["F8", "F3", "F5", "F4", "F7", "F2", "F6", "F1"]);
+    assert_eq!(
+        incidents.last().map(|i| i.status),
+        Some(IncidentStatus::Closed)
+    );
+
+    // 40 minutes down = 2400 s. For AAA the 2026 availability budget is
+    // 0.0001 × 365 × 86 400 s = 3153.6 s, at risk from 0.8 × 3153.6 = 2522.88 s: 2400 s is
+    // still ok. For ordinary it is 0.0028 × 31 536 000 = 88 300.8 s: far away.
+    let f8 = last_figures(&out, "F8", "2026");
+    assert_eq!(
+        (f8.failures, f8.outage_seconds, f8.status),
+        (1, 2400, Status::Ok)
+    );
+    assert_eq!(f8.failure_limit, Some(4));
+    assert_eq!(f8.outage_limit_seconds, Some(6 * 3600));
+    // Availability so far: 1 − 2400 / (seconds from 2026-01-01 00:00 to the figures' time).
+    let elapsed = (f8.as_of - sh(2026, 1, 1, 0, 0, 0)).num_seconds() as f64;
+    assert!((f8.availability - (1.0 - 2400.0 / elapsed)).abs() < 1e-9);
+    let f1 = last_figures(&out, "F1", "2026");
+    assert_eq!(
+        (f1.failures, f1.outage_seconds, f1.status),
+        (1, 2400, Status::Ok)
+    );
+}
+
+#[test]
+fn an_outage_across_new_year_counts_in_both_years() {
+    // Down from 23:00 on 2025-12-31 to 01:30 on 2026-01-01, Shanghai time.
+    let los = alarm(
+        "NY",
+        "PTN-NMS",
+        "PTN-9/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2025, 12, 31, 23, 0, 0),
+    );
+    let inputs = vec![
+        upsert("NY1", CustomerLevel::Gold, AssuranceLevel::A, "PTN-9/1/1"),
+        Input::Alarm(los.clone()),
+        Input::Alarm(clear(&los, sh(2026, 1, 1, 1, 30, 0))),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(&mut engine, inputs, sh(2026, 1, 2, 0, 0, 0));
+    // 2025: one failure, 23:00 to midnight = 3600 s. 2026: the remaining 5400 s, and no
+    // failure (the fault started in 2025).
+    let y2025 = last_figures(&out, "NY1", "2025");
+    assert_eq!((y2025.failures, y2025.outage_seconds), (1, 3600));
+    assert!(y2025.is_final);
+    let y2026 = last_figures(&out, "NY1", "2026");
+    assert_eq!((y2026.failures, y2026.outage_seconds), (0, 5400));
+    assert_eq!(
+        y2025.outage_seconds + y2026.outage_seconds,
+        9000,
+        "nothing lost or added"
+    );
+    assert_eq!(y2026.period_start, sh(2026, 1, 1, 0, 0, 0));
+}
+
+fn works(notice: chrono::DateTime<chrono::Utc>) -> Vec<Input> {
+    let window = MaintenanceWindow {
+        window_id: "W-7".into(),
+        objects: vec!["PTN-5".into()],
+        circuits: vec![],
+        // Wednesday 2026-06-10, 01:00 to 03:00.
+        start: sh(2026, 6, 10, 1, 0, 0),
+        end: sh(2026, 6, 10, 3, 0, 0),
+        notice_given_at: notice,
+        emergency: false,
+        cross_border: false,
+    };
+    // The works take the port down from 01:10 to 03:30: 2 h 20 min.
+    let los = alarm(
+        "MW",
+        "PTN-NMS",
+        "PTN-5/2/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 6, 10, 1, 10, 0),
+    );
+    vec![
+        upsert(
+            "MW1",
+            CustomerLevel::Silver,
+            AssuranceLevel::Ordinary,
+            "PTN-5/2/1",
+        ),
+        Input::Maintenance(window),
+        Input::Alarm(los.clone()),
+        Input::Alarm(clear(&los, sh(2026, 6, 10, 3, 30, 0))),
+    ]
+}
+
+#[test]
+fn planned_works_with_notice_are_excluded_from_the_outage_and_late_ones_are_not() {
+    let mut engine = Engine::new(Policy::builtin());
+    // Notice on 2026-05-27, nine working days ahead (five needed).
+    let out = run(
+        &mut engine,
+        works(sh(2026, 5, 27, 9, 0, 0)),
+        sh(2026, 6, 11, 0, 0, 0),
+    );
+    let f = last_figures(&out, "MW1", "2026");
+    // Down 01:10–03:30 = 8400 s; inside the window 01:10–03:00 = 6600 s excluded; 1800 s count.
+    assert_eq!((f.outage_seconds, f.maintenance_seconds), (1800, 6600));
+    assert_eq!(
+        f.failures, 1,
+        "the fault ran past the window, so it is a failure"
+    );
+
+    let mut engine = Engine::new(Policy::builtin());
+    // Notice on Tuesday 2026-06-09: no whole working day before the works.
+    let out = run(
+        &mut engine,
+        works(sh(2026, 6, 9, 9, 0, 0)),
+        sh(2026, 6, 11, 0, 0, 0),
+    );
+    let f = last_figures(&out, "MW1", "2026");
+    assert_eq!((f.outage_seconds, f.maintenance_seconds), (8400, 0));
+    let late: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(Warning::LateNotice(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 1, "the late notice is reported");
+    assert_eq!(late[0].late[0].circuit_id, "MW1");
+}
+
+#[test]
+fn a_customer_caused_fault_leaves_the_years_counts() {
+    let los = alarm(
+        "CC",
+        "PTN-NMS",
+        "PTN-7/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 9, 1, 10, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert("CC1", CustomerLevel::Bronze, AssuranceLevel::A, "PTN-7/1/1"),
+            Input::Alarm(los.clone()),
+        ],
+        sh(2026, 9, 1, 10, 0, 0),
+    );
+    let opened = tickets(&out)[0].ticket().id.clone();
+    let f = last_figures(&out, "CC1", "2026");
+    assert_eq!(f.failures, 1);
+    let out = run(
+        &mut engine,
+        vec![
+            Input::Command(TicketCommand {
+                ticket_id: opened,
+                circuit_id: "CC1".into(),
+                action: CommandAction::Reclassify,
+                cause: Some(FaultCause::Customer),
+                at: sh(2026, 9, 1, 10, 30, 0),
+                by: Some("noc".into()),
+                note: Some("customer powered off the CPE".into()),
+            }),
+            Input::Alarm(clear(&los, sh(2026, 9, 1, 12, 0, 0))),
+        ],
+        sh(2026, 9, 2, 0, 0, 0),
+    );
+    // Reclassified: neither the failure nor its two hours count.
+    let f = last_figures(&out, "CC1", "2026");
+    assert_eq!((f.failures, f.outage_seconds, f.status), (0, 0, Status::Ok));
+}
