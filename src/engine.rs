@@ -401,11 +401,11 @@ impl CircuitStates {
         Ok(out)
     }
 
-    /// Recompute the SLA figures of a circuit as of `as_of` for the year (and for the year
-    /// its current or last fault started in, when that differs); emit those that changed,
-    /// and a risk warning when a status got worse. The year is the assessment period of the
-    /// annual limits and of the domestic availability targets; shorter periods have no
-    /// target of their own in the policy, so they are not judged or emitted here.
+    /// Recompute the SLA figures of a circuit as of `as_of` for the year and the month (and
+    /// for the year and month its current or last fault started in, when they differ); emit
+    /// those that changed, and a risk warning when a status got worse. The year is the
+    /// assessment period of the annual limits and of the availability targets; months are
+    /// counted for dashboards but have no limit of their own.
     pub fn refresh_figures(
         &mut self,
         circuit_id: &str,
@@ -450,10 +450,12 @@ impl CircuitStates {
             open_fault: entry.fault.as_ref().is_some_and(Fault::is_down),
         };
         let mut periods: Vec<Period> = Vec::new();
-        for t in &started {
-            let p = Period::containing(PeriodKind::Year, *t, policy.time_zone());
-            if !periods.contains(&p) {
-                periods.push(p);
+        for kind in [PeriodKind::Year, PeriodKind::Month] {
+            for t in &started {
+                let p = Period::containing(kind, *t, policy.time_zone());
+                if !periods.contains(&p) {
+                    periods.push(p);
+                }
             }
         }
         let mut out = Vec::new();
@@ -537,11 +539,11 @@ fn ticket(e: TicketEvent) -> Output {
 /// crossed, from `outage` seconds used (an ongoing outage grows one second per second,
 /// except inside excluded planned works, which only delays the crossing).
 fn next_threshold(limits: &Limits, outage: u64) -> Option<i64> {
-    let mut points = vec![
-        limits.availability_budget.num_seconds() + 1,
-        (limits.availability_budget.num_seconds() as f64 * limits.risk_threshold).ceil() as i64,
-    ];
-    if let Some(limit) = limits.outage {
+    let mut points = Vec::new();
+    for limit in [limits.availability_budget, limits.outage]
+        .into_iter()
+        .flatten()
+    {
         points.push(limit.num_seconds() + 1);
         points.push((limit.num_seconds() as f64 * limits.risk_threshold).ceil() as i64);
     }

@@ -42,9 +42,10 @@
 //! - **Availability**: `1 − outage / elapsed`, with `elapsed` the window's length; 1 when
 //!   nothing has elapsed. Always within `[0, 1]`, since the outage lies inside the window.
 //! - **Limits**: the failure and outage limits of the policy are *annual* (004 table 7-5),
-//!   so they apply to year periods only and are `null` for the others. The availability
-//!   target (000) applies to every period, judged as a downtime budget for the *whole*
-//!   period: `(1 − target) × (end − start)`. Judging the whole period, not the elapsed part,
+//!   so they apply to year periods only and are `null` for the others. So does the
+//!   availability target (000): the policy's targets are for the year (judged monthly,
+//!   99.99 % would allow 4.5 minutes, and every fault would breach its month). It is
+//!   judged as a downtime budget for the *whole* year: `(1 − target) × (end − start)`. Judging the whole period, not the elapsed part,
 //!   is what makes a figure comparable with the limit before the period ends: a circuit
 //!   that was down for a minute on 1 January has not broken a 99.99 % yearly target.
 //! - **Status**: `breached` when failures > failure limit, outage > outage limit or outage >
@@ -378,10 +379,11 @@ pub struct Limits {
     pub failures: Option<u32>,
     /// Most outage time allowed; `None` outside year periods (the limit is annual).
     pub outage: Option<Duration>,
-    /// The availability target, a fraction in (0, 1].
-    pub availability_target: f64,
+    /// The availability target, a fraction in (0, 1]; `None` outside year periods: the
+    /// policy's targets are for the year, the assessment period of the domestic SLA.
+    pub availability_target: Option<f64>,
     /// Outage time the target allows over the whole period (see [`availability_budget`]).
-    pub availability_budget: Duration,
+    pub availability_budget: Option<Duration>,
     /// Share of a limit at which a circuit is at risk.
     pub risk_threshold: f64,
 }
@@ -394,8 +396,8 @@ impl Limits {
         Limits {
             failures: annual.then(|| policy.annual_failure_limit(level)),
             outage: annual.then(|| policy.annual_outage_limit(level)),
-            availability_target: target,
-            availability_budget: availability_budget(target, period.duration()),
+            availability_target: annual.then_some(target),
+            availability_budget: annual.then(|| availability_budget(target, period.duration())),
             risk_threshold: policy.budget_risk_threshold(),
         }
     }
@@ -427,7 +429,10 @@ pub fn budget_status(failures: u32, outage: Duration, limits: &Limits) -> Verdic
     if limits.outage.is_some_and(|limit| outage > limit) {
         breaches.push(Breach::Outage);
     }
-    if outage > limits.availability_budget {
+    if limits
+        .availability_budget
+        .is_some_and(|budget| outage > budget)
+    {
         breaches.push(Breach::Availability);
     }
     let status = if !breaches.is_empty() {
@@ -441,7 +446,9 @@ pub fn budget_status(failures: u32, outage: Duration, limits: &Limits) -> Verdic
         let outage_at_risk = limits
             .outage
             .is_some_and(|limit| reaches(used, nanos(limit), threshold));
-        let budget_at_risk = reaches(used, nanos(limits.availability_budget), threshold);
+        let budget_at_risk = limits
+            .availability_budget
+            .is_some_and(|budget| reaches(used, nanos(budget), threshold));
         if failures_at_risk || outage_at_risk || budget_at_risk {
             Status::AtRisk
         } else {
@@ -542,7 +549,7 @@ pub fn circuit_figures(
         outage_limit_seconds: limits.outage.map(floor_seconds),
         maintenance_seconds: ceil_seconds(maintenance),
         availability,
-        availability_target: Some(limits.availability_target),
+        availability_target: limits.availability_target,
         status: verdict.status,
         breaches: verdict.breaches,
         open_fault: circuit.open_fault,
@@ -1060,7 +1067,7 @@ mod tests {
         for (level, budget_ms, last_ok) in expected {
             let limits = Limits::for_period(&policy, level, &year);
             let budget = Duration::milliseconds(budget_ms);
-            assert_eq!(limits.availability_budget, budget, "{level}");
+            assert_eq!(limits.availability_budget, Some(budget), "{level}");
             assert_eq!(
                 one_outage(&policy, level, &year, secs(last_ok)).status,
                 Status::Ok
@@ -1088,20 +1095,26 @@ mod tests {
         // A leap year is a day longer: 0.0001 × 31 622 400 s = 3 162.24 s.
         let y2028 = period(PeriodKind::Year, "2028-06-01T00:00:00+08:00");
         let aaa = Limits::for_period(&policy, AssuranceLevel::Aaa, &y2028);
-        assert_eq!(aaa.availability_budget, Duration::milliseconds(3_162_240));
+        assert_eq!(
+            aaa.availability_budget,
+            Some(Duration::milliseconds(3_162_240))
+        );
     }
 
     #[test]
-    fn months_have_an_availability_budget_and_no_annual_limits() {
+    fn months_are_counted_but_not_judged() {
         let policy = Policy::builtin();
         let march = period(PeriodKind::Month, "2026-03-15T00:00:00+08:00");
-        // AAA, 31 days: 0.0001 × 2 678 400 s = 267.84 s; February (28 days): 241.92 s.
+        // The targets are yearly: a month has no limit of its own. (Judged monthly, AAA's
+        // 99.99 % would allow 0.0001 × 2 678 400 s = 267.84 s in March.)
         let limits = Limits::for_period(&policy, AssuranceLevel::Aaa, &march);
-        assert_eq!(limits.availability_budget, Duration::milliseconds(267_840));
+        assert_eq!(limits.availability_budget, None);
+        assert_eq!(limits.availability_target, None);
         assert_eq!((limits.failures, limits.outage), (None, None));
-        let feb = period(PeriodKind::Month, "2026-02-15T00:00:00+08:00");
-        let limits = Limits::for_period(&policy, AssuranceLevel::Aaa, &feb);
-        assert_eq!(limits.availability_budget, Duration::milliseconds(241_920));
+        assert_eq!(
+            availability_budget(0.9999, march.duration()),
+            Duration::milliseconds(267_840)
+        );
 
         // Twelve one-second failures in March: no failure limit applies to a month.
         let faults: Vec<FaultFacts> = (0..12)
@@ -1121,7 +1134,8 @@ mod tests {
         );
         assert_eq!(f.status, Status::Ok);
         let f = one_outage(&policy, AssuranceLevel::Aaa, &march, secs(268));
-        assert_eq!(f.breaches, [Breach::Availability]);
+        assert_eq!((f.status, f.breaches), (Status::Ok, vec![]));
+        assert_eq!(f.outage_seconds, 268);
     }
 
     // --- the counting rules ---------------------------------------------------------------
@@ -1234,8 +1248,8 @@ mod tests {
         // 3 h down of 12 h elapsed.
         assert_eq!(f.availability, 0.75);
         assert!(f.open_fault && !f.is_final);
-        // Day budget 0.0028 × 86 400 s = 241.92 s: breached long ago.
-        assert_eq!(f.breaches, [Breach::Availability]);
+        // A day has no limit of its own (the targets are yearly).
+        assert_eq!((f.status, f.breaches), (Status::Ok, vec![]));
         // A fault that begins at as_of is a failure at once, with no outage yet.
         let starting = [FaultFacts {
             started_at: as_of,
@@ -1291,8 +1305,8 @@ mod tests {
         let limits = Limits {
             failures: Some(4),
             outage: Some(Duration::hours(6)),
-            availability_target: 0.9999,
-            availability_budget: Duration::minutes(50),
+            availability_target: Some(0.9999),
+            availability_budget: Some(Duration::minutes(50)),
             risk_threshold: 0.8,
         };
         let v = budget_status(5, Duration::hours(7), &limits);
@@ -1312,10 +1326,10 @@ mod tests {
         );
         // A 100 % target leaves no budget: nothing down is ok, one second is a breach.
         let strict = Limits {
-            availability_budget: availability_budget(1.0, Duration::days(365)),
+            availability_budget: Some(availability_budget(1.0, Duration::days(365))),
             ..limits
         };
-        assert_eq!(strict.availability_budget, Duration::zero());
+        assert_eq!(strict.availability_budget, Some(Duration::zero()));
         assert_eq!(
             budget_status(0, Duration::zero(), &strict).status,
             Status::Ok
