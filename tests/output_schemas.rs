@@ -1,0 +1,64 @@
+//! Every record the engine writes matches the JSON schema of its topic in `topics/`: the
+//! replay example (a fibre cut, a warning, a malformed line, a command, planned works
+//! announced late) is replayed and each output line is validated.
+
+use std::fs;
+use std::path::Path;
+
+use linewatch::policy::Policy;
+use linewatch::replay::replay;
+use serde_json::Value;
+
+fn validator(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("topics/schemas")
+        .join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
+    jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn every_output_record_matches_its_topic_schema() {
+    let input = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/replay");
+    for name in ["inventory.jsonl", "alarms.jsonl", "commands.jsonl"] {
+        fs::copy(example.join(name), input.path().join(name)).expect("copy");
+    }
+    // Works on the aggregation NE announced the day before: reported as late.
+    fs::write(
+        input.path().join("maintenance.jsonl"),
+        r#"{"windowId":"W-1","objects":["SZ-PTN-AGG-1"],"start":"2026-03-10T20:00:00+08:00","end":"2026-03-10T22:00:00+08:00","noticeGivenAt":"2026-03-09T18:00:00+08:00"}"#,
+    )
+    .expect("write");
+    let output = tempfile::tempdir().expect("tempdir");
+    replay(input.path(), output.path(), Policy::builtin(), None).expect("replay");
+
+    let files = [
+        ("tickets.jsonl", "ticket-event.schema.json"),
+        ("circuits-status.jsonl", "line-status.schema.json"),
+        ("warnings.jsonl", "sla-warning.schema.json"),
+        ("kpi.jsonl", "kpi-circuit.schema.json"),
+        ("incidents.jsonl", "incident.schema.json"),
+        ("rejections.jsonl", "rejection.schema.json"),
+    ];
+    for (file, schema) in files {
+        let v = validator(schema);
+        let text = fs::read_to_string(output.path().join(file)).expect("read");
+        let mut n = 0;
+        for (i, line) in text.lines().enumerate() {
+            let record: Value = serde_json::from_str(line).expect("output is JSON");
+            let errors: Vec<String> = v
+                .iter_errors(&record)
+                .map(|e| format!("{e} at {}", e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{file} line {}: {errors:?}\n{line}",
+                i + 1
+            );
+            n += 1;
+        }
+        assert!(n > 0, "{file} is empty: the example should exercise it");
+    }
+}
