@@ -158,14 +158,18 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             return Ok(summary);
         }
         if let Some(msg) = replica.poll(Duration::from_millis(100)) {
-            apply_replica(
-                &msg?,
-                &replica_streams,
-                &mut engine,
-                t,
-                &mut pending,
-                &mut summary,
-            );
+            let msg = msg?;
+            if let Some(&stream) = replica_streams.get(msg.topic()) {
+                apply(
+                    &msg,
+                    stream,
+                    &mut engine,
+                    Utc::now(),
+                    t,
+                    &mut pending,
+                    &mut summary,
+                );
+            }
         }
     }
     info!(
@@ -189,14 +193,18 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
 
         // Replica changes first: a circuit added under an active alarm is impacted.
         while let Some(msg) = replica.poll(Duration::ZERO) {
-            apply_replica(
-                &msg?,
-                &replica_streams,
-                &mut engine,
-                t,
-                &mut pending,
-                &mut summary,
-            );
+            let msg = msg?;
+            if let Some(&stream) = replica_streams.get(msg.topic()) {
+                apply(
+                    &msg,
+                    stream,
+                    &mut engine,
+                    Utc::now(),
+                    t,
+                    &mut pending,
+                    &mut summary,
+                );
+            }
         }
 
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -211,28 +219,15 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             };
             let now = Utc::now();
             route(t, engine.advance(now), &mut pending, &mut summary);
-            for (index, result) in decode(stream, msg.key(), msg.payload())
-                .into_iter()
-                .enumerate()
-            {
-                summary.inputs += 1;
-                match result.and_then(|input| engine.handle(input, now)) {
-                    Ok(outputs) => route(t, outputs, &mut pending, &mut summary),
-                    Err(reason) => {
-                        let source = Source::Kafka {
-                            topic: msg.topic().into(),
-                            partition: msg.partition(),
-                            offset: msg.offset(),
-                        };
-                        let mut rej =
-                            Rejection::new(&reason, msg.payload(), source, now).with_key(msg.key());
-                        if stream == Stream::Alarms && index > 0 {
-                            rej = rej.with_batch_index(index);
-                        }
-                        push_rejection(t, rej, msg.key(), &mut pending, &mut summary);
-                    }
-                }
-            }
+            apply(
+                &msg,
+                stream,
+                &mut engine,
+                now,
+                t,
+                &mut pending,
+                &mut summary,
+            );
         }
         if last_tick.elapsed() >= config.tick {
             last_tick = Instant::now();
@@ -344,50 +339,20 @@ fn route(
     }
 }
 
-fn reject(
-    t: &TopicNames,
-    reason: &crate::rejection::RejectReason,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    source: Source,
-    pending: &mut Vec<(String, String, Vec<u8>)>,
-    summary: &mut RunSummary,
-) {
-    let rej = Rejection::new(reason, value, source, Utc::now()).with_key(key);
-    push_rejection(t, rej, key, pending, summary);
-}
-
-fn push_rejection(
-    t: &TopicNames,
-    rej: Rejection,
-    key: Option<&[u8]>,
-    pending: &mut Vec<(String, String, Vec<u8>)>,
-    summary: &mut RunSummary,
-) {
-    warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
-    summary.rejected += 1;
-    let key = key
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .unwrap_or_default();
-    if let Ok(bytes) = serde_json::to_vec(&rej) {
-        pending.push((t.rejected.clone(), key, bytes));
-    }
-}
-
-/// Apply one record of a replica topic (inventory, maintenance windows) to the engine.
-fn apply_replica(
+/// Apply one record of `stream` to the engine at `now`: its outputs, or a rejection
+/// carrying the reason, the original bytes and where the record came from.
+fn apply(
     msg: &rdkafka::message::BorrowedMessage<'_>,
-    streams: &HashMap<&str, Stream>,
+    stream: Stream,
     engine: &mut Engine,
+    now: chrono::DateTime<Utc>,
     t: &TopicNames,
     pending: &mut Vec<(String, String, Vec<u8>)>,
     summary: &mut RunSummary,
 ) {
-    let Some(&stream) = streams.get(msg.topic()) else {
-        return;
-    };
-    let now = Utc::now();
-    for result in decode(stream, msg.key(), msg.payload()) {
+    let results = decode(stream, msg.key(), msg.payload());
+    let batch = results.len() > 1;
+    for (index, result) in results.into_iter().enumerate() {
         summary.inputs += 1;
         match result.and_then(|input| engine.handle(input, now)) {
             Ok(outputs) => route(t, outputs, pending, summary),
@@ -397,15 +362,21 @@ fn apply_replica(
                     partition: msg.partition(),
                     offset: msg.offset(),
                 };
-                reject(
-                    t,
-                    &reason,
-                    msg.key(),
-                    msg.payload(),
-                    source,
-                    pending,
-                    summary,
-                );
+                let mut rej =
+                    Rejection::new(&reason, msg.payload(), source, now).with_key(msg.key());
+                if batch {
+                    rej = rej.with_batch_index(index);
+                }
+                warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
+                summary.rejected += 1;
+                let key = msg
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                match serde_json::to_vec(&rej) {
+                    Ok(bytes) => pending.push((t.rejected.clone(), key, bytes)),
+                    Err(e) => warn!(error = %e, "cannot serialize a rejection"),
+                }
             }
         }
     }
