@@ -67,8 +67,11 @@ struct Record {
     time: Option<DateTime<Utc>>,
     stream: Stream,
     line: u64,
-    file: String,
-    raw: Vec<u8>,
+    file: &'static str,
+    /// The original line, kept where a rejection is likely (unreadable lines, commands,
+    /// windows); for the rest it is read again from the file in the rare case it is needed,
+    /// so that a million alarms are not held twice in memory.
+    raw: Option<Vec<u8>>,
     parsed: Result<Input, crate::rejection::RejectReason>,
     batch_index: Option<usize>,
 }
@@ -104,12 +107,14 @@ pub fn replay(
             let results = decode(stream, None, Some(&line));
             let batch = results.len() > 1;
             for (i, parsed) in results.into_iter().enumerate() {
+                let keep =
+                    parsed.is_err() || matches!(stream, Stream::Commands | Stream::Maintenance);
                 records.push(Record {
                     time: parsed.as_ref().ok().and_then(event_time),
                     stream,
                     line: n as u64 + 1,
-                    file: name.to_string(),
-                    raw: line.clone(),
+                    file: name,
+                    raw: keep.then(|| line.clone()),
                     parsed,
                     batch_index: batch.then_some(i),
                 });
@@ -151,11 +156,15 @@ pub fn replay(
         match result {
             Ok(more) => outputs.extend(more),
             Err(reason) => {
+                let raw = match rec.raw {
+                    Some(raw) => raw,
+                    None => read_line(&input.join(rec.file), rec.line)?,
+                };
                 let source = Source::File {
-                    file: rec.file,
+                    file: rec.file.to_string(),
                     line: rec.line,
                 };
-                let mut rej = Rejection::new(&reason, Some(&rec.raw), source, now);
+                let mut rej = Rejection::new(&reason, Some(&raw), source, now);
                 if let Some(i) = rec.batch_index {
                     rej = rej.with_batch_index(i);
                 }
@@ -172,6 +181,20 @@ pub fn replay(
     sinks.finish()?;
     rejections.finish()?;
     Ok(summary)
+}
+
+/// Line `n` (1-based) of a file.
+fn read_line(path: &Path, n: u64) -> Result<Vec<u8>, ReplayError> {
+    let io = |error| ReplayError::Io {
+        path: path.into(),
+        error,
+    };
+    let file = File::open(path).map_err(io)?;
+    let index = usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX);
+    match BufReader::new(file).split(b'\n').nth(index) {
+        Some(line) => line.map_err(io),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn event_time(input: &Input) -> Option<DateTime<Utc>> {
