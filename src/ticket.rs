@@ -345,7 +345,10 @@ impl Fault {
             if self.timers.post_restore_feedback {
                 // Close once the hold-down has passed and the customer has been told.
                 let told = restored + policy.post_restore_feedback_within();
-                due.push(((restored + policy.hold_down()).max(told), Timer::HoldDownEnd));
+                due.push((
+                    (restored + policy.hold_down()).max(told),
+                    Timer::HoldDownEnd,
+                ));
             }
         } else {
             if self.acknowledged_at.is_none() && !self.timers.acceptance_overdue {
