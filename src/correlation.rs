@@ -67,6 +67,9 @@ pub struct FanOut {
     /// Clears that arrived before their raise: alarm key → cleared at. Kept for the
     /// policy's late-alarm allowance, then forgotten.
     early_clears: HashMap<String, EarlyClear>,
+    /// The latest alarm event time seen: early clears expire against it, not against the
+    /// wall clock, so that a backlog read after a restart is treated as replay treats it.
+    watermark: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +100,7 @@ impl FanOut {
 
     /// Apply one alarm notification.
     pub fn on_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
+        self.expire(alarm.event_time, policy);
         let key = alarm.key();
         let ends =
             alarm.state == AlarmState::Cleared || !policy.is_service_affecting(alarm.severity);
@@ -190,9 +194,12 @@ impl FanOut {
         out
     }
 
-    /// Forget early clears older than the late-alarm allowance.
-    pub fn expire(&mut self, now: DateTime<Utc>, policy: &Policy) {
-        if let Some(horizon) = now.checked_sub_signed(policy.late_alarm_allowance()) {
+    /// Forget early clears older than the late-alarm allowance, counted back from the
+    /// latest alarm event time seen.
+    fn expire(&mut self, event_time: DateTime<Utc>, policy: &Policy) {
+        let latest = self.watermark.map_or(event_time, |w| w.max(event_time));
+        self.watermark = Some(latest);
+        if let Some(horizon) = latest.checked_sub_signed(policy.late_alarm_allowance()) {
             self.early_clears.retain(|_, e| e.cleared_at >= horizon);
         }
     }

@@ -464,9 +464,13 @@ impl CircuitStates {
             let new = circuit_figures(policy, &facts, &period, as_of);
             if facts.open_fault && period.contains(as_of) {
                 let limits = Limits::for_period(policy, level, &period);
-                next_crossing = next_threshold(&limits, new.outage_seconds)
-                    .map(|secs| as_of + Duration::seconds(secs))
+                let crossing = next_threshold(&limits, new.outage_seconds)
+                    .and_then(|secs| as_of.checked_add_signed(Duration::seconds(secs)))
                     .filter(|t| *t < period.end);
+                next_crossing = match (next_crossing, crossing) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
             }
             let old = entry.figures.get(&new.period);
             let unchanged = old.is_some_and(|o| {
@@ -620,9 +624,10 @@ fn evaluate(
             if entry.suppressed_until_up {
                 return out;
             }
-            let Some(root) = entry.impacts.root_cause() else {
+            let Some(root) = entry.impacts.root_cause().cloned() else {
                 return out;
             };
+            let root = &root;
             match entry.fault.as_mut() {
                 Some(fault) if fault.is_down() => {
                     out.extend(fault.revise_start(since, at, policy).map(ticket));
@@ -642,6 +647,8 @@ fn evaluate(
                             out.push(ticket(old.close(SlaEvent::Closed, end, policy)));
                         }
                     }
+                    // The old fault counts in the figures like any closed one.
+                    close_if_done(entry);
                     let mut fault = Fault::open(circuit, since, root, policy);
                     for work in planned_works_for(circuit, since, windows, policy) {
                         fault.add_planned_work(work);
@@ -762,7 +769,6 @@ impl Engine {
 
     /// Fire every timer due at or before `now`.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Output> {
-        self.fanout.expire(now, &self.policy);
         let out = self.states.advance(now, &self.policy);
         self.follow_tickets(out, true)
     }
@@ -849,7 +855,16 @@ impl Engine {
                 out.extend(notice.map(|n| Output::Warning(Warning::LateNotice(n))));
             }
             Input::CancelWindow { window_id } => self.states.cancel_window(&window_id),
-            Input::Command(cmd) => out.extend(self.states.on_command(&cmd, &self.policy)?),
+            Input::Command(cmd) => {
+                let skew = self.policy.max_future_skew();
+                if now
+                    .checked_add_signed(skew)
+                    .is_some_and(|limit| cmd.at > limit)
+                {
+                    return Err(RejectReason::future_time("command time", cmd.at, now, skew));
+                }
+                out.extend(self.states.on_command(&cmd, &self.policy)?)
+            }
         }
         Ok(self.follow_tickets(out, false))
     }

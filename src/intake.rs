@@ -8,7 +8,7 @@ use crate::alarm::parse_alarm_message;
 use crate::engine::{CommandAction, Input, TicketCommand};
 use crate::inventory::parse_circuit_record;
 use crate::maintenance::parse_maintenance_window;
-use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES, MAX_YEAR, MIN_YEAR};
 
 /// The input streams of the service (one topic each, one file each in replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,6 +94,13 @@ pub fn parse_command(bytes: &[u8]) -> Result<TicketCommand, RejectReason> {
             }
         }
     })?;
+    let year = chrono::Datelike::year(&cmd.at);
+    if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
+        return Err(RejectReason::TimeOutOfRange {
+            field: "at".into(),
+            time: cmd.at.to_rfc3339(),
+        });
+    }
     match (cmd.action, cmd.cause) {
         (CommandAction::Reclassify, None) => Err(RejectReason::MissingField {
             field: "cause".into(),

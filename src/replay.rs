@@ -9,8 +9,8 @@
 //! - `maintenance.jsonl`: maintenance windows, at the time their notice was given;
 //! - `commands.jsonl`: ticket commands, at their `at` time.
 //!
-//! Everything after the inventory is merged in event-time order (ties: alarms before
-//! windows before commands, then by line), and the engine's clock follows the event time,
+//! Everything after the inventory is merged in event-time order (ties: windows before
+//! commands before alarms, then by line), and the engine's clock follows the event time,
 //! never moving back. After the last input the clock runs on to `until`, so that timers
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
 //! `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`, `incidents.jsonl` (one per
@@ -175,7 +175,10 @@ pub fn replay(
         sinks.write(outputs, &mut summary)?;
     }
     summary.last_event = Some(now);
-    let end = until.unwrap_or(now + Duration::days(1)).max(now);
+    let end = until
+        .or_else(|| now.checked_add_signed(Duration::days(1)))
+        .unwrap_or(now)
+        .max(now);
     let outputs = engine.advance(end);
     sinks.write(outputs, &mut summary)?;
     sinks.finish()?;

@@ -353,3 +353,32 @@ fn an_unrestored_fault_breaches_at_its_limit() {
     assert_eq!(bulletins.first(), Some(&sh(2026, 2, 2, 14, 0, 0)));
     assert_eq!(bulletins.len(), 10, "14:00 through 23:00");
 }
+
+#[test]
+fn a_clear_before_its_raise_survives_a_backlog_read_long_after() {
+    // The service reads both an hour late (a backlog after a restart): wall clock 10:00.
+    let raised = alarm(
+        "B1",
+        "PTN-NMS",
+        "NE1/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 2, 2, 9, 0, 0),
+    );
+    let cleared = clear(&raised, sh(2026, 2, 2, 9, 5, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let now = sh(2026, 2, 2, 10, 0, 0);
+    for input in [
+        simple_circuit("C1", "NE1/1/1"),
+        Input::Alarm(cleared),
+        Input::Alarm(raised),
+    ] {
+        engine.advance(now);
+        engine.handle(input, now).expect("accepted");
+    }
+    engine.advance(sh(2026, 2, 3, 0, 0, 0));
+    assert!(
+        engine.states().faults().next().is_none(),
+        "no fault left open"
+    );
+}

@@ -264,3 +264,82 @@ fn a_customer_caused_fault_leaves_the_years_counts() {
     let f = last_figures(&out, "CC1", "2026");
     assert_eq!((f.failures, f.outage_seconds, f.status), (0, 0, Status::Ok));
 }
+
+#[test]
+fn a_refailure_after_the_hold_down_is_a_second_failure_and_both_count() {
+    // Down 09:00–10:00, then again 10:20–11:00: the second is past the 15 min hold-down
+    // but before the first ticket's post-restore feedback (10:30) closed it.
+    let a = alarm(
+        "R1",
+        "PTN-NMS",
+        "PTN-3/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 4, 2, 9, 0, 0),
+    );
+    let b = alarm(
+        "R2",
+        "PTN-NMS",
+        "PTN-3/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 4, 2, 10, 20, 0),
+    );
+    let inputs = vec![
+        upsert(
+            "RF1",
+            CustomerLevel::Silver,
+            AssuranceLevel::Ordinary,
+            "PTN-3/1/1",
+        ),
+        Input::Alarm(a.clone()),
+        Input::Alarm(clear(&a, sh(2026, 4, 2, 10, 0, 0))),
+        Input::Alarm(b.clone()),
+        Input::Alarm(clear(&b, sh(2026, 4, 2, 11, 0, 0))),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(&mut engine, inputs, sh(2026, 4, 3, 0, 0, 0));
+    // 3600 s + 2400 s.
+    let f = last_figures(&out, "RF1", "2026");
+    assert_eq!((f.failures, f.outage_seconds), (2, 6000));
+}
+
+#[test]
+fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
+    // AAA circuit of a bronze customer (no feedback timers), down from 09:00 and not
+    // restored. Year budget 3153.6 s: at risk at 0.8 × 3153.6 = 2522.88 s → 2523 s
+    // (09:42:03), breached past 3153.6 s → 3154 s (09:52:34).
+    let a = alarm(
+        "W1",
+        "PTN-NMS",
+        "PTN-4/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 4, 2, 9, 0, 0),
+    );
+    let inputs = vec![
+        upsert(
+            "RW1",
+            CustomerLevel::Bronze,
+            AssuranceLevel::Aaa,
+            "PTN-4/1/1",
+        ),
+        Input::Alarm(a),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(&mut engine, inputs, sh(2026, 4, 2, 9, 59, 0));
+    let risks: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(Warning::Risk(r)) if r.period == "2026" => Some((r.to, r.at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        risks,
+        vec![
+            (Status::AtRisk, sh(2026, 4, 2, 9, 42, 3)),
+            (Status::Breached, sh(2026, 4, 2, 9, 52, 34)),
+        ]
+    );
+}

@@ -158,7 +158,9 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             return Ok(summary);
         }
         if let Some(msg) = replica.poll(Duration::from_millis(100)) {
-            let msg = msg?;
+            let Some(msg) = usable(msg)? else {
+                continue;
+            };
             if let Some(&stream) = replica_streams.get(msg.topic()) {
                 apply(
                     &msg,
@@ -193,7 +195,9 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
 
         // Replica changes first: a circuit added under an active alarm is impacted.
         while let Some(msg) = replica.poll(Duration::ZERO) {
-            let msg = msg?;
+            let Some(msg) = usable(msg)? else {
+                continue;
+            };
             if let Some(&stream) = replica_streams.get(msg.topic()) {
                 apply(
                     &msg,
@@ -212,7 +216,9 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             let Some(msg) = consumer.poll(Duration::from_millis(20)) else {
                 continue;
             };
-            let msg = msg?;
+            let Some(msg) = usable(msg)? else {
+                continue;
+            };
             consumed = true;
             let Some(&stream) = streams.get(msg.topic()) else {
                 continue;
@@ -335,6 +341,22 @@ fn route(
         match output.to_json() {
             Ok(bytes) => pending.push((topic.clone(), output.key(), bytes)),
             Err(e) => warn!(error = %e, "cannot serialize an output"),
+        }
+    }
+}
+
+/// A polled record, or `None` after a transient consumer error (a broker restarting,
+/// a connection lost), which is logged and retried by librdkafka; only a fatal consumer
+/// error stops the service.
+fn usable(
+    msg: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+) -> Result<Option<rdkafka::message::BorrowedMessage<'_>>, ServiceError> {
+    match msg {
+        Ok(m) => Ok(Some(m)),
+        Err(e @ KafkaError::MessageConsumptionFatal(_)) => Err(ServiceError::Kafka(e)),
+        Err(e) => {
+            warn!(error = %e, "consumer error; retrying");
+            Ok(None)
         }
     }
 }
