@@ -31,7 +31,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service: consume alarms, inventory, maintenance windows and ticket
-    /// commands; produce fault-ticket events, circuit status and rejections.
+    /// commands; produce fault-ticket events, circuit status, SLA figures, SLA warnings,
+    /// incidents and rejections.
     ///
     /// Every input's effects and its offset are committed in one Kafka transaction.
     /// Stops cleanly on Ctrl-C or SIGTERM (finishes the transaction in flight).
@@ -40,8 +41,9 @@ enum Command {
     ///
     /// Reads inventory.jsonl, alarms.jsonl, maintenance.jsonl and commands.jsonl from the
     /// input folder (a missing file is empty), in event-time order, and writes
-    /// tickets.jsonl, circuits-status.jsonl and rejections.jsonl. The same input always
-    /// gives byte-identical output. A summary goes to stderr.
+    /// tickets.jsonl, circuits-status.jsonl, kpi.jsonl, warnings.jsonl, incidents.jsonl
+    /// and rejections.jsonl. The same input always gives byte-identical output. A summary
+    /// goes to stderr.
     Replay(ReplayArgs),
     /// Publish JSON Lines (a file, or stdin) to one of the service's input topics, each
     /// line keyed as the topic expects (circuit, alarmed object or window id).
