@@ -778,8 +778,8 @@ pub struct SlaFields {
     pub scope: Scope,
     pub important: bool,
     pub cause: FaultCause,
-    /// False when the restoration clock is stopped (customer-caused, interconnection,
-    /// or started in properly announced planned works).
+    /// False when the restoration clock is stopped (customer-caused or interconnection).
+    /// Properly announced planned works do not stop it: they move `restore_by`.
     pub clock_runs: bool,
     pub restore_limit_minutes: i64,
     pub accept_by: DateTime<Utc>,
