@@ -56,6 +56,8 @@ pub struct AlarmFacts {
     pub probable_cause: String,
     pub severity: Severity,
     pub cause_class: CauseClass,
+    /// When the alarm became service-affecting: its raise, or the upgrade of an alarm
+    /// raised at a severity that does not affect service.
     pub raised_at: DateTime<Utc>,
 }
 
@@ -107,7 +109,20 @@ impl FanOut {
         if ends {
             let at = alarm.cleared_at.unwrap_or(alarm.event_time);
             match self.remove(&key) {
-                Some(prev) => impacts_for(&prev, network, ImpactKind::Clear, at),
+                Some(prev) => {
+                    if alarm.state == AlarmState::Cleared {
+                        // Remember the clear, so that a late duplicate of the raise (an NMS
+                        // resync, a producer retry) does not bring the alarm back.
+                        self.early_clears.insert(
+                            key,
+                            EarlyClear {
+                                cleared_at: at,
+                                replayed: true,
+                            },
+                        );
+                    }
+                    impacts_for(&prev, network, ImpactKind::Clear, at)
+                }
                 None => {
                     if alarm.state == AlarmState::Cleared {
                         self.early_clears.entry(key).or_insert(EarlyClear {
@@ -120,6 +135,13 @@ impl FanOut {
             }
         } else {
             let domain_hint = alarm.object_type.as_deref();
+            // An alarm takes circuits down from when it became service-affecting: its raise,
+            // or for one raised as a warning and upgraded later, the upgrade.
+            let since = match self.active.get(&key) {
+                Some(prev) => prev.raised_at,
+                None if alarm.state == AlarmState::Updated => alarm.event_time,
+                None => alarm.raised_at,
+            };
             let facts = AlarmFacts {
                 key: key.clone(),
                 object: alarm.object.clone(),
@@ -127,7 +149,7 @@ impl FanOut {
                 probable_cause: alarm.probable_cause.clone(),
                 severity: alarm.severity,
                 cause_class: policy.cause_class(alarm, domain_hint),
-                raised_at: alarm.raised_at,
+                raised_at: since,
             };
             if let Some(early) = self.early_clears.get_mut(&key) {
                 if early.cleared_at >= alarm.raised_at {

@@ -382,3 +382,32 @@ fn a_clear_before_its_raise_survives_a_backlog_read_long_after() {
         "no fault left open"
     );
 }
+
+#[test]
+fn a_duplicate_raise_after_the_clear_does_not_bring_the_fault_back() {
+    let raised = alarm(
+        "D1",
+        "PTN-NMS",
+        "NE1/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 2, 2, 9, 0, 0),
+    );
+    let cleared = clear(&raised, sh(2026, 2, 2, 9, 20, 0));
+    let mut resent = raised.clone();
+    resent.event_time = sh(2026, 2, 2, 9, 25, 0);
+    let inputs = vec![
+        simple_circuit("C1", "NE1/1/1"),
+        Input::Alarm(raised),
+        Input::Alarm(cleared),
+        Input::Alarm(resent),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(&mut engine, inputs, sh(2026, 2, 3, 0, 0, 0));
+    assert_eq!(count(&out, &SlaEvent::Opened), 1);
+    assert_eq!(count(&out, &SlaEvent::Reopened), 0);
+    assert!(
+        engine.states().faults().next().is_none(),
+        "nothing left open"
+    );
+}
