@@ -157,22 +157,15 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
         if shutdown.load(Ordering::Relaxed) {
             return Ok(summary);
         }
-        if let Some(msg) = replica.poll(Duration::from_millis(100)) {
-            let Some(msg) = usable(msg)? else {
-                continue;
-            };
-            if let Some(&stream) = replica_streams.get(msg.topic()) {
-                apply(
-                    &msg,
-                    stream,
-                    &mut engine,
-                    Utc::now(),
-                    t,
-                    &mut pending,
-                    &mut summary,
-                );
-            }
-        }
+        let polled = replica.poll(Duration::from_millis(100));
+        apply_replica(
+            polled,
+            &replica_streams,
+            &mut engine,
+            t,
+            &mut pending,
+            &mut summary,
+        )?;
     }
     info!(
         records = summary.inputs,
@@ -194,21 +187,15 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
         let mut consumed = false;
 
         // Replica changes first: a circuit added under an active alarm is impacted.
-        while let Some(msg) = replica.poll(Duration::ZERO) {
-            let Some(msg) = usable(msg)? else {
-                continue;
-            };
-            if let Some(&stream) = replica_streams.get(msg.topic()) {
-                apply(
-                    &msg,
-                    stream,
-                    &mut engine,
-                    Utc::now(),
-                    t,
-                    &mut pending,
-                    &mut summary,
-                );
-            }
+        while let Some(polled) = replica.poll(Duration::ZERO) {
+            apply_replica(
+                Some(polled),
+                &replica_streams,
+                &mut engine,
+                t,
+                &mut pending,
+                &mut summary,
+            )?;
         }
 
         let deadline = Instant::now() + Duration::from_millis(100);
@@ -359,6 +346,24 @@ fn usable(
             Ok(None)
         }
     }
+}
+
+/// Apply a record polled from a replica topic (inventory, maintenance windows), if any.
+fn apply_replica(
+    polled: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>,
+    streams: &HashMap<&str, Stream>,
+    engine: &mut Engine,
+    t: &TopicNames,
+    pending: &mut Vec<(String, String, Vec<u8>)>,
+    summary: &mut RunSummary,
+) -> Result<(), ServiceError> {
+    let Some(msg) = polled.map(usable).transpose()?.flatten() else {
+        return Ok(());
+    };
+    if let Some(&stream) = streams.get(msg.topic()) {
+        apply(&msg, stream, engine, Utc::now(), t, pending, summary);
+    }
+    Ok(())
 }
 
 /// Apply one record of `stream` to the engine at `now`: its outputs, or a rejection
