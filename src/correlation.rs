@@ -72,6 +72,23 @@ pub struct FanOut {
     /// The latest alarm event time seen: early clears expire against it, not against the
     /// wall clock, so that a backlog read after a restart is treated as replay treats it.
     watermark: Option<DateTime<Utc>>,
+    /// Alarm keys whose state changed since the last [`FanOut::take_dirty`].
+    dirty: BTreeSet<String>,
+}
+
+/// What the fan-out holds about one alarm key, as its changelog record carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<AlarmFacts>,
+    /// A clear remembered for the late-alarm allowance: when, and whether the late raise
+    /// has already been replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_clear: Option<(DateTime<Utc>, bool)>,
+    /// The fan-out's watermark when the record was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +101,56 @@ struct EarlyClear {
 impl FanOut {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The alarm keys changed since the last call (for the changelog).
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The latest alarm event time seen.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.watermark
+    }
+
+    /// The state held for one alarm key; `None` when nothing is held (a tombstone).
+    pub fn export(&self, key: &str) -> Option<AlarmRecord> {
+        let active = self.active.get(key).cloned();
+        let early_clear = self
+            .early_clears
+            .get(key)
+            .map(|e| (e.cleared_at, e.replayed));
+        (active.is_some() || early_clear.is_some()).then_some(AlarmRecord {
+            active,
+            early_clear,
+            watermark: self.watermark,
+        })
+    }
+
+    /// Put back the state of one alarm key read from the changelog.
+    pub fn import(&mut self, key: &str, record: AlarmRecord) {
+        self.remove(key);
+        self.early_clears.remove(key);
+        if let Some(w) = record.watermark {
+            self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
+        }
+        if let Some((cleared_at, replayed)) = record.early_clear {
+            self.early_clears.insert(
+                key.to_string(),
+                EarlyClear {
+                    cleared_at,
+                    replayed,
+                },
+            );
+        }
+        if let Some(facts) = record.active {
+            self.by_object
+                .entry(facts.object.clone())
+                .or_default()
+                .insert(key.to_string());
+            self.active.insert(key.to_string(), facts);
+        }
+        self.dirty.remove(key);
     }
 
     /// Number of active service-affecting alarms held.
@@ -104,6 +171,7 @@ impl FanOut {
     pub fn on_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
         self.expire(alarm.event_time, policy);
         let key = alarm.key();
+        self.dirty.insert(key.clone());
         let ends =
             alarm.state == AlarmState::Cleared || !policy.is_service_affecting(alarm.severity);
         if ends {
@@ -222,7 +290,14 @@ impl FanOut {
         let latest = self.watermark.map_or(event_time, |w| w.max(event_time));
         self.watermark = Some(latest);
         if let Some(horizon) = latest.checked_sub_signed(policy.late_alarm_allowance()) {
-            self.early_clears.retain(|_, e| e.cleared_at >= horizon);
+            let dirty = &mut self.dirty;
+            self.early_clears.retain(|k, e| {
+                let keep = e.cleared_at >= horizon;
+                if !keep {
+                    dirty.insert(k.clone());
+                }
+                keep
+            });
         }
     }
 
@@ -287,6 +362,10 @@ pub enum LineStatus {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CircuitImpacts {
     active: BTreeMap<String, Impact>,
+    /// The latest clear time seen since the circuit was last free of impacts: the
+    /// circuit is restored at the latest of its clears, whatever order they arrive in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latest_clear: Option<DateTime<Utc>>,
 }
 
 impl CircuitImpacts {
@@ -294,12 +373,27 @@ impl CircuitImpacts {
     pub fn apply(&mut self, impact: Impact) -> bool {
         match impact.kind {
             ImpactKind::Hit => {
+                if self.active.is_empty() {
+                    self.latest_clear = None;
+                }
                 let changed = self.active.get(&impact.alarm.key) != Some(&impact);
                 self.active.insert(impact.alarm.key.clone(), impact);
                 changed
             }
-            ImpactKind::Clear => self.active.remove(&impact.alarm.key).is_some(),
+            ImpactKind::Clear => {
+                let removed = self.active.remove(&impact.alarm.key).is_some();
+                if removed {
+                    self.latest_clear =
+                        Some(self.latest_clear.map_or(impact.at, |t| t.max(impact.at)));
+                }
+                removed
+            }
         }
+    }
+
+    /// The latest clear time seen since the circuit was last free of impacts.
+    pub fn latest_clear(&self) -> Option<DateTime<Utc>> {
+        self.latest_clear
     }
 
     /// Drop impacts whose object no longer lies on the circuit (after a re-route);

@@ -203,6 +203,15 @@ struct CircuitEntry {
     /// While the circuit is down: when its outage will next cross a risk threshold or a
     /// limit, so that the warning comes out then, not at the next ticket event.
     figures_due: Option<DateTime<Utc>>,
+    /// How many faults this circuit has had: the next fault's ordinal, for its ticket id.
+    /// Kept when the circuit is deleted, so that a circuit re-created under the same id
+    /// never reuses a ticket id.
+    #[serde(default)]
+    faults_opened: u64,
+    /// The root alarm key under which the circuit's ticket was last handed to the incident
+    /// stage (so that it can be told when the ticket leaves that incident).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    incident_key: Option<String>,
 }
 
 /// Stage 2: per-circuit state, faults, tickets and their timers.
@@ -213,6 +222,8 @@ pub struct CircuitStates {
     timers: BTreeSet<(DateTime<Utc>, String)>,
     due_of: BTreeMap<String, DateTime<Utc>>,
     windows: BTreeMap<String, MaintenanceWindow>,
+    /// Circuits whose state changed since the last [`CircuitStates::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 impl CircuitStates {
@@ -244,6 +255,33 @@ impl CircuitStates {
             if due > now {
                 break;
             }
+            out.extend(self.fire(due, &circuit_id, policy));
+        }
+        out
+    }
+
+    /// Fire the timers of one circuit due at or before `now` (before an input for that
+    /// circuit at event time `now`, as the replay's global clock would have).
+    pub fn advance_circuit(
+        &mut self,
+        circuit_id: &str,
+        now: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(due) = self.due_of.get(circuit_id).copied() {
+            if due > now {
+                break;
+            }
+            out.extend(self.fire(due, circuit_id, policy));
+        }
+        out
+    }
+
+    fn fire(&mut self, due: DateTime<Utc>, circuit_id: &str, policy: &Policy) -> Vec<Output> {
+        let mut out = Vec::new();
+        let circuit_id = circuit_id.to_string();
+        {
             self.timers.remove(&(due, circuit_id.clone()));
             self.due_of.remove(&circuit_id);
             let mut figures_due = false;
@@ -261,6 +299,77 @@ impl CircuitStates {
             self.reschedule(&circuit_id, policy);
         }
         out
+    }
+
+    /// Each ticket event followed by its circuit's SLA figures as of the event (what the
+    /// circuit stage emits after every step; the incidents are another stage's).
+    pub fn with_figures(&mut self, out: Vec<Output>, policy: &Policy) -> Vec<Output> {
+        let mut result = Vec::with_capacity(out.len());
+        for o in out {
+            let figures = match &o {
+                Output::Ticket(ev) => Some((o.key(), ev.event_time)),
+                _ => None,
+            };
+            result.push(o);
+            if let Some((circuit_id, at)) = figures {
+                result.extend(self.refresh_figures(&circuit_id, at, policy));
+            }
+        }
+        result
+    }
+
+    /// The circuits whose state changed since the last call (for the changelog).
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The state of one circuit as its changelog record carries it; `None` when nothing
+    /// is held (a tombstone).
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which the types here do not allow in practice.
+    pub fn export(&self, circuit_id: &str) -> serde_json::Result<Option<Vec<u8>>> {
+        self.circuits
+            .get(circuit_id)
+            .map(serde_json::to_vec)
+            .transpose()
+    }
+
+    /// Put back the state of one circuit read from the changelog.
+    ///
+    /// # Errors
+    /// When the record is not a circuit state this version can read.
+    pub fn import(
+        &mut self,
+        circuit_id: &str,
+        bytes: &[u8],
+        policy: &Policy,
+    ) -> serde_json::Result<()> {
+        let entry: CircuitEntry = serde_json::from_slice(bytes)?;
+        self.circuits.insert(circuit_id.to_string(), entry);
+        self.reschedule(circuit_id, policy);
+        self.dirty.remove(circuit_id);
+        Ok(())
+    }
+
+    /// Number of circuits with state.
+    pub fn len(&self) -> usize {
+        self.circuits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.circuits.is_empty()
+    }
+
+    /// Record that the circuit's ticket is now handed to the incident stage under `key`;
+    /// returns the key it was handed under before, if different.
+    pub fn hand_to_incident(&mut self, circuit_id: &str, key: &str) -> Option<String> {
+        let entry = self.circuits.get_mut(circuit_id)?;
+        if entry.incident_key.as_deref() == Some(key) {
+            return None;
+        }
+        self.dirty.insert(circuit_id.to_string());
+        entry.incident_key.replace(key.to_string())
     }
 
     /// Apply one impact from the fan-out.
@@ -302,6 +411,13 @@ impl CircuitStates {
                         if fault.status != crate::ticket::TicketStatus::Closed {
                             out.push(ticket(fault.close(SlaEvent::CircuitDeleted, now, policy)));
                         }
+                    }
+                    if entry.faults_opened > 0 {
+                        let kept = CircuitEntry {
+                            faults_opened: entry.faults_opened,
+                            ..CircuitEntry::default()
+                        };
+                        self.circuits.insert(circuit_id.to_string(), kept);
                     }
                 }
             }
@@ -510,6 +626,7 @@ impl CircuitStates {
                 && e.impacts.is_empty()
                 && !e.suppressed_until_up
                 && e.history.is_empty()
+                && e.faults_opened == 0
             {
                 self.circuits.remove(circuit_id);
             }
@@ -518,6 +635,7 @@ impl CircuitStates {
     }
 
     fn reschedule(&mut self, circuit_id: &str, policy: &Policy) {
+        self.dirty.insert(circuit_id.to_string());
         if let Some(old) = self.due_of.remove(circuit_id) {
             self.timers.remove(&(old, circuit_id.to_string()));
         }
@@ -649,7 +767,8 @@ fn evaluate(
                     }
                     // The old fault counts in the figures like any closed one.
                     close_if_done(entry);
-                    let mut fault = Fault::open(circuit, since, root, policy);
+                    entry.faults_opened += 1;
+                    let mut fault = Fault::open(circuit, entry.faults_opened, since, root, policy);
                     for work in planned_works_for(circuit, since, windows, policy) {
                         fault.add_planned_work(work);
                     }
@@ -663,6 +782,11 @@ fn evaluate(
                 entry.suppressed_until_up = false;
             }
             if let Some(fault) = entry.fault.as_mut().filter(|f| f.is_down()) {
+                // Back up at the latest clear, in whatever order the clears arrived.
+                let at = match (status, entry.impacts.latest_clear()) {
+                    (LineStatus::Up, Some(latest)) => at.max(latest),
+                    _ => at,
+                };
                 out.push(ticket(fault.restore(at, policy)));
             }
         }

@@ -32,7 +32,7 @@
 //! as well, through [`IncidentBook::on_keyed_ticket`], which only lets the ticket leave
 //! the incident filed under that key and never files anything under a key it was not given.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -473,6 +473,8 @@ pub struct IncidentBook {
     incidents: BTreeMap<String, Incident>,
     /// Ticket id → where it is filed.
     filed: HashMap<String, Filing>,
+    /// Root alarm keys whose state changed since the last [`IncidentBook::take_dirty`].
+    dirty: BTreeSet<String>,
 }
 
 impl Default for IncidentBook {
@@ -499,6 +501,7 @@ impl IncidentBook {
             min_circuits: min_circuits.max(1),
             incidents: BTreeMap::new(),
             filed: HashMap::new(),
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -654,7 +657,37 @@ impl IncidentBook {
         }
     }
 
+    /// The root alarm keys changed since the last call (for the changelog; read each
+    /// one's state with [`IncidentBook::get`]).
+    pub fn take_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Fold in a batch of facts, each delivered under its record key (see
+    /// [`IncidentBook::on_keyed_ticket`]), and emit at most one record per incident for
+    /// the whole batch.
+    pub fn on_keyed_batch(
+        &mut self,
+        batch: impl IntoIterator<Item = (String, TicketFacts)>,
+    ) -> Vec<IncidentEvent> {
+        let mut touched = Touched::new();
+        for (key, facts) in batch {
+            if key == facts.root.alarm_key {
+                self.apply(facts, &mut touched);
+            } else if self
+                .filed
+                .get(&facts.ticket_id)
+                .is_some_and(|f| f.root_key == key)
+            {
+                self.leave(&facts.ticket_id);
+                touch(&mut touched, &key, facts.at);
+            }
+        }
+        self.emit(touched)
+    }
+
     fn emit(&mut self, touched: Touched) -> Vec<IncidentEvent> {
+        self.dirty.extend(touched.iter().map(|(k, _)| k.clone()));
         touched
             .into_iter()
             .filter_map(|(key, at)| self.evaluate(&key, at))
@@ -780,7 +813,7 @@ mod tests {
         }
 
         fn id(&self) -> String {
-            ticket_id(&self.circuit, self.opened)
+            ticket_id(&self.circuit, self.opened.timestamp().unsigned_abs())
         }
 
         fn lead(&self) -> &'static str {
@@ -1058,7 +1091,7 @@ mod tests {
         assert_eq!(ids(last), expected_ids);
         for c in &last.circuits {
             assert!(c.down);
-            assert_eq!(c.ticket_id, ticket_id(&c.circuit_id, t(1)));
+            assert_eq!(c.ticket_id, ticket_id(&c.circuit_id, t(1).timestamp().unsigned_abs()));
         }
         assert_eq!(book.incidents().count(), 1);
         assert_eq!(

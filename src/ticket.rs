@@ -5,7 +5,7 @@
 //! the root cause, which timers have fired); every deadline is derived from those facts and
 //! the policy when needed, so revising the fault's start revises every deadline with it.
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -217,12 +217,19 @@ impl SlaEvent {
 
 impl Fault {
     /// Open a fault on `circuit`, down since `since`, with `root` as the root-cause impact.
-    pub fn open(circuit: &Circuit, since: DateTime<Utc>, root: &Impact, policy: &Policy) -> Fault {
+    /// Open the circuit's `ordinal`-th fault (1 for its first), down since `since`.
+    pub fn open(
+        circuit: &Circuit,
+        ordinal: u64,
+        since: DateTime<Utc>,
+        root: &Impact,
+        policy: &Policy,
+    ) -> Fault {
         let important = policy.is_important(circuit.customer.level, circuit.assurance_level);
         let lead_team = lead_team_for(root, policy);
         let notified_teams = policy.notify_teams(important, &lead_team);
         Fault {
-            ticket_id: ticket_id(&circuit.circuit_id, since),
+            ticket_id: ticket_id(&circuit.circuit_id, ordinal),
             circuit_id: circuit.circuit_id.clone(),
             customer_id: circuit.customer.id.clone(),
             customer_name: circuit.customer.name.clone(),
@@ -685,13 +692,14 @@ pub fn restoration_priority(level: AssuranceLevel) -> u8 {
     }
 }
 
-/// A ticket id that depends only on the circuit and the instant it first went down, so
-/// the same input always gives the same id (the ticketing system dedupes on it).
-pub fn ticket_id(circuit_id: &str, since: DateTime<Utc>) -> String {
+/// A ticket id that depends only on the circuit and the fault's ordinal among the
+/// circuit's faults (1 for its first), so the same input always gives the same id, in
+/// whatever order the alarms of a storm arrive (the ticketing system dedupes on it).
+pub fn ticket_id(circuit_id: &str, ordinal: u64) -> String {
     let mut h = Sha256::new();
     h.update(circuit_id.as_bytes());
     h.update([0u8]);
-    h.update(since.to_rfc3339_opts(SecondsFormat::Nanos, true).as_bytes());
+    h.update(ordinal.to_be_bytes());
     let digest = h.finalize();
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("TT-{hex}")
