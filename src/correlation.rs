@@ -77,7 +77,7 @@ pub struct FanOut {
 }
 
 /// What the fan-out holds about one alarm key, as its changelog record carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AlarmRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]

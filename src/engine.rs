@@ -352,6 +352,19 @@ impl CircuitStates {
         Ok(())
     }
 
+    /// Whether the circuit has state here.
+    pub fn contains(&self, circuit_id: &str) -> bool {
+        self.circuits.contains_key(circuit_id)
+    }
+
+    /// Drop a circuit's state (a tombstone read from the changelog).
+    pub fn forget(&mut self, circuit_id: &str) {
+        if let Some(old) = self.due_of.remove(circuit_id) {
+            self.timers.remove(&(old, circuit_id.to_string()));
+        }
+        self.circuits.remove(circuit_id);
+    }
+
     /// Number of circuits with state.
     pub fn len(&self) -> usize {
         self.circuits.len()
@@ -832,38 +845,42 @@ pub enum Input {
     Command(TicketCommand),
 }
 
-impl Engine {
-    /// The circuits a window covers whose customers were not told early enough.
-    fn late_notice(&self, window: &MaintenanceWindow) -> Option<LateNotice> {
-        let mut covered: BTreeSet<&str> = window.circuits.iter().map(String::as_str).collect();
-        for object in &window.objects {
-            covered.extend(self.network.circuits_on(object).map(|(c, _)| c));
-        }
-        let mut late = Vec::new();
-        let mut compliant_circuits = 0;
-        for circuit in covered.into_iter().filter_map(|c| self.network.circuit(c)) {
-            let notice = window.notice_check(circuit.customer.level, &self.policy);
-            if notice.compliant {
-                compliant_circuits += 1;
-            } else {
-                late.push(LateCircuit {
-                    circuit_id: circuit.circuit_id.clone(),
-                    customer_id: circuit.customer.id.clone(),
-                    customer_level: circuit.customer.level,
-                    notice,
-                });
-            }
-        }
-        (!late.is_empty()).then(|| LateNotice {
-            window_id: window.window_id.clone(),
-            start: window.start,
-            end: window.end,
-            notice_given_at: window.notice_given_at,
-            late,
-            compliant_circuits,
-        })
+/// The circuits a window covers whose customers were not told early enough, if any.
+pub fn late_notice(
+    window: &MaintenanceWindow,
+    network: &Network,
+    policy: &Policy,
+) -> Option<LateNotice> {
+    let mut covered: BTreeSet<&str> = window.circuits.iter().map(String::as_str).collect();
+    for object in &window.objects {
+        covered.extend(network.circuits_on(object).map(|(c, _)| c));
     }
+    let mut late = Vec::new();
+    let mut compliant_circuits = 0;
+    for circuit in covered.into_iter().filter_map(|c| network.circuit(c)) {
+        let notice = window.notice_check(circuit.customer.level, policy);
+        if notice.compliant {
+            compliant_circuits += 1;
+        } else {
+            late.push(LateCircuit {
+                circuit_id: circuit.circuit_id.clone(),
+                customer_id: circuit.customer.id.clone(),
+                customer_level: circuit.customer.level,
+                notice,
+            });
+        }
+    }
+    (!late.is_empty()).then(|| LateNotice {
+        window_id: window.window_id.clone(),
+        start: window.start,
+        end: window.end,
+        notice_given_at: window.notice_given_at,
+        late,
+        compliant_circuits,
+    })
+}
 
+impl Engine {
     pub fn new(policy: Policy) -> Self {
         Self {
             policy,
@@ -974,7 +991,7 @@ impl Engine {
                 }
             }
             Input::Maintenance(window) => {
-                let notice = self.late_notice(&window);
+                let notice = late_notice(&window, &self.network, &self.policy);
                 out.extend(self.states.on_window(window, &self.network, &self.policy)?);
                 out.extend(notice.map(|n| Output::Warning(Warning::LateNotice(n))));
             }

@@ -586,6 +586,11 @@ impl IncidentBook {
         self.incidents.insert(key, incident);
     }
 
+    /// Drop the state under one root alarm key (a tombstone read from the changelog).
+    pub fn forget_key(&mut self, key: &str) {
+        self.forget(key);
+    }
+
     /// Apply one ticket's facts to the state, noting the incidents touched.
     fn apply(&mut self, facts: TicketFacts, touched: &mut Touched) {
         let key = facts.root.alarm_key.clone();
@@ -1091,7 +1096,10 @@ mod tests {
         assert_eq!(ids(last), expected_ids);
         for c in &last.circuits {
             assert!(c.down);
-            assert_eq!(c.ticket_id, ticket_id(&c.circuit_id, t(1).timestamp().unsigned_abs()));
+            assert_eq!(
+                c.ticket_id,
+                ticket_id(&c.circuit_id, t(1).timestamp().unsigned_abs())
+            );
         }
         assert_eq!(book.incidents().count(), 1);
         assert_eq!(

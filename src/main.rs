@@ -105,9 +105,24 @@ struct RunArgs {
     #[command(flatten)]
     policy: PolicyArg,
 
-    /// How often live SLA timers are checked against the wall clock, in milliseconds.
-    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    /// How often live SLA timers are checked, in milliseconds.
+    #[arg(
+        long,
+        env = "LINEWATCH_TICK_MS",
+        default_value_t = 1000,
+        value_name = "MS"
+    )]
     tick_ms: u64,
+
+    /// How long an alarm partition must be quiet and read to its end before SLA timers
+    /// follow the wall clock instead of the alarms' event time, in milliseconds.
+    #[arg(
+        long,
+        env = "LINEWATCH_IDLE_AFTER_MS",
+        default_value_t = 5000,
+        value_name = "MS"
+    )]
+    idle_after_ms: u64,
 
     /// Log format: text, or json (one JSON object per line).
     #[arg(long, env = "LINEWATCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -405,6 +420,7 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         topics: TopicNames::with_prefix(&args.topic_prefix),
         policy,
         tick: Duration::from_millis(args.tick_ms.max(10)),
+        idle_after: Duration::from_millis(args.idle_after_ms),
     };
     service::run(config, shutdown)?;
     Ok(ExitCode::SUCCESS)

@@ -46,20 +46,7 @@ async fn run_opens_one_committed_ticket_per_circuit_and_rejects_bad_input() {
     let bootstrap = common::bootstrap();
     let prefix = format!("{}.", common::unique_name("svc"));
     let topics = TopicNames::with_prefix(&prefix);
-    for name in [
-        &topics.alarms,
-        &topics.inventory,
-        &topics.maintenance,
-        &topics.commands,
-        &topics.tickets,
-        &topics.line_status,
-        &topics.warnings,
-        &topics.figures,
-        &topics.incidents,
-        &topics.rejected,
-    ] {
-        common::create_topic(&bootstrap, name, 1).await;
-    }
+    common::create_service_topics(&bootstrap, &prefix, 3).await;
 
     let producer: BaseProducer = common::producer_config(&bootstrap)
         .create()
@@ -123,6 +110,7 @@ async fn run_opens_one_committed_ticket_per_circuit_and_rejects_bad_input() {
         topics: topics.clone(),
         policy: Policy::builtin(),
         tick: Duration::from_millis(200),
+        idle_after: Duration::from_secs(1),
     };
     let flag = shutdown.clone();
     let worker = std::thread::spawn(move || service::run(config, flag));

@@ -1,38 +1,74 @@
-//! `linewatch run`: the engine driven from Kafka, in one process.
+//! `linewatch run`: the engine driven from Kafka, as three partitioned stages.
 //!
-//! Delivery rule: every input record's effects (ticket events, line-status events,
-//! rejections) and its consumer offset are written in one Kafka transaction, so a
-//! consumer of the output topics with `isolation.level=read_committed` sees each effect
-//! once or not at all. The inventory replica is read from the start of the compacted
-//! `inventory.circuits` topic (no group, nothing committed) and tailed; inputs wait until
-//! it has caught up with the high watermarks seen at start.
+//! ```text
+//!  nms.alarms ─┐ maintenance.windows, inventory.circuits (rejections, late notices)
+//!              ▼
+//!   [1 fan-out]   state per nms.alarms partition   → linewatch.fanout-changelog
+//!              │  impacts keyed by circuit, and a watermark per fan-out partition
+//!              ▼
+//!   linewatch.impacts + tickets.commands (co-partitioned by circuit)
+//!              ▼
+//!   [2 circuit state]  state per partition        → linewatch.circuit-state-changelog
+//!              │  tickets.events, circuits.status, kpi.circuits, sla.warnings
+//!              │  ticket facts keyed by root alarm
+//!              ▼
+//!   linewatch.incident-facts
+//!              ▼
+//!   [3 incidents]  state per partition            → linewatch.incident-changelog
+//!                  incidents
+//! ```
 //!
-//! Scope of this first runtime: one instance, both stages in one engine, state in memory.
-//! A transaction that must be aborted stops the process (the engine's in-memory state
-//! cannot be rolled back), and a restart starts with no open faults: state changelogs,
-//! partitioned stages and scale-out are the next step (see the README's status section).
+//! Every stage is a member of its own consumer group (`<group>-fanout`, `<group>-circuits`,
+//! `<group>-incidents`), so instances share each stage's partitions and any instance can
+//! take a partition over. A stage runs on its own OS thread (the transaction calls block)
+//! with one transactional producer (KIP-447: offsets are sent with the consumer's group
+//! metadata, so a zombie whose generation is stale cannot commit).
 //!
-//! The loop owns a consumer and a transactional producer, whose calls block, so it runs on
-//! its own OS thread.
+//! Delivery rule: a batch of input records, everything it produced (outputs, rejections,
+//! the next stage's input) and the changelog records of the state it changed are written
+//! in one Kafka transaction with the batch's offsets. On assignment a stage waits for the
+//! committed offsets to be stable, then restores each partition's state from its changelog
+//! partition (same number) before processing it. On a clean revocation it commits the
+//! batch in flight; on a lost assignment or an aborted transaction it drops its state and
+//! starts again from the last commit. A fenced producer stops the instance.
+//!
+//! Time: stage 2 fires timers on event time. Each fan-out partition reports its watermark
+//! (the latest alarm event time it has read, or the wall clock once it has been idle at the
+//! end of its partition for `idle_after`); a circuit-state partition's clock is the oldest
+//! watermark of all fan-out partitions, and before an input for a circuit that circuit's
+//! timers up to the input's event time fire. So a backlog read after a restart gives what
+//! the replay command gives, and a quiet network still sees its deadlines pass.
+//!
+//! The inventory and maintenance windows are replicas: every instance reads both compacted
+//! topics from the start (no group) before its stages start, then tails them and tells the
+//! stages about each change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, error, info, warn};
 
-use crate::engine::{Engine, Output, Sink};
+use crate::alarm::check_not_in_future;
+use crate::correlation::{AlarmRecord, FanOut, Impact};
+use crate::engine::{late_notice, CircuitStates, Input, Output, Sink, Warning};
+use crate::incident::{IncidentBook, TicketFacts};
 use crate::intake::{decode, Stream};
+use crate::inventory::InventoryChange;
 use crate::kafka::{client_config, ClientOverride};
+use crate::maintenance::MaintenanceWindow;
+use crate::network::Network;
 use crate::policy::Policy;
-use crate::rejection::{Rejection, Source};
+use crate::rejection::{RejectReason, Rejection, Source};
 
 /// Topic names the service reads and writes.
 #[derive(Debug, Clone)]
@@ -47,6 +83,11 @@ pub struct TopicNames {
     pub figures: String,
     pub incidents: String,
     pub rejected: String,
+    pub impacts: String,
+    pub incident_facts: String,
+    pub fanout_changelog: String,
+    pub circuit_changelog: String,
+    pub incident_changelog: String,
 }
 
 impl TopicNames {
@@ -64,6 +105,21 @@ impl TopicNames {
             figures: p("kpi.circuits"),
             incidents: p("incidents"),
             rejected: p("alarms.rejected"),
+            impacts: p("linewatch.impacts"),
+            incident_facts: p("linewatch.incident-facts"),
+            fanout_changelog: p("linewatch.fanout-changelog"),
+            circuit_changelog: p("linewatch.circuit-state-changelog"),
+            incident_changelog: p("linewatch.incident-changelog"),
+        }
+    }
+
+    fn sink(&self, sink: Sink) -> &str {
+        match sink {
+            Sink::Tickets => &self.tickets,
+            Sink::Status => &self.line_status,
+            Sink::Warnings => &self.warnings,
+            Sink::Figures => &self.figures,
+            Sink::Incidents => &self.incidents,
         }
     }
 }
@@ -73,13 +129,19 @@ impl TopicNames {
 pub struct ServiceConfig {
     pub bootstrap_servers: String,
     pub client_overrides: Vec<ClientOverride>,
+    /// Prefix of the three stages' consumer groups.
     pub group_id: String,
-    /// Stable per instance: a restarted instance fences its previous self.
+    /// Prefix of the three stages' transactional ids; unique per instance, and best kept
+    /// stable across restarts (a restarted instance then aborts its predecessor's open
+    /// transaction at once instead of waiting for it to time out).
     pub transactional_id: String,
     pub topics: TopicNames,
     pub policy: Policy,
-    /// How often live timers are checked against the wall clock.
+    /// How often live timers are checked.
     pub tick: Duration,
+    /// How long a fan-out partition must sit at its end before its watermark follows the
+    /// wall clock.
+    pub idle_after: Duration,
 }
 
 /// Errors that stop the service.
@@ -89,322 +151,1263 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error("the consumer has no group metadata (is group.id set?)")]
     NoGroupMetadata,
-    #[error("a transaction had to be aborted ({0}); stopping so that a restart starts clean")]
+    #[error("the transactional producer was fenced by a newer instance with the same transactional id, or the stage's group generation moved on; stopping: {0}")]
+    Fenced(String),
+    #[error("transaction aborted: {0}")]
     Aborted(String),
+    #[error("state record {key:?} in {topic}[{partition}] cannot be read: {error}")]
+    BadState {
+        topic: String,
+        partition: i32,
+        key: String,
+        error: String,
+    },
+    #[error("stage {0} stopped unexpectedly")]
+    StagePanicked(&'static str),
 }
 
-/// Counts the loop reports when it stops (and that tests check).
+/// Counts the service reports when it stops (and that tests check).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RunSummary {
     pub inputs: u64,
     pub rejected: u64,
     pub ticket_events: u64,
     pub transactions: u64,
+    pub aborts: u64,
+    pub restored_records: u64,
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH_MAX: usize = 500;
+/// Key of the records that carry a fan-out partition's watermark to stage 2 (on
+/// `linewatch.impacts`) and of stage 2's own record of them (on its changelog).
+pub const WATERMARK_KEY: &str = "~watermark";
 
-/// Run until `shutdown` is set; then finish the transaction in flight and leave the group.
+/// The replicated inventory and maintenance windows, shared by the stages of an instance.
+#[derive(Debug, Default)]
+pub struct Replica {
+    pub network: Network,
+    pub windows: BTreeMap<String, MaintenanceWindow>,
+}
+
+/// A replica change a stage must react to.
+#[derive(Debug, Clone)]
+enum Change {
+    Circuit(String),
+    Window(MaintenanceWindow),
+    WindowCancelled(String),
+}
+
+/// Run until `shutdown` is set; then every stage finishes its transaction in flight and
+/// leaves its group.
 ///
 /// # Errors
-/// A [`ServiceError`] when Kafka fails in a way a retry does not fix (fenced, aborted
-/// transaction, unreachable cluster at start).
+/// A [`ServiceError`] when Kafka fails in a way a retry does not fix (fenced, unreachable
+/// cluster at start, unreadable state).
 pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummary, ServiceError> {
-    let t = &config.topics;
-    let mut replica_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
-    replica_cfg
-        .set("group.id", format!("{}-replica-unused", config.group_id))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", "20");
-    let replica: BaseConsumer = replica_cfg.create()?;
-    let caught_up_at = assign_from_start(&replica, &[&t.inventory, &t.maintenance])?;
-    let replica_streams: HashMap<&str, Stream> = [
-        (t.inventory.as_str(), Stream::Inventory),
-        (t.maintenance.as_str(), Stream::Maintenance),
-    ]
-    .into_iter()
-    .collect();
+    let config = Arc::new(config);
+    let summary = Arc::new(Mutex::new(RunSummary::default()));
+    let replica = Arc::new(RwLock::new(Replica::default()));
 
-    let mut consumer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
-    consumer_cfg
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", "20");
-    let consumer: BaseConsumer = consumer_cfg.create()?;
-
-    let mut producer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
-    producer_cfg
-        .set("transactional.id", &config.transactional_id)
-        .set("transaction.timeout.ms", "60000")
-        .set("message.timeout.ms", "50000")
-        .set("linger.ms", "5");
-    let producer: BaseProducer = producer_cfg.create()?;
-    producer.init_transactions(TXN_TIMEOUT)?;
-
-    let mut engine = Engine::new(config.policy.clone());
-    let mut summary = RunSummary::default();
-
-    // 1. Load the inventory and maintenance replicas up to the high watermarks seen at
-    // start. Their rejections are produced with the first transaction (and again after a
-    // restart, which re-reads both topics).
+    // 1. The replicas, up to the high watermarks seen at start.
+    let replica_consumer = replica_consumer(&config)?;
+    let marks = assign_from_start(
+        &replica_consumer,
+        &[&config.topics.inventory, &config.topics.maintenance],
+    )?;
     let started = Instant::now();
-    let mut pending: Vec<(String, String, Vec<u8>)> = Vec::new();
-    while !caught_up(&replica, &caught_up_at)? {
+    while !caught_up(&replica_consumer, &marks)? {
         if shutdown.load(Ordering::Relaxed) {
-            return Ok(summary);
+            return Ok(RunSummary::default());
         }
-        let polled = replica.poll(Duration::from_millis(100));
-        apply_replica(
-            polled,
-            &replica_streams,
-            &mut engine,
-            t,
-            &mut pending,
-            &mut summary,
-        )?;
+        let polled = replica_consumer.poll(Duration::from_millis(100));
+        if let Some(msg) = polled.map(usable).transpose()?.flatten() {
+            apply_replica(&config, &replica, &msg, &[]);
+        }
     }
-    info!(
-        records = summary.inputs,
-        circuits = engine.network().len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "inventory replica caught up"
-    );
+    {
+        let r = read(&replica);
+        info!(
+            circuits = r.network.len(),
+            windows = r.windows.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "inventory replica caught up"
+        );
+    }
 
-    // 2. Consume inputs; every batch is one transaction.
-    consumer.subscribe(&[t.alarms.as_str(), t.commands.as_str()])?;
-    let streams: HashMap<&str, Stream> = [
-        (t.alarms.as_str(), Stream::Alarms),
-        (t.commands.as_str(), Stream::Commands),
-    ]
-    .into_iter()
-    .collect();
-    let mut last_tick = Instant::now();
+    // 2. The stages, each on its own thread, and the replica tail on this one.
+    let (fan_tx, fan_rx) = channel();
+    let (cir_tx, cir_rx) = channel();
+    let failed = Arc::new(Mutex::new(None::<ServiceError>));
+    let mut threads = Vec::new();
+    let kinds: [(StageKind, Option<Receiver<Change>>); 3] = [
+        (StageKind::FanOut, Some(fan_rx)),
+        (StageKind::Circuits, Some(cir_rx)),
+        (StageKind::Incidents, None),
+    ];
+    for (kind, changes) in kinds {
+        let ctx = StageEnv {
+            config: config.clone(),
+            replica: replica.clone(),
+            shutdown: shutdown.clone(),
+            summary: summary.clone(),
+        };
+        let failed = failed.clone();
+        let shutdown = shutdown.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("stage-{}", kind.name()))
+            .spawn(move || {
+                if let Err(e) = supervise(kind, &ctx, changes) {
+                    error!(stage = kind.name(), error = %e, "stage stopped");
+                    if let Ok(mut f) = failed.lock() {
+                        f.get_or_insert(e);
+                    }
+                    shutdown.store(true, Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| ServiceError::Aborted(format!("cannot start a stage thread: {e}")))?;
+        threads.push((kind, handle));
+    }
+    let senders = [fan_tx, cir_tx];
     while !shutdown.load(Ordering::Relaxed) {
-        let mut consumed = false;
-
-        // Replica changes first: a circuit added under an active alarm is impacted.
-        while let Some(polled) = replica.poll(Duration::ZERO) {
-            apply_replica(
-                Some(polled),
-                &replica_streams,
-                &mut engine,
-                t,
-                &mut pending,
-                &mut summary,
-            )?;
+        let polled = replica_consumer.poll(Duration::from_millis(100));
+        match polled.map(usable).transpose() {
+            Ok(Some(Some(msg))) => apply_replica(&config, &replica, &msg, &senders),
+            Ok(_) => {}
+            Err(e) => {
+                error!(error = %e, "inventory replica failed");
+                shutdown.store(true, Ordering::Relaxed);
+            }
         }
-
-        let deadline = Instant::now() + Duration::from_millis(100);
-        while pending.len() < BATCH_MAX && Instant::now() < deadline {
-            let Some(msg) = consumer.poll(Duration::from_millis(20)) else {
-                continue;
-            };
-            let Some(msg) = usable(msg)? else {
-                continue;
-            };
-            consumed = true;
-            let Some(&stream) = streams.get(msg.topic()) else {
-                continue;
-            };
-            let now = Utc::now();
-            route(t, engine.advance(now), &mut pending, &mut summary);
-            apply(
-                &msg,
-                stream,
-                &mut engine,
-                now,
-                t,
-                &mut pending,
-                &mut summary,
-            );
-        }
-        if last_tick.elapsed() >= config.tick {
-            last_tick = Instant::now();
-            route(t, engine.advance(Utc::now()), &mut pending, &mut summary);
-        }
-        if pending.is_empty() && !consumed {
-            continue; // never commit an empty transaction
-        }
-        commit(&producer, &consumer, &pending)?;
-        pending.clear();
-        summary.transactions += 1;
     }
-    consumer.unsubscribe();
+    let mut panicked = None;
+    for (kind, handle) in threads {
+        if handle.join().is_err() {
+            panicked = Some(kind.name());
+        }
+    }
+    if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
+        return Err(e);
+    }
+    if let Some(name) = panicked {
+        return Err(ServiceError::StagePanicked(name));
+    }
+    let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     info!(?summary, "stopped");
     Ok(summary)
 }
 
-fn commit(
-    producer: &BaseProducer,
-    consumer: &BaseConsumer,
-    pending: &[(String, String, Vec<u8>)],
-) -> Result<(), ServiceError> {
-    producer.begin_transaction()?;
-    for (topic, key, value) in pending {
-        let mut record = BaseRecord::to(topic).key(key).payload(value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => return abort(producer, e),
-            }
-        }
-    }
-    let positions = consumer.position()?;
-    let metadata = consumer
-        .group_metadata()
-        .ok_or(ServiceError::NoGroupMetadata)?;
-    if let Err(e) = producer.send_offsets_to_transaction(&positions, &metadata, TXN_TIMEOUT) {
-        return abort(producer, e);
-    }
-    loop {
-        match producer.commit_transaction(TXN_TIMEOUT) {
-            Ok(()) => return Ok(()),
-            // An ambiguous commit is retried, never reprocessed (librdkafka #4558).
-            Err(KafkaError::Transaction(e)) if e.is_retriable() => {
-                warn!(error = %e, "retrying transaction commit");
-            }
-            Err(e) => return abort(producer, e),
-        }
-    }
+fn read(replica: &RwLock<Replica>) -> std::sync::RwLockReadGuard<'_, Replica> {
+    replica.read().unwrap_or_else(|p| p.into_inner())
 }
 
-fn abort(producer: &BaseProducer, error: KafkaError) -> Result<(), ServiceError> {
-    let requires_abort = matches!(&error, KafkaError::Transaction(e) if e.txn_requires_abort());
-    if requires_abort {
-        let _ = producer.abort_transaction(TXN_TIMEOUT);
-        return Err(ServiceError::Aborted(error.to_string()));
-    }
-    Err(ServiceError::Kafka(error))
+fn write(replica: &RwLock<Replica>) -> std::sync::RwLockWriteGuard<'_, Replica> {
+    replica.write().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Serialize the engine's outputs to their topics. Ticket events and warnings are also
-/// logged (one line per ticket lifecycle event; nothing per alarm at info).
-fn route(
-    t: &TopicNames,
-    outputs: Vec<Output>,
-    pending: &mut Vec<(String, String, Vec<u8>)>,
-    summary: &mut RunSummary,
+/// Apply one replica record and tell the stages. Bad records are skipped here: stage 1
+/// reads the same topics as a group member and rejects them once.
+fn apply_replica(
+    config: &ServiceConfig,
+    replica: &RwLock<Replica>,
+    msg: &BorrowedMessage<'_>,
+    stages: &[Sender<Change>],
 ) {
-    for output in outputs {
-        let topic = match output.sink() {
-            Sink::Tickets => &t.tickets,
-            Sink::Status => &t.line_status,
-            Sink::Warnings => &t.warnings,
-            Sink::Figures => &t.figures,
-            Sink::Incidents => &t.incidents,
-        };
-        match &output {
-            Output::Ticket(ev) => {
-                summary.ticket_events += 1;
-                info!(
-                    ticket = %ev.ticket().id,
-                    circuit = %output.key(),
-                    event = ?ev.sla_event,
-                    status = ?ev.ticket().status,
-                    "ticket event"
-                );
+    let stream = if msg.topic() == config.topics.inventory {
+        Stream::Inventory
+    } else {
+        Stream::Maintenance
+    };
+    for input in decode(stream, msg.key(), msg.payload())
+        .into_iter()
+        .flatten()
+    {
+        let change = {
+            let mut r = write(replica);
+            match input {
+                Input::Inventory(change) => {
+                    let id = match &change {
+                        InventoryChange::Upsert(c) => c.circuit_id.clone(),
+                        InventoryChange::Delete { circuit_id } => circuit_id.clone(),
+                    };
+                    r.network.apply(change);
+                    Change::Circuit(id)
+                }
+                Input::Maintenance(w) if w.end > w.start => {
+                    r.windows.insert(w.window_id.clone(), w.clone());
+                    Change::Window(w)
+                }
+                Input::CancelWindow { window_id } => {
+                    r.windows.remove(&window_id);
+                    Change::WindowCancelled(window_id)
+                }
+                _ => continue,
             }
-            Output::Warning(w) => info!(warning = ?w, "SLA warning"),
-            Output::Incident(i) => info!(
-                incident = %i.incident_id,
-                status = ?i.status,
-                circuits = i.circuit_count,
-                down = i.down_count,
-                "incident"
-            ),
-            Output::Line(_) | Output::Figures(_) => {}
-        }
-        match output.to_json() {
-            Ok(bytes) => pending.push((topic.clone(), output.key(), bytes)),
-            Err(e) => warn!(error = %e, "cannot serialize an output"),
+        };
+        for s in stages {
+            let _ = s.send(change.clone());
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StageKind {
+    FanOut,
+    Circuits,
+    Incidents,
+}
+
+impl StageKind {
+    fn name(self) -> &'static str {
+        match self {
+            StageKind::FanOut => "fanout",
+            StageKind::Circuits => "circuits",
+            StageKind::Incidents => "incidents",
+        }
+    }
+}
+
+struct StageEnv {
+    config: Arc<ServiceConfig>,
+    replica: Arc<RwLock<Replica>>,
+    shutdown: Arc<AtomicBool>,
+    summary: Arc<Mutex<RunSummary>>,
+}
+
+/// Run a stage; after an aborted transaction, start it again from the last commit (a new
+/// group member that restores its partitions' state). Other errors stop the instance.
+fn supervise(
+    kind: StageKind,
+    env: &StageEnv,
+    changes: Option<Receiver<Change>>,
+) -> Result<(), ServiceError> {
+    let changes = changes.unwrap_or_else(|| channel().1);
+    loop {
+        match run_stage(kind, env, &changes) {
+            Ok(()) => return Ok(()),
+            Err(ServiceError::Aborted(reason)) => {
+                warn!(stage = kind.name(), %reason, "transaction aborted; restarting the stage from the last commit");
+                if let Ok(mut s) = env.summary.lock() {
+                    s.aborts += 1;
+                }
+                if env.shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One record to write in the stage's next transaction.
+struct Out {
+    topic: String,
+    partition: Option<i32>,
+    key: String,
+    value: Option<Vec<u8>>,
+}
+
+/// What the consumer context shares with the stage loop: rebalance events, and the stage
+/// itself, so that a clean revocation commits the batch in flight from inside the callback.
+struct StageContext {
+    core: Mutex<Option<Core>>,
+    revoke_error: Mutex<Option<ServiceError>>,
+}
+
+impl ClientContext for StageContext {}
+
+impl ConsumerContext for StageContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(core) = guard.as_mut() else {
+            return;
+        };
+        let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        if consumer.assignment_lost() {
+            warn!(
+                stage = core.kind.name(),
+                "assignment lost; dropping the batch in flight"
+            );
+            core.discard();
+        } else if let Err(e) = core.commit(consumer) {
+            warn!(stage = core.kind.name(), error = %e, "commit on revocation failed");
+            core.discard();
+            let mut slot = self.revoke_error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+        core.drop_partitions(&revoked);
+        info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(core) = guard.as_mut() {
+                let assigned: BTreeSet<i32> =
+                    tpl.elements().iter().map(|e| e.partition()).collect();
+                info!(stage = core.kind.name(), partitions = ?assigned, "partitions assigned");
+                core.to_restore.extend(assigned);
+            }
+        }
+    }
+}
+
+fn lock_core(ctx: &StageContext) -> std::sync::MutexGuard<'_, Option<Core>> {
+    ctx.core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn run_stage(
+    kind: StageKind,
+    env: &StageEnv,
+    changes: &Receiver<Change>,
+) -> Result<(), ServiceError> {
+    let config = &env.config;
+    let t = &config.topics;
+    let mut consumer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
+    consumer_cfg
+        .set("group.id", format!("{}-{}", config.group_id, kind.name()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .set("enable.partition.eof", "true")
+        .set("fetch.queue.backoff.ms", "20");
+    let mut producer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
+    producer_cfg
+        .set(
+            "transactional.id",
+            format!("{}-{}", config.transactional_id, kind.name()),
+        )
+        .set("transaction.timeout.ms", "20000")
+        .set("message.timeout.ms", "15000")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    let producer: BaseProducer = producer_cfg.create()?;
+    with_retries(|| producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
+
+    let inputs: Vec<String> = match kind {
+        StageKind::FanOut => vec![t.alarms.clone(), t.maintenance.clone(), t.inventory.clone()],
+        StageKind::Circuits => vec![t.impacts.clone(), t.commands.clone()],
+        StageKind::Incidents => vec![t.incident_facts.clone()],
+    };
+    let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)
+        .set("group.id", format!("{}-probe", config.group_id))
+        .create()?;
+    let impact_partitions = partition_count(&probe, &t.impacts)?;
+    let alarm_partitions = partition_count(&probe, &t.alarms)?;
+    drop(probe);
+
+    let context = StageContext {
+        core: Mutex::new(Some(Core {
+            kind,
+            config: config.clone(),
+            replica: env.replica.clone(),
+            summary: env.summary.clone(),
+            producer,
+            pending: Vec::new(),
+            offsets: BTreeMap::new(),
+            to_restore: BTreeSet::new(),
+            fanout: BTreeMap::new(),
+            circuits: BTreeMap::new(),
+            incidents: BTreeMap::new(),
+            facts: BTreeMap::new(),
+            last_alarm: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            impact_partitions,
+            alarm_partitions,
+        })),
+        revoke_error: Mutex::new(None),
+    };
+    let consumer: BaseConsumer<StageContext> = consumer_cfg.create_with_context(context)?;
+    let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+
+    let result = stage_loop(kind, env, changes, &consumer);
+    // Leave the group; a clean revocation commits what is in flight.
+    if result.is_ok() {
+        consumer.unsubscribe();
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    result
+}
+
+fn stage_loop(
+    kind: StageKind,
+    env: &StageEnv,
+    changes: &Receiver<Change>,
+    consumer: &BaseConsumer<StageContext>,
+) -> Result<(), ServiceError> {
+    let config = &env.config;
+    let mut last_tick = Instant::now();
+    while !env.shutdown.load(Ordering::Relaxed) {
+        let deadline = Instant::now() + Duration::from_millis(100);
+        let mut consumed = false;
+        let mut taken = 0;
+        while taken < BATCH_MAX && Instant::now() < deadline {
+            let polled = consumer.poll(Duration::from_millis(20));
+            if let Some(e) = consumer
+                .context()
+                .revoke_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                return Err(e);
+            }
+            let mut guard = lock_core(consumer.context());
+            let Some(core) = guard.as_mut() else {
+                return Ok(());
+            };
+            core.restore_assigned(consumer)?;
+            match polled {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+                Some(Err(e)) => warn!(stage = kind.name(), error = %e, "consumer error; retrying"),
+                Some(Ok(msg)) => {
+                    consumed = true;
+                    taken += 1;
+                    core.handle(&msg);
+                }
+            }
+        }
+        let mut guard = lock_core(consumer.context());
+        let Some(core) = guard.as_mut() else {
+            return Ok(());
+        };
+        while let Ok(change) = changes.try_recv() {
+            core.on_change(change);
+        }
+        if last_tick.elapsed() >= config.tick {
+            last_tick = Instant::now();
+            core.tick(consumer, config.idle_after);
+        }
+        if core.pending.is_empty() && !consumed && !core.has_dirty() {
+            continue; // never commit an empty transaction
+        }
+        core.commit(consumer)?;
+    }
+    let mut guard = lock_core(consumer.context());
+    if let Some(core) = guard.as_mut() {
+        core.commit(consumer)?;
+    }
+    Ok(())
+}
+
+/// A stage's state and its transaction in flight.
+struct Core {
+    kind: StageKind,
+    config: Arc<ServiceConfig>,
+    replica: Arc<RwLock<Replica>>,
+    summary: Arc<Mutex<RunSummary>>,
+    producer: BaseProducer,
+    pending: Vec<Out>,
+    /// Next offset to read, per input topic and partition, for the batch in flight.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Partitions assigned whose state is not restored yet.
+    to_restore: BTreeSet<i32>,
+    fanout: BTreeMap<i32, FanOut>,
+    circuits: BTreeMap<i32, CircuitPartition>,
+    incidents: BTreeMap<i32, IncidentBook>,
+    /// Stage 3: facts read in this batch, per partition, folded in at commit.
+    facts: BTreeMap<i32, Vec<(String, TicketFacts)>>,
+    /// Stage 1: when an alarm was last read from each alarms partition.
+    last_alarm: BTreeMap<i32, Instant>,
+    /// Stage 1: the watermark last sent for each alarms partition.
+    reported: BTreeMap<i32, DateTime<Utc>>,
+    impact_partitions: i32,
+    alarm_partitions: i32,
+}
+
+/// Stage 2's state of one partition: the circuits, and the watermark of every fan-out
+/// partition.
+#[derive(Default)]
+struct CircuitPartition {
+    states: CircuitStates,
+    watermarks: BTreeMap<i32, DateTime<Utc>>,
+    watermarks_dirty: bool,
+}
+
+impl CircuitPartition {
+    /// The partition's event-time clock: the oldest fan-out watermark, once every fan-out
+    /// partition has reported one.
+    fn clock(&self, alarm_partitions: i32) -> Option<DateTime<Utc>> {
+        if (0..alarm_partitions).all(|q| self.watermarks.contains_key(&q)) {
+            self.watermarks.values().min().copied()
+        } else {
+            None
+        }
+    }
+}
+
+/// The watermark record between stages 1 and 2.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WatermarkRecord {
+    fanout_partition: i32,
+    watermark: DateTime<Utc>,
+}
+
+impl Core {
+    fn has_dirty(&self) -> bool {
+        !self.facts.is_empty()
+    }
+
+    /// Forget the batch in flight and every partition's state (after a lost assignment or
+    /// an abort): what the last committed transaction left is restored on assignment.
+    fn discard(&mut self) {
+        self.pending.clear();
+        self.offsets.clear();
+        self.facts.clear();
+        self.fanout.clear();
+        self.circuits.clear();
+        self.incidents.clear();
+        self.reported.clear();
+    }
+
+    fn drop_partitions(&mut self, partitions: &BTreeSet<i32>) {
+        for p in partitions {
+            self.fanout.remove(p);
+            self.circuits.remove(p);
+            self.incidents.remove(p);
+            self.reported.remove(p);
+            self.to_restore.remove(p);
+        }
+        self.offsets.retain(|(_, p), _| !partitions.contains(p));
+        self.last_alarm.clear();
+    }
+
+    fn changelog(&self) -> String {
+        let t = &self.config.topics;
+        match self.kind {
+            StageKind::FanOut => t.fanout_changelog.clone(),
+            StageKind::Circuits => t.circuit_changelog.clone(),
+            StageKind::Incidents => t.incident_changelog.clone(),
+        }
+    }
+
+    /// Restore the state of newly assigned partitions from the changelog, once the
+    /// group's committed offsets for them are stable (no transaction of a previous owner
+    /// still pending).
+    fn restore_assigned(
+        &mut self,
+        consumer: &BaseConsumer<StageContext>,
+    ) -> Result<(), ServiceError> {
+        if self.to_restore.is_empty() {
+            return Ok(());
+        }
+        let partitions: Vec<i32> = std::mem::take(&mut self.to_restore).into_iter().collect();
+        let started = Instant::now();
+        // Committed offsets are fetched with require_stable under read_committed: this
+        // waits until a previous owner's transaction is committed or aborted.
+        let assignment = consumer.assignment()?;
+        with_retries(|| consumer.committed_offsets(assignment.clone(), Duration::from_secs(10)))?;
+        let topic = self.changelog();
+        let restorer: BaseConsumer = client_config(
+            &self.config.bootstrap_servers,
+            &self.config.client_overrides,
+        )
+        .set("group.id", format!("{}-restore", self.config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
+            match self.kind {
+                StageKind::FanOut => {
+                    self.fanout.insert(*p, FanOut::new());
+                }
+                StageKind::Circuits => {
+                    self.circuits.insert(*p, CircuitPartition::default());
+                }
+                StageKind::Incidents => {
+                    self.incidents.insert(*p, IncidentBook::default());
+                }
+            }
+        }
+        restorer.assign(&tpl)?;
+        let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+        let mut records = 0u64;
+        let mut last_log = Instant::now();
+        while !open.is_empty() {
+            match restorer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    open.remove(&p);
+                }
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+                Some(Err(e)) => warn!(error = %e, "restore: consumer error; retrying"),
+                Some(Ok(msg)) => {
+                    records += 1;
+                    self.restore_record(&msg)?;
+                    if last_log.elapsed() >= Duration::from_secs(5) {
+                        last_log = Instant::now();
+                        info!(stage = self.kind.name(), records, "restoring state");
+                    }
+                }
+            }
+        }
+        // Replica facts that may have reached the previous owner's state only partly.
+        if self.kind == StageKind::Circuits {
+            let windows: Vec<MaintenanceWindow> =
+                read(&self.replica).windows.values().cloned().collect();
+            for w in windows {
+                self.on_change(Change::Window(w));
+            }
+        }
+        if let Ok(mut s) = self.summary.lock() {
+            s.restored_records += records;
+        }
+        info!(
+            stage = self.kind.name(),
+            partitions = ?partitions,
+            records,
+            seconds = started.elapsed().as_secs_f64(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    fn restore_record(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ServiceError> {
+        let p = msg.partition();
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let bad = |error: String| ServiceError::BadState {
+            topic: msg.topic().to_string(),
+            partition: p,
+            key: key.clone(),
+            error,
+        };
+        let policy = self.config.policy.clone();
+        match self.kind {
+            StageKind::FanOut => {
+                let Some(fanout) = self.fanout.get_mut(&p) else {
+                    return Ok(());
+                };
+                match msg.payload() {
+                    Some(bytes) => {
+                        let record: AlarmRecord =
+                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                        fanout.import(&key, record);
+                    }
+                    None => fanout.import(&key, AlarmRecord::default()),
+                }
+            }
+            StageKind::Circuits => {
+                let Some(part) = self.circuits.get_mut(&p) else {
+                    return Ok(());
+                };
+                match (key == WATERMARK_KEY, msg.payload()) {
+                    (true, Some(bytes)) => {
+                        part.watermarks =
+                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                    }
+                    (false, Some(bytes)) => part
+                        .states
+                        .import(&key, bytes, &policy)
+                        .map_err(|e| bad(e.to_string()))?,
+                    (_, None) => part.states.forget(&key),
+                }
+                part.states.take_dirty();
+            }
+            StageKind::Incidents => {
+                let Some(book) = self.incidents.get_mut(&p) else {
+                    return Ok(());
+                };
+                match msg.payload() {
+                    Some(bytes) => {
+                        let incident =
+                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                        book.restore(incident);
+                    }
+                    None => book.forget_key(&key),
+                }
+                book.take_dirty();
+            }
+        }
+        Ok(())
+    }
+
+    /// Process one input record.
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        let p = msg.partition();
+        self.offsets
+            .insert((msg.topic().to_string(), p), msg.offset() + 1);
+        if let Ok(mut s) = self.summary.lock() {
+            s.inputs += 1;
+        }
+        let t = self.config.topics.clone();
+        match self.kind {
+            StageKind::FanOut => {
+                if msg.topic() == t.alarms {
+                    self.last_alarm.insert(p, Instant::now());
+                }
+                let stream = if msg.topic() == t.alarms {
+                    Stream::Alarms
+                } else if msg.topic() == t.maintenance {
+                    Stream::Maintenance
+                } else {
+                    Stream::Inventory
+                };
+                let results = decode(stream, msg.key(), msg.payload());
+                let batch = results.len() > 1;
+                for (i, result) in results.into_iter().enumerate() {
+                    if let Err(reason) = result.and_then(|input| self.fan_out(p, input)) {
+                        self.reject(msg, &reason, batch.then_some(i));
+                    }
+                }
+            }
+            StageKind::Circuits => {
+                if msg.topic() == t.commands {
+                    for result in decode(Stream::Commands, msg.key(), msg.payload()) {
+                        if let Err(reason) = result.and_then(|input| self.command(p, input)) {
+                            self.reject(msg, &reason, None);
+                        }
+                    }
+                } else if msg.key() == Some(WATERMARK_KEY.as_bytes()) {
+                    match msg.payload().map(serde_json::from_slice::<WatermarkRecord>) {
+                        Some(Ok(w)) => {
+                            if let Some(part) = self.circuits.get_mut(&p) {
+                                let slot = part
+                                    .watermarks
+                                    .entry(w.fanout_partition)
+                                    .or_insert(w.watermark);
+                                *slot = (*slot).max(w.watermark);
+                                part.watermarks_dirty = true;
+                            }
+                        }
+                        _ => self.reject(msg, &not_json("a watermark record"), None),
+                    }
+                } else {
+                    match msg.payload().map(serde_json::from_slice::<Impact>) {
+                        Some(Ok(impact)) => self.impact(p, impact),
+                        _ => self.reject(msg, &not_json("an impact"), None),
+                    }
+                }
+            }
+            StageKind::Incidents => {
+                let key = msg
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                match msg.payload().map(serde_json::from_slice::<TicketFacts>) {
+                    Some(Ok(facts)) => self.facts.entry(p).or_default().push((key, facts)),
+                    _ => self.reject(msg, &not_json("ticket facts"), None),
+                }
+            }
+        }
+    }
+
+    /// Stage 1: one decoded input from the alarms, maintenance or inventory topic.
+    fn fan_out(&mut self, p: i32, input: Input) -> Result<(), RejectReason> {
+        let policy = self.config.policy.clone();
+        let replica = self.replica.clone();
+        let r = read(&replica);
+        match input {
+            Input::Alarm(alarm) => {
+                check_not_in_future(&alarm, Utc::now(), policy.max_future_skew())?;
+                let fanout = self.fanout.entry(p).or_default();
+                let impacts = fanout.on_alarm(&alarm, &r.network, &policy);
+                drop(r);
+                self.send_impacts(impacts);
+            }
+            Input::Maintenance(window) => {
+                if window.end <= window.start {
+                    return Err(RejectReason::Inconsistent {
+                        detail: format!(
+                            "maintenance window {:?} ends before it starts",
+                            window.window_id
+                        ),
+                    });
+                }
+                let notice = late_notice(&window, &r.network, &policy);
+                drop(r);
+                if let Some(n) = notice {
+                    self.route(vec![Output::Warning(Warning::LateNotice(n))]);
+                }
+            }
+            // Applied by the replica; read here only so that a bad record is rejected once.
+            Input::Inventory(_) | Input::CancelWindow { .. } | Input::Command(_) => {}
+        }
+        Ok(())
+    }
+
+    fn send_impacts(&mut self, impacts: Vec<Impact>) {
+        let topic = self.config.topics.impacts.clone();
+        for impact in impacts {
+            match serde_json::to_vec(&impact) {
+                Ok(bytes) => self.pending.push(Out {
+                    topic: topic.clone(),
+                    partition: None,
+                    key: impact.circuit_id.clone(),
+                    value: Some(bytes),
+                }),
+                Err(e) => warn!(error = %e, "cannot serialize an impact"),
+            }
+        }
+    }
+
+    /// Stage 2: an impact for a circuit of partition `p`.
+    fn impact(&mut self, p: i32, impact: Impact) {
+        let policy = self.config.policy.clone();
+        let replica = self.replica.clone();
+        let r = read(&replica);
+        let part = self.circuits.entry(p).or_default();
+        let mut out = part
+            .states
+            .advance_circuit(&impact.circuit_id, impact.at, &policy);
+        out.extend(part.states.on_impact(impact, &r.network, &policy));
+        drop(r);
+        self.circuit_outputs(p, out);
+    }
+
+    /// Stage 2: a ticket command.
+    fn command(&mut self, p: i32, input: Input) -> Result<(), RejectReason> {
+        let Input::Command(cmd) = input else {
+            return Ok(());
+        };
+        let policy = self.config.policy.clone();
+        let now = Utc::now();
+        let skew = policy.max_future_skew();
+        if now
+            .checked_add_signed(skew)
+            .is_some_and(|limit| cmd.at > limit)
+        {
+            return Err(RejectReason::future_time("command time", cmd.at, now, skew));
+        }
+        let part = self.circuits.entry(p).or_default();
+        let mut out = part
+            .states
+            .advance_circuit(&cmd.circuit_id, cmd.at, &policy);
+        out.extend(part.states.on_command(&cmd, &policy)?);
+        self.circuit_outputs(p, out);
+        Ok(())
+    }
+
+    /// Stage 2: outputs of one step, with the figures that follow each ticket event, and
+    /// the facts of each ticket event for the incident stage.
+    fn circuit_outputs(&mut self, p: i32, out: Vec<Output>) {
+        let policy = self.config.policy.clone();
+        let facts_topic = self.config.topics.incident_facts.clone();
+        let Some(part) = self.circuits.get_mut(&p) else {
+            return;
+        };
+        let out = part.states.with_figures(out, &policy);
+        let mut facts = Vec::new();
+        for o in &out {
+            if let Output::Ticket(ev) = o {
+                let f = TicketFacts::from_event(ev);
+                let key = f.root.alarm_key.clone();
+                if let Some(old) = part.states.hand_to_incident(&f.circuit_id, &key) {
+                    facts.push((old, f.clone()));
+                }
+                facts.push((key, f));
+            }
+        }
+        self.route(out);
+        for (key, f) in facts {
+            match serde_json::to_vec(&f) {
+                Ok(bytes) => self.pending.push(Out {
+                    topic: facts_topic.clone(),
+                    partition: None,
+                    key,
+                    value: Some(bytes),
+                }),
+                Err(e) => warn!(error = %e, "cannot serialize ticket facts"),
+            }
+        }
+    }
+
+    /// A replica change: stage 1 hits circuits added or re-routed under active alarms;
+    /// stage 2 re-checks circuits and notes maintenance windows.
+    fn on_change(&mut self, change: Change) {
+        let policy = self.config.policy.clone();
+        let replica = self.replica.clone();
+        let now = Utc::now();
+        match self.kind {
+            StageKind::FanOut => {
+                let Change::Circuit(id) = change else {
+                    return;
+                };
+                let r = read(&replica);
+                let Some(circuit) = r.network.circuit(&id) else {
+                    return;
+                };
+                let impacts: Vec<Impact> = self
+                    .fanout
+                    .values()
+                    .flat_map(|f| f.on_circuit_changed(circuit, &r.network, now))
+                    .collect();
+                drop(r);
+                self.send_impacts(impacts);
+            }
+            StageKind::Circuits => {
+                let parts: Vec<i32> = self.circuits.keys().copied().collect();
+                for p in parts {
+                    let r = read(&replica);
+                    let Some(part) = self.circuits.get_mut(&p) else {
+                        continue;
+                    };
+                    let out = match &change {
+                        Change::Circuit(id) if part.states.contains(id) => {
+                            part.states.on_inventory(id, &r.network, now, &policy)
+                        }
+                        Change::Circuit(_) => Vec::new(),
+                        Change::Window(w) => part
+                            .states
+                            .on_window(w.clone(), &r.network, &policy)
+                            .unwrap_or_default(),
+                        Change::WindowCancelled(id) => {
+                            part.states.cancel_window(id);
+                            Vec::new()
+                        }
+                    };
+                    drop(r);
+                    self.circuit_outputs(p, out);
+                }
+            }
+            StageKind::Incidents => {}
+        }
+    }
+
+    /// Live timers. Stage 1 moves the watermark of partitions idle at their end to the
+    /// wall clock and reports watermarks; stage 2 fires the timers of each partition up
+    /// to its clock.
+    fn tick(&mut self, consumer: &BaseConsumer<StageContext>, idle_after: Duration) {
+        match self.kind {
+            StageKind::FanOut => {
+                let now = Utc::now();
+                let partitions: Vec<i32> = self.fanout.keys().copied().collect();
+                let positions = consumer.position().ok();
+                let alarms = self.config.topics.alarms.clone();
+                for p in partitions {
+                    let quiet = self
+                        .last_alarm
+                        .get(&p)
+                        .is_none_or(|t| t.elapsed() >= idle_after);
+                    // Quiet, and read to the end (a trailing transaction marker aside).
+                    let idle = quiet
+                        && positions.as_ref().is_some_and(|tpl| {
+                            let position = tpl.find_partition(&alarms, p).map(|e| e.offset());
+                            match consumer.fetch_watermarks(&alarms, p, Duration::from_secs(2)) {
+                                Ok((low, high)) => match position {
+                                    Some(Offset::Offset(o)) => o >= high - 1,
+                                    _ => low == high,
+                                },
+                                Err(_) => false,
+                            }
+                        });
+                    let event_time = self.fanout.get(&p).and_then(FanOut::watermark);
+                    let mark = if idle {
+                        Some(event_time.map_or(now, |w| w.max(now)))
+                    } else {
+                        event_time
+                    };
+                    let Some(mark) = mark else { continue };
+                    if self.reported.get(&p).is_some_and(|r| *r >= mark) {
+                        continue;
+                    }
+                    self.reported.insert(p, mark);
+                    let record = WatermarkRecord {
+                        fanout_partition: p,
+                        watermark: mark,
+                    };
+                    let Ok(bytes) = serde_json::to_vec(&record) else {
+                        continue;
+                    };
+                    for target in 0..self.impact_partitions {
+                        self.pending.push(Out {
+                            topic: self.config.topics.impacts.clone(),
+                            partition: Some(target),
+                            key: WATERMARK_KEY.to_string(),
+                            value: Some(bytes.clone()),
+                        });
+                    }
+                }
+            }
+            StageKind::Circuits => {
+                let policy = self.config.policy.clone();
+                let parts: Vec<i32> = self.circuits.keys().copied().collect();
+                for p in parts {
+                    let Some(part) = self.circuits.get_mut(&p) else {
+                        continue;
+                    };
+                    let Some(clock) = part.clock(self.alarm_partitions) else {
+                        continue;
+                    };
+                    let out = part.states.advance(clock, &policy);
+                    self.circuit_outputs(p, out);
+                }
+            }
+            StageKind::Incidents => {}
+        }
+    }
+
+    /// Serialize engine outputs to their topics. Ticket events, warnings and incidents are
+    /// logged, one line each; nothing per alarm at info.
+    fn route(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            let topic = self.config.topics.sink(output.sink()).to_string();
+            match &output {
+                Output::Ticket(ev) => {
+                    if let Ok(mut s) = self.summary.lock() {
+                        s.ticket_events += 1;
+                    }
+                    info!(
+                        ticket = %ev.ticket().id,
+                        circuit = %output.key(),
+                        event = ?ev.sla_event,
+                        status = ?ev.ticket().status,
+                        "ticket event"
+                    );
+                }
+                Output::Warning(w) => info!(warning = ?w, "SLA warning"),
+                Output::Incident(i) => info!(
+                    incident = %i.incident_id,
+                    status = ?i.status,
+                    circuits = i.circuit_count,
+                    down = i.down_count,
+                    "incident"
+                ),
+                Output::Line(_) | Output::Figures(_) => {}
+            }
+            match output.to_json() {
+                Ok(bytes) => self.pending.push(Out {
+                    topic,
+                    partition: None,
+                    key: output.key(),
+                    value: Some(bytes),
+                }),
+                Err(e) => warn!(error = %e, "cannot serialize an output"),
+            }
+        }
+    }
+
+    /// A rejection carrying the reason, the original bytes and where the record came from.
+    fn reject(&mut self, msg: &BorrowedMessage<'_>, reason: &RejectReason, index: Option<usize>) {
+        let source = Source::Kafka {
+            topic: msg.topic().into(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        };
+        let mut rej = Rejection::new(reason, msg.payload(), source, Utc::now()).with_key(msg.key());
+        if let Some(i) = index {
+            rej = rej.with_batch_index(i);
+        }
+        warn!(reason = %rej.reason, code = %rej.reason_code, topic = msg.topic(), offset = msg.offset(), "input rejected");
+        if let Ok(mut s) = self.summary.lock() {
+            s.rejected += 1;
+        }
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        match serde_json::to_vec(&rej) {
+            Ok(bytes) => self.pending.push(Out {
+                topic: self.config.topics.rejected.clone(),
+                partition: None,
+                key,
+                value: Some(bytes),
+            }),
+            Err(e) => warn!(error = %e, "cannot serialize a rejection"),
+        }
+    }
+
+    /// Stage 3 folds in the batch's facts; every stage writes the changelog records of the
+    /// state it changed.
+    fn flush_state(&mut self) {
+        let changelog = self.changelog();
+        let facts = std::mem::take(&mut self.facts);
+        for (p, batch) in facts {
+            let events = self.incidents.entry(p).or_default().on_keyed_batch(batch);
+            self.route(
+                events
+                    .into_iter()
+                    .map(|e| Output::Incident(Box::new(e)))
+                    .collect(),
+            );
+        }
+        let mut records = Vec::new();
+        for (p, fanout) in &mut self.fanout {
+            for key in fanout.take_dirty() {
+                let value = fanout
+                    .export(&key)
+                    .and_then(|r| serde_json::to_vec(&r).ok());
+                records.push((*p, key, value));
+            }
+        }
+        for (p, part) in &mut self.circuits {
+            for key in part.states.take_dirty() {
+                let value = part.states.export(&key).ok().flatten();
+                records.push((*p, key, value));
+            }
+            if std::mem::take(&mut part.watermarks_dirty) {
+                let value = serde_json::to_vec(&part.watermarks).ok();
+                records.push((*p, WATERMARK_KEY.to_string(), value));
+            }
+        }
+        for (p, book) in &mut self.incidents {
+            for key in book.take_dirty() {
+                let value = book.get(&key).and_then(|i| serde_json::to_vec(i).ok());
+                records.push((*p, key, value));
+            }
+        }
+        for (p, key, value) in records {
+            self.pending.push(Out {
+                topic: changelog.clone(),
+                partition: Some(p),
+                key,
+                value,
+            });
+        }
+    }
+
+    /// Write the batch in flight, its state changes and its offsets in one transaction.
+    fn commit(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
+        self.flush_state();
+        if self.pending.is_empty() && self.offsets.is_empty() {
+            return Ok(());
+        }
+        let result = self.transact(consumer);
+        match &result {
+            Ok(()) => {
+                if let Ok(mut s) = self.summary.lock() {
+                    s.transactions += 1;
+                }
+                debug!(
+                    stage = self.kind.name(),
+                    records = self.pending.len(),
+                    "committed"
+                );
+                self.pending.clear();
+                self.offsets.clear();
+            }
+            Err(_) => self.discard(),
+        }
+        result
+    }
+
+    fn transact(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
+        let producer = &self.producer;
+        producer.begin_transaction().map_err(classify)?;
+        for out in &self.pending {
+            let mut record = BaseRecord::to(&out.topic).key(&out.key);
+            if let Some(v) = &out.value {
+                record = record.payload(v);
+            }
+            if let Some(p) = out.partition {
+                record = record.partition(p);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(abort(producer, e)),
+                }
+            }
+        }
+        if !self.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, p), next) in &self.offsets {
+                tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
+            }
+            let metadata = consumer
+                .group_metadata()
+                .ok_or(ServiceError::NoGroupMetadata)?;
+            if let Err(e) = producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT) {
+                return Err(abort(producer, e));
+            }
+        }
+        loop {
+            match producer.commit_transaction(TXN_TIMEOUT) {
+                Ok(()) => return Ok(()),
+                // An ambiguous commit is retried, never reprocessed (librdkafka #4558).
+                Err(KafkaError::Transaction(e)) if e.is_retriable() => {
+                    warn!(error = %e, "retrying transaction commit");
+                }
+                Err(e) => return Err(abort(producer, e)),
+            }
+        }
+    }
+}
+
+fn not_json(what: &str) -> RejectReason {
+    RejectReason::Invalid {
+        field: "(record value)".into(),
+        problem: format!("not {what} as linewatch writes it"),
+    }
+}
+
+/// Abort after an abortable error; a fatal error (fenced) is reported as such.
+fn abort(producer: &BaseProducer, error: KafkaError) -> ServiceError {
+    let e = classify(error);
+    if matches!(e, ServiceError::Aborted(_)) {
+        let _ = producer.abort_transaction(TXN_TIMEOUT);
+    }
+    e
+}
+
+fn classify(error: KafkaError) -> ServiceError {
+    match &error {
+        KafkaError::Transaction(e) if e.is_fatal() => ServiceError::Fenced(error.to_string()),
+        KafkaError::Transaction(e) if e.txn_requires_abort() => {
+            ServiceError::Aborted(error.to_string())
+        }
+        _ => ServiceError::Aborted(error.to_string()),
+    }
+}
+
+fn replica_consumer(config: &ServiceConfig) -> Result<BaseConsumer, ServiceError> {
+    let mut cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
+    cfg.set("group.id", format!("{}-replica-unused", config.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.queue.backoff.ms", "20");
+    Ok(cfg.create()?)
+}
+
+fn partition_count<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<i32, ServiceError> {
+    let metadata = with_retries(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+    let n = metadata
+        .topics()
+        .iter()
+        .map(|t| t.partitions().len())
+        .sum::<usize>();
+    if n == 0 {
+        return Err(ServiceError::Kafka(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        )));
+    }
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
 /// A polled record, or `None` after a transient consumer error (a broker restarting,
 /// a connection lost), which is logged and retried by librdkafka; only a fatal consumer
 /// error stops the service.
 fn usable(
-    msg: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
-) -> Result<Option<rdkafka::message::BorrowedMessage<'_>>, ServiceError> {
+    msg: Result<BorrowedMessage<'_>, KafkaError>,
+) -> Result<Option<BorrowedMessage<'_>>, ServiceError> {
     match msg {
         Ok(m) => Ok(Some(m)),
         Err(e @ KafkaError::MessageConsumptionFatal(_)) => Err(ServiceError::Kafka(e)),
+        Err(KafkaError::PartitionEOF(_)) => Ok(None),
         Err(e) => {
             warn!(error = %e, "consumer error; retrying");
             Ok(None)
-        }
-    }
-}
-
-/// Apply a record polled from a replica topic (inventory, maintenance windows), if any.
-fn apply_replica(
-    polled: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>,
-    streams: &HashMap<&str, Stream>,
-    engine: &mut Engine,
-    t: &TopicNames,
-    pending: &mut Vec<(String, String, Vec<u8>)>,
-    summary: &mut RunSummary,
-) -> Result<(), ServiceError> {
-    let Some(msg) = polled.map(usable).transpose()?.flatten() else {
-        return Ok(());
-    };
-    if let Some(&stream) = streams.get(msg.topic()) {
-        apply(&msg, stream, engine, Utc::now(), t, pending, summary);
-    }
-    Ok(())
-}
-
-/// Apply one record of `stream` to the engine at `now`: its outputs, or a rejection
-/// carrying the reason, the original bytes and where the record came from.
-fn apply(
-    msg: &rdkafka::message::BorrowedMessage<'_>,
-    stream: Stream,
-    engine: &mut Engine,
-    now: chrono::DateTime<Utc>,
-    t: &TopicNames,
-    pending: &mut Vec<(String, String, Vec<u8>)>,
-    summary: &mut RunSummary,
-) {
-    let results = decode(stream, msg.key(), msg.payload());
-    let batch = results.len() > 1;
-    for (index, result) in results.into_iter().enumerate() {
-        summary.inputs += 1;
-        match result.and_then(|input| engine.handle(input, now)) {
-            Ok(outputs) => route(t, outputs, pending, summary),
-            Err(reason) => {
-                let source = Source::Kafka {
-                    topic: msg.topic().into(),
-                    partition: msg.partition(),
-                    offset: msg.offset(),
-                };
-                let mut rej =
-                    Rejection::new(&reason, msg.payload(), source, now).with_key(msg.key());
-                if batch {
-                    rej = rej.with_batch_index(index);
-                }
-                warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
-                summary.rejected += 1;
-                let key = msg
-                    .key()
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .unwrap_or_default();
-                match serde_json::to_vec(&rej) {
-                    Ok(bytes) => pending.push((t.rejected.clone(), key, bytes)),
-                    Err(e) => warn!(error = %e, "cannot serialize a rejection"),
-                }
-            }
         }
     }
 }
@@ -436,15 +1439,16 @@ fn assign_from_start(consumer: &BaseConsumer, topics: &[&str]) -> Result<Vec<Mar
     Ok(marks)
 }
 
-/// Retry a metadata call that fails while the cluster settles (a topic just created has no
-/// leader yet, a coordinator is loading): up to 30 s, then give up with the last error.
+/// Retry a call that fails while the cluster settles (a topic just created has no leader
+/// yet, a coordinator is loading, a previous owner's transaction is pending): up to 60 s,
+/// then give up with the last error.
 fn with_retries<T>(mut call: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match call() {
             Ok(v) => return Ok(v),
             Err(e) if Instant::now() < deadline => {
-                warn!(error = %e, "Kafka metadata not ready; retrying");
+                warn!(error = %e, "Kafka not ready; retrying");
                 std::thread::sleep(Duration::from_millis(500));
             }
             Err(e) => return Err(e),

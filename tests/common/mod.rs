@@ -177,3 +177,44 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "20");
     config
 }
+
+/// Creates every topic of `topics/` under `prefix` with one replica and at most
+/// `max_partitions` partitions each (co-partitioned topics keep equal counts), as
+/// `linewatch topics create --prefix` would on a single broker, and waits for leaders.
+///
+/// # Panics
+/// If the files cannot be read or the cluster refuses.
+pub async fn create_service_topics(bootstrap: &str, prefix: &str, max_partitions: i32) {
+    use linewatch::kafka::topics::{load_dir, plan_all, PlanOptions};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
+    let specs = load_dir(&dir).expect("topics/ loads");
+    let options = PlanOptions::new(prefix, Some(1)).expect("options");
+    let plans = plan_all(&specs, &options).expect("plans");
+    let admin = admin(bootstrap);
+    let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+    let new: Vec<(NewTopic<'_>, i32)> = plans
+        .iter()
+        .map(|plan| {
+            let partitions = plan.partitions.min(max_partitions);
+            let mut topic = NewTopic::new(&plan.name, partitions, TopicReplication::Fixed(1));
+            for (k, v) in &plan.configs {
+                topic = topic.set(k, v);
+            }
+            (topic, partitions)
+        })
+        .collect();
+    let topics: Vec<&NewTopic<'_>> = new.iter().map(|(t, _)| t).collect();
+    let results = admin
+        .create_topics(topics, &options)
+        .await
+        .expect("CreateTopics request");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create topic {topic}: {code}"),
+        }
+    }
+    for (topic, partitions) in &new {
+        wait_for_leaders(&admin, topic.name, *partitions).await;
+    }
+}
