@@ -44,6 +44,10 @@ pub struct Impact {
     pub ne_type: Option<String>,
     /// Event time: when the hit started, or when it ended.
     pub at: DateTime<Utc>,
+    /// Event time of the notification that caused the impact (the alarm's event time, or
+    /// the time of the inventory change): the order in which the circuit stage applies
+    /// impacts, whatever order they reach it in.
+    pub event_time: DateTime<Utc>,
 }
 
 /// What the circuit stage needs to know of an alarm, carried with each impact.
@@ -169,6 +173,14 @@ impl FanOut {
 
     /// Apply one alarm notification.
     pub fn on_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
+        let mut out = self.apply_alarm(alarm, network, policy);
+        for impact in &mut out {
+            impact.event_time = alarm.event_time;
+        }
+        out
+    }
+
+    fn apply_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
         self.expire(alarm.event_time, policy);
         let key = alarm.key();
         self.dirty.insert(key.clone());
@@ -277,6 +289,7 @@ impl FanOut {
                         domain: usage.domain.clone(),
                         ne_type: usage.ne_type.clone(),
                         at: facts.raised_at.max(now),
+                        event_time: now,
                     });
                 }
             }
@@ -339,6 +352,7 @@ fn impacts_for(
             domain: usage.domain.clone(),
             ne_type: usage.ne_type.clone(),
             at,
+            event_time: at,
         })
         .collect()
 }

@@ -19,6 +19,7 @@
 
 pub mod alarm;
 pub mod calendar;
+pub mod config;
 pub mod correlation;
 pub mod engine;
 pub mod incident;

@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use linewatch::config::{self, LogFormat, RunSettings};
 use linewatch::intake::Stream;
 use linewatch::kafka::send::send_lines;
 use linewatch::kafka::service::{self, ServiceConfig, TopicNames};
@@ -36,6 +38,9 @@ enum Command {
     ///
     /// Every input's effects and its offset are committed in one Kafka transaction.
     /// Stops cleanly on Ctrl-C or SIGTERM (finishes the transaction in flight).
+    ///
+    /// Each setting comes from its flag, else its environment variable, else the --config
+    /// file, else its built-in default. examples/linewatch.toml shows every key.
     Run(RunArgs),
     /// Run the engine over JSON Lines files and write its output to a folder.
     ///
@@ -74,59 +79,105 @@ struct PolicyArg {
     policy: Option<PathBuf>,
 }
 
+/// Settings of `run`. None has a clap default: an absent flag (and environment variable)
+/// leaves the key to the config file, then to the built-in default (`linewatch::config`).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Settings (flag > environment variable > config file > default)")]
 struct RunArgs {
-    /// Kafka bootstrap servers, host:port[,host:port...].
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
-    bootstrap_servers: String,
+    /// TOML config file with any of the settings below: the long flag names in snake_case
+    /// (bootstrap_servers, group_id, ...), a [kafka] table of librdkafka properties (as
+    /// -X) and a [topics] table to rename individual topics. Unknown keys are an error.
+    /// See examples/linewatch.toml. Default: none.
+    #[arg(long, env = "LINEWATCH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
 
-    /// A librdkafka client property for every client of the service, e.g.
-    /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512. Repeatable.
+    /// Kafka bootstrap servers, host:port[,host:port...]. Required: here, in the
+    /// environment or as bootstrap_servers in the config file. No default.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: Option<String>,
+
+    /// A librdkafka property for every Kafka client of the service, e.g.
+    /// -X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512. Repeatable. Applied
+    /// after the config file's [kafka] table, so it wins over an entry with the same key.
+    /// No environment variable. Default: none (librdkafka's defaults).
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_client_override)]
     client_overrides: Vec<ClientOverride>,
 
-    /// Consumer group of the service's instances.
-    #[arg(long, env = "LINEWATCH_GROUP_ID", default_value = "linewatch")]
-    group_id: String,
+    /// Prefix of the consumer groups of the service's stages. All instances of one
+    /// deployment use the same value, and share the input partitions between them. File
+    /// key: group_id. Default: linewatch.
+    #[arg(long, env = "LINEWATCH_GROUP_ID", value_name = "ID")]
+    group_id: Option<String>,
 
-    /// Transactional id of this instance; keep it stable across restarts so that a
-    /// restarted instance fences its previous self.
-    #[arg(
-        long,
-        env = "LINEWATCH_TRANSACTIONAL_ID",
-        default_value = "linewatch-0"
-    )]
-    transactional_id: String,
+    /// Prefix of this instance's Kafka transactional ids. Must be unique per instance (two
+    /// instances with the same id fence each other), and should stay the same across
+    /// restarts of one instance (a restarted instance then aborts its predecessor's open
+    /// transaction at once instead of waiting for it to time out). File key:
+    /// transactional_id. Default: <group id>-<hostname>, the hostname from $HOSTNAME, else
+    /// /etc/hostname, else "local".
+    #[arg(long, env = "LINEWATCH_TRANSACTIONAL_ID", value_name = "ID")]
+    transactional_id: Option<String>,
 
-    /// Prepended to every topic name (as for `topics create --prefix`).
-    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", default_value = "")]
-    topic_prefix: String,
+    /// Prepended to every topic name (as for `topics create --prefix`), except topics
+    /// renamed in the config file's [topics] table. File key: topic_prefix. Default: none.
+    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", value_name = "PREFIX")]
+    topic_prefix: Option<String>,
 
-    #[command(flatten)]
-    policy: PolicyArg,
+    /// SLA policy file (TOML). In the config file (key: policy), a relative path is
+    /// relative to the config file's folder. Default: the built-in policy (`linewatch
+    /// policy default` prints it).
+    #[arg(long, env = "LINEWATCH_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
 
-    /// How often live SLA timers are checked, in milliseconds.
-    #[arg(
-        long,
-        env = "LINEWATCH_TICK_MS",
-        default_value_t = 1000,
-        value_name = "MS"
-    )]
-    tick_ms: u64,
+    /// How often live SLA timers are checked, in milliseconds (at least 10). File key:
+    /// tick_ms. Default: 1000.
+    #[arg(long, env = "LINEWATCH_TICK_MS", value_name = "MS")]
+    tick_ms: Option<u64>,
 
     /// How long an alarm partition must be quiet and read to its end before SLA timers
-    /// follow the wall clock instead of the alarms' event time, in milliseconds.
+    /// follow the wall clock instead of the alarms' event time, in milliseconds. File key:
+    /// idle_after_ms. Default: 5000.
+    #[arg(long, env = "LINEWATCH_IDLE_AFTER_MS", value_name = "MS")]
+    idle_after_ms: Option<u64>,
+
+    /// Log format: text, or json (one JSON object per line). RUST_LOG sets the level
+    /// (default: info). File key: log_format. Default: text.
     #[arg(
         long,
-        env = "LINEWATCH_IDLE_AFTER_MS",
-        default_value_t = 5000,
-        value_name = "MS"
+        env = "LINEWATCH_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_parser = PossibleValuesParser::new(["text", "json"])
+            .map(|s| s.parse::<LogFormat>().expect("one of the possible values"))
     )]
-    idle_after_ms: u64,
+    log_format: Option<LogFormat>,
+}
 
-    /// Log format: text, or json (one JSON object per line).
-    #[arg(long, env = "LINEWATCH_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+impl RunArgs {
+    /// Reads the config file, if any, and layers the flags (with their environment
+    /// variables) over it, then the defaults.
+    fn settings(self) -> anyhow::Result<RunSettings> {
+        let file = self
+            .config
+            .as_deref()
+            .map(config::FileConfig::load)
+            .transpose()?;
+        let command_line = config::Layer {
+            bootstrap_servers: self.bootstrap_servers,
+            group_id: self.group_id,
+            transactional_id: self.transactional_id,
+            topic_prefix: self.topic_prefix,
+            policy: self.policy,
+            tick_ms: self.tick_ms,
+            idle_after_ms: self.idle_after_ms,
+            log_format: self.log_format,
+        };
+        Ok(config::resolve(
+            command_line,
+            self.client_overrides,
+            file,
+            config::hostname,
+        )?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -237,21 +288,6 @@ struct ClusterArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (default_level, json) = match &cli.command {
-        Command::Run(args) => ("info", args.log_format == "json"),
-        _ => ("warn", false),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
@@ -261,9 +297,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr; RUST_LOG sets the level, else `default_level`.
+fn init_logging(default_level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs.init(),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `run` starts logging once its settings (and so the log format) are known.
+    if !matches!(cli.command, Command::Run(_)) {
+        init_logging("warn", LogFormat::Text);
+    }
     match cli.command {
-        Command::Run(args) => serve(args),
+        Command::Run(args) => serve(args.settings()?),
         Command::Send(args) => send(args),
         Command::Replay(args) => {
             let policy = load_policy(&args.policy)?;
@@ -392,8 +446,12 @@ fn load_policy(arg: &PolicyArg) -> anyhow::Result<Policy> {
 }
 
 /// `linewatch run`: the service loop on this thread, signals watched on another.
-fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let policy = load_policy(&args.policy)?;
+fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
+    init_logging("info", settings.log_format);
+    let policy = match &settings.policy {
+        Some(path) => Policy::load(path)?,
+        None => Policy::builtin(),
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();
     let signals = runtime()?;
@@ -412,15 +470,20 @@ fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             flag.store(true, Ordering::Relaxed);
         });
     });
+    tracing::info!(
+        group_id = %settings.group_id,
+        transactional_id = %settings.transactional_id,
+        "starting"
+    );
     let config = ServiceConfig {
-        bootstrap_servers: args.bootstrap_servers,
-        client_overrides: args.client_overrides,
-        group_id: args.group_id,
-        transactional_id: args.transactional_id,
-        topics: TopicNames::with_prefix(&args.topic_prefix),
+        bootstrap_servers: settings.bootstrap_servers,
+        client_overrides: settings.client_overrides,
+        group_id: settings.group_id,
+        transactional_id: settings.transactional_id,
+        topics: settings.topics,
         policy,
-        tick: Duration::from_millis(args.tick_ms.max(10)),
-        idle_after: Duration::from_millis(args.idle_after_ms),
+        tick: Duration::from_millis(settings.tick_ms.max(10)),
+        idle_after: Duration::from_millis(settings.idle_after_ms),
     };
     service::run(config, shutdown)?;
     Ok(ExitCode::SUCCESS)
@@ -433,4 +496,85 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from([&["linewatch", "run"], args].concat()).unwrap();
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    /// Flags win over the config file whatever the environment holds; the file's values
+    /// are only checked where the environment does not set the key.
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linewatch.toml");
+        std::fs::write(
+            &path,
+            r#"
+                bootstrap_servers = "file:9092"
+                group_id = "from-file"
+                tick_ms = 42
+                [kafka]
+                "security.protocol" = "SSL"
+                "socket.timeout.ms" = 1000
+                [topics]
+                alarms = "renamed.alarms"
+            "#,
+        )
+        .unwrap();
+        let settings = run_args(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--group-id",
+            "from-flag",
+            "--topic-prefix",
+            "p.",
+            "--log-format",
+            "json",
+            "-X",
+            "security.protocol=SASL_SSL",
+        ])
+        .settings()
+        .unwrap();
+        assert_eq!(settings.group_id, "from-flag");
+        assert_eq!(settings.log_format, LogFormat::Json);
+        assert_eq!(settings.topics.alarms, "renamed.alarms");
+        assert_eq!(settings.topics.inventory, "p.inventory.circuits");
+        let kafka = client_config(&settings.bootstrap_servers, &settings.client_overrides);
+        assert_eq!(kafka.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(kafka.get("socket.timeout.ms"), Some("1000"));
+        if std::env::var_os("LINEWATCH_TICK_MS").is_none() {
+            assert_eq!(settings.tick_ms, 42);
+        }
+        if std::env::var_os("KAFKA_BOOTSTRAP_SERVERS").is_none() {
+            assert_eq!(settings.bootstrap_servers, "file:9092");
+        }
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("linewatch.toml");
+        std::fs::write(&path, "bootstrap_servers = \"k:9092\"\ngroupid = \"x\"\n").unwrap();
+        let error = run_args(&["--config", path.to_str().unwrap()])
+            .settings()
+            .unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("groupid: unknown key"), "{text}");
+    }
 }

@@ -151,7 +151,7 @@ pub enum ServiceError {
     Kafka(#[from] KafkaError),
     #[error("the consumer has no group metadata (is group.id set?)")]
     NoGroupMetadata,
-    #[error("the transactional producer was fenced by a newer instance with the same transactional id, or the stage's group generation moved on; stopping: {0}")]
+    #[error("the transactional producer was fenced (a newer instance uses the same transactional id, or the coordinator aborted a transaction that ran past its timeout): {0}")]
     Fenced(String),
     #[error("transaction aborted: {0}")]
     Aborted(String),
@@ -180,8 +180,12 @@ pub struct RunSummary {
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const BATCH_MAX: usize = 500;
 /// Key of the records that carry a fan-out partition's watermark to stage 2 (on
-/// `linewatch.impacts`) and of stage 2's own record of them (on its changelog).
+/// `linewatch.impacts`). Keys starting with `~` are the runtime's own: no circuit id may.
 pub const WATERMARK_KEY: &str = "~watermark";
+/// Stage 2's changelog key of a partition's bookkeeping (watermarks, clock).
+const META_KEY: &str = "~meta";
+/// Stage 2's changelog key prefix of an input waiting for the clock.
+const PENDING_PREFIX: &str = "~pending/";
 
 /// The replicated inventory and maintenance windows, shared by the stages of an instance.
 #[derive(Debug, Default)]
@@ -375,28 +379,40 @@ struct StageEnv {
 }
 
 /// Run a stage; after an aborted transaction, start it again from the last commit (a new
-/// group member that restores its partitions' state). Other errors stop the instance.
+/// group member with a new producer, which restores its partitions' state). A fenced
+/// producer is started again too (a zombie that was paused past its transaction timeout
+/// comes back as a fresh member), unless that keeps happening: three fences within five
+/// minutes mean another instance uses the same transactional id, and stop this one.
+/// Other errors stop the instance.
 fn supervise(
     kind: StageKind,
     env: &StageEnv,
     changes: Option<Receiver<Change>>,
 ) -> Result<(), ServiceError> {
     let changes = changes.unwrap_or_else(|| channel().1);
+    let mut fences: Vec<Instant> = Vec::new();
     loop {
-        match run_stage(kind, env, &changes) {
+        let reason = match run_stage(kind, env, &changes) {
             Ok(()) => return Ok(()),
-            Err(ServiceError::Aborted(reason)) => {
-                warn!(stage = kind.name(), %reason, "transaction aborted; restarting the stage from the last commit");
-                if let Ok(mut s) = env.summary.lock() {
-                    s.aborts += 1;
+            Err(ServiceError::Aborted(reason)) => reason,
+            Err(ServiceError::Fenced(reason)) => {
+                fences.retain(|t| t.elapsed() < Duration::from_secs(300));
+                fences.push(Instant::now());
+                if fences.len() >= 3 {
+                    return Err(ServiceError::Fenced(reason));
                 }
-                if env.shutdown.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                std::thread::sleep(Duration::from_millis(500));
+                reason
             }
             Err(e) => return Err(e),
+        };
+        warn!(stage = kind.name(), %reason, "restarting the stage from the last commit");
+        if let Ok(mut s) = env.summary.lock() {
+            s.aborts += 1;
         }
+        if env.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -426,7 +442,11 @@ impl ConsumerContext for StageContext {
         let Some(core) = guard.as_mut() else {
             return;
         };
-        let revoked: BTreeSet<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let revoked: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         if consumer.assignment_lost() {
             warn!(
                 stage = core.kind.name(),
@@ -439,7 +459,9 @@ impl ConsumerContext for StageContext {
             let mut slot = self.revoke_error.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert(e);
         }
-        core.drop_partitions(&revoked);
+        // The range assignor is eager: every partition is revoked, and state is restored
+        // again for what is assigned next.
+        core.discard();
         info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
     }
 
@@ -447,10 +469,18 @@ impl ConsumerContext for StageContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(core) = guard.as_mut() {
-                let assigned: BTreeSet<i32> =
-                    tpl.elements().iter().map(|e| e.partition()).collect();
+                // State is kept per partition of the stage's keyed input only (the other
+                // inputs of stage 1 carry no state; commands share stage 2's partitions).
+                let keyed = core.keyed_input();
+                let assigned: BTreeSet<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == keyed)
+                    .map(|e| e.partition())
+                    .collect();
                 info!(stage = core.kind.name(), partitions = ?assigned, "partitions assigned");
                 core.to_restore.extend(assigned);
+                core.assigned = true;
             }
         }
     }
@@ -499,6 +529,15 @@ fn run_stage(
         .create()?;
     let impact_partitions = partition_count(&probe, &t.impacts)?;
     let alarm_partitions = partition_count(&probe, &t.alarms)?;
+    let facts_partitions = partition_count(&probe, &t.incident_facts)?;
+    let commands_partitions = partition_count(&probe, &t.commands)?;
+    if commands_partitions != impact_partitions {
+        return Err(ServiceError::Aborted(format!(
+            "{} has {commands_partitions} partitions and {} has {impact_partitions}: they must \
+             be co-partitioned (equal counts)",
+            t.commands, t.impacts
+        )));
+    }
     drop(probe);
 
     let context = StageContext {
@@ -514,7 +553,9 @@ fn run_stage(
             fanout: BTreeMap::new(),
             circuits: BTreeMap::new(),
             incidents: BTreeMap::new(),
-            facts: BTreeMap::new(),
+            assigned: false,
+            offsets_dirty: false,
+            facts_partitions,
             last_alarm: BTreeMap::new(),
             reported: BTreeMap::new(),
             impact_partitions,
@@ -586,9 +627,7 @@ fn stage_loop(
             last_tick = Instant::now();
             core.tick(consumer, config.idle_after);
         }
-        if core.pending.is_empty() && !consumed && !core.has_dirty() {
-            continue; // never commit an empty transaction
-        }
+        let _ = consumed;
         core.commit(consumer)?;
     }
     let mut guard = lock_core(consumer.context());
@@ -606,15 +645,20 @@ struct Core {
     summary: Arc<Mutex<RunSummary>>,
     producer: BaseProducer,
     pending: Vec<Out>,
-    /// Next offset to read, per input topic and partition, for the batch in flight.
+    /// Next offset to read, per input topic and partition owned: sent with every
+    /// transaction, so that each one is fenced by the group generation.
     offsets: BTreeMap<(String, i32), i64>,
     /// Partitions assigned whose state is not restored yet.
     to_restore: BTreeSet<i32>,
     fanout: BTreeMap<i32, FanOut>,
     circuits: BTreeMap<i32, CircuitPartition>,
-    incidents: BTreeMap<i32, IncidentBook>,
+    incidents: BTreeMap<i32, IncidentPartition>,
     /// Stage 3: facts read in this batch, per partition, folded in at commit.
-    facts: BTreeMap<i32, Vec<(String, TicketFacts)>>,
+    /// A new assignment whose committed offsets are still to be read.
+    assigned: bool,
+    /// Records were consumed since the last commit.
+    offsets_dirty: bool,
+    facts_partitions: i32,
     /// Stage 1: when an alarm was last read from each alarms partition.
     last_alarm: BTreeMap<i32, Instant>,
     /// Stage 1: the watermark last sent for each alarms partition.
@@ -623,38 +667,215 @@ struct Core {
     alarm_partitions: i32,
 }
 
-/// Stage 2's state of one partition: the circuits, and the watermark of every fan-out
-/// partition.
+/// Stage 2's state of one partition: the circuits, and the impacts and commands waiting
+/// for the event-time clock.
 #[derive(Default)]
 struct CircuitPartition {
     states: CircuitStates,
-    watermarks: BTreeMap<i32, DateTime<Utc>>,
-    watermarks_dirty: bool,
+    buf: Buffer<Pending>,
 }
 
-impl CircuitPartition {
-    /// The partition's event-time clock: the oldest fan-out watermark, once every fan-out
-    /// partition has reported one.
-    fn clock(&self, alarm_partitions: i32) -> Option<DateTime<Utc>> {
-        if (0..alarm_partitions).all(|q| self.watermarks.contains_key(&q)) {
-            self.watermarks.values().min().copied()
-        } else {
-            None
+/// Stage 3's state of one partition: the incidents, and the ticket facts waiting for the
+/// event-time clock (with the record key each came under).
+#[derive(Default)]
+struct IncidentPartition {
+    book: IncidentBook,
+    buf: Buffer<(String, TicketFacts)>,
+}
+
+/// Inputs of a partition held until every upstream partition has passed their event
+/// time, then released in event-time order: what makes a run give the replay's answers
+/// although the upstream partitions progress at different speeds. Kept in the changelog
+/// (keys [`META_KEY`] and `~pending/<seq>`).
+struct Buffer<T> {
+    meta: PartitionMeta,
+    meta_dirty: bool,
+    pending: BTreeMap<PendingKey, T>,
+    /// Pending entries added or removed since the last changelog flush.
+    pending_dirty: BTreeSet<PendingKey>,
+}
+
+impl<T> Default for Buffer<T> {
+    fn default() -> Self {
+        Buffer {
+            meta: PartitionMeta::default(),
+            meta_dirty: false,
+            pending: BTreeMap::new(),
+            pending_dirty: BTreeSet::new(),
         }
     }
 }
 
-/// The watermark record between stages 1 and 2.
+/// A partition's bookkeeping (changelog key [`META_KEY`]).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartitionMeta {
+    /// The latest watermark reported by each upstream partition.
+    watermarks: BTreeMap<i32, DateTime<Utc>>,
+    /// The partition's event-time clock: inputs are applied and timers fired up to here.
+    clock: Option<DateTime<Utc>>,
+    /// Sequence number of the next pending input.
+    next_seq: u64,
+}
+
+/// Event time, class (commands before impacts at the same instant, as in the replay),
+/// arrival sequence.
+type PendingKey = (DateTime<Utc>, u8, u64);
+
+/// An input of stage 2 waiting until every fan-out partition has passed its event time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum Pending {
+    Impact {
+        impact: Impact,
+    },
+    Command {
+        command: crate::engine::TicketCommand,
+        /// Where it came from and what it said, for a rejection when it is applied.
+        topic: String,
+        partition: i32,
+        offset: i64,
+        key: Option<String>,
+        original: String,
+    },
+}
+
+/// A pending input as its changelog record carries it (key `~pending/<seq>`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingRecord<T> {
+    time: DateTime<Utc>,
+    class: u8,
+    seq: u64,
+    item: T,
+}
+
+fn pending_key(seq: u64) -> String {
+    format!("{PENDING_PREFIX}{seq:020}")
+}
+
+impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
+    /// Up to when inputs may be applied: the oldest upstream watermark, once all
+    /// `upstream` partitions have reported one. Every input with an earlier event time has
+    /// arrived (each upstream partition writes in event-time order).
+    fn limit(&self, upstream: i32) -> Option<DateTime<Utc>> {
+        if (0..upstream).all(|q| self.meta.watermarks.contains_key(&q)) {
+            self.meta.watermarks.values().min().copied()
+        } else {
+            None
+        }
+    }
+
+    fn hold(&mut self, time: DateTime<Utc>, class: u8, item: T) {
+        let key = (time, class, self.meta.next_seq);
+        self.meta.next_seq += 1;
+        self.meta_dirty = true;
+        self.pending.insert(key, item);
+        self.pending_dirty.insert(key);
+    }
+
+    /// An upstream partition reports its watermark; false for a partition that does not
+    /// exist upstream.
+    fn report(&mut self, w: &WatermarkRecord, upstream: i32) -> bool {
+        if !(0..upstream).contains(&w.source_partition) {
+            return false;
+        }
+        let slot = self
+            .meta
+            .watermarks
+            .entry(w.source_partition)
+            .or_insert(w.watermark);
+        *slot = (*slot).max(w.watermark);
+        self.meta_dirty = true;
+        true
+    }
+
+    /// The next input older than `limit`, with the clock moved to its time.
+    fn next_ready(&mut self, limit: DateTime<Utc>) -> Option<(PendingKey, T)> {
+        let key = *self.pending.first_key_value()?.0;
+        if key.0 >= limit {
+            return None;
+        }
+        let item = self.pending.remove(&key)?;
+        self.pending_dirty.insert(key);
+        self.meta.clock = Some(self.meta.clock.map_or(key.0, |c| c.max(key.0)));
+        self.meta_dirty = true;
+        Some((key, item))
+    }
+
+    /// Move the clock to `limit` if it is behind; returns whether it moved.
+    fn catch_up(&mut self, limit: DateTime<Utc>) -> bool {
+        if self.meta.clock.is_some_and(|c| c >= limit) {
+            return false;
+        }
+        self.meta.clock = Some(limit);
+        self.meta_dirty = true;
+        true
+    }
+
+    /// Read one of the buffer's changelog records; false when the key is not one.
+    fn restore(&mut self, key: &str, value: Option<&[u8]>) -> Result<bool, String> {
+        if key == META_KEY {
+            if let Some(bytes) = value {
+                self.meta = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            }
+            return Ok(true);
+        }
+        let Some(seq) = key.strip_prefix(PENDING_PREFIX) else {
+            return Ok(false);
+        };
+        match value {
+            Some(bytes) => {
+                let r: PendingRecord<T> =
+                    serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                self.pending.insert((r.time, r.class, r.seq), r.item);
+            }
+            None => {
+                let seq = seq.parse::<u64>().ok();
+                self.pending.retain(|k, _| Some(k.2) != seq);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The changelog records of what changed since the last call.
+    fn changelog(&mut self, out: &mut Vec<(String, Option<Vec<u8>>)>) {
+        if std::mem::take(&mut self.meta_dirty) {
+            out.push((META_KEY.to_string(), serde_json::to_vec(&self.meta).ok()));
+        }
+        for key in std::mem::take(&mut self.pending_dirty) {
+            let value = self.pending.get(&key).and_then(|item| {
+                serde_json::to_vec(&PendingRecord {
+                    time: key.0,
+                    class: key.1,
+                    seq: key.2,
+                    item: item.clone(),
+                })
+                .ok()
+            });
+            out.push((pending_key(key.2), value));
+        }
+    }
+}
+
+/// The watermark record between stages: every input with an earlier event time from
+/// `source_partition` has been written.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WatermarkRecord {
-    fanout_partition: i32,
+    source_partition: i32,
     watermark: DateTime<Utc>,
 }
 
 impl Core {
-    fn has_dirty(&self) -> bool {
-        !self.facts.is_empty()
+    /// The input topic whose partitions key the stage's state.
+    fn keyed_input(&self) -> String {
+        let t = &self.config.topics;
+        match self.kind {
+            StageKind::FanOut => t.alarms.clone(),
+            StageKind::Circuits => t.impacts.clone(),
+            StageKind::Incidents => t.incident_facts.clone(),
+        }
     }
 
     /// Forget the batch in flight and every partition's state (after a lost assignment or
@@ -662,22 +883,12 @@ impl Core {
     fn discard(&mut self) {
         self.pending.clear();
         self.offsets.clear();
-        self.facts.clear();
+        self.offsets_dirty = false;
         self.fanout.clear();
         self.circuits.clear();
         self.incidents.clear();
         self.reported.clear();
-    }
-
-    fn drop_partitions(&mut self, partitions: &BTreeSet<i32>) {
-        for p in partitions {
-            self.fanout.remove(p);
-            self.circuits.remove(p);
-            self.incidents.remove(p);
-            self.reported.remove(p);
-            self.to_restore.remove(p);
-        }
-        self.offsets.retain(|(_, p), _| !partitions.contains(p));
+        self.to_restore.clear();
         self.last_alarm.clear();
     }
 
@@ -690,22 +901,37 @@ impl Core {
         }
     }
 
-    /// Restore the state of newly assigned partitions from the changelog, once the
-    /// group's committed offsets for them are stable (no transaction of a previous owner
-    /// still pending).
+    /// After an assignment: read the group's committed offsets (stable: no transaction of
+    /// a previous owner still pending), then restore the state of the newly assigned
+    /// partitions from the changelog, up to its high watermark at that point. Failures
+    /// restart the stage.
     fn restore_assigned(
         &mut self,
         consumer: &BaseConsumer<StageContext>,
     ) -> Result<(), ServiceError> {
-        if self.to_restore.is_empty() {
+        if !std::mem::take(&mut self.assigned) {
             return Ok(());
         }
-        let partitions: Vec<i32> = std::mem::take(&mut self.to_restore).into_iter().collect();
+        let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
         let started = Instant::now();
-        // Committed offsets are fetched with require_stable under read_committed: this
-        // waits until a previous owner's transaction is committed or aborted.
-        let assignment = consumer.assignment()?;
-        with_retries(|| consumer.committed_offsets(assignment.clone(), Duration::from_secs(10)))?;
+        let assignment = consumer.assignment().map_err(retry)?;
+        // Under read_committed, librdkafka asks for stable offsets (KIP-447): this waits
+        // while a previous owner's transaction is pending.
+        let committed = with_retries(|| {
+            consumer.committed_offsets(assignment.clone(), Duration::from_secs(10))
+        })
+        .map_err(retry)?;
+        self.offsets.clear();
+        for e in committed.elements() {
+            if let Some(err) = e.error().err() {
+                return Err(retry(err));
+            }
+            if let Offset::Offset(o) = e.offset() {
+                self.offsets
+                    .insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+        let partitions: Vec<i32> = std::mem::take(&mut self.to_restore).into_iter().collect();
         let topic = self.changelog();
         let restorer: BaseConsumer = client_config(
             &self.config.bootstrap_servers,
@@ -714,11 +940,18 @@ impl Core {
         .set("group.id", format!("{}-restore", self.config.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()?;
+        .set("fetch.queue.backoff.ms", "20")
+        .create()
+        .map_err(retry)?;
         let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
         for p in &partitions {
-            tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
+            tpl.add_partition_offset(&topic, *p, Offset::Beginning)
+                .map_err(retry)?;
+            let (_, high) =
+                with_retries(|| restorer.fetch_watermarks(&topic, *p, Duration::from_secs(10)))
+                    .map_err(retry)?;
+            ends.insert(*p, high);
             match self.kind {
                 StageKind::FanOut => {
                     self.fanout.insert(*p, FanOut::new());
@@ -727,30 +960,38 @@ impl Core {
                     self.circuits.insert(*p, CircuitPartition::default());
                 }
                 StageKind::Incidents => {
-                    self.incidents.insert(*p, IncidentBook::default());
+                    self.incidents.insert(*p, IncidentPartition::default());
                 }
             }
         }
-        restorer.assign(&tpl)?;
-        let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+        restorer.assign(&tpl).map_err(retry)?;
         let mut records = 0u64;
         let mut last_log = Instant::now();
-        while !open.is_empty() {
+        loop {
+            // Done when the position of every partition has reached its high watermark
+            // (a transaction marker moves the position past itself).
+            let positions = restorer.position().map_err(retry)?;
+            let done = ends.iter().all(|(p, high)| {
+                *high == 0
+                    || positions
+                        .find_partition(&topic, *p)
+                        .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *high))
+            });
+            if done {
+                break;
+            }
             match restorer.poll(Duration::from_millis(200)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    open.remove(&p);
-                }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(retry(e)),
                 Some(Err(e)) => warn!(error = %e, "restore: consumer error; retrying"),
                 Some(Ok(msg)) => {
                     records += 1;
                     self.restore_record(&msg)?;
-                    if last_log.elapsed() >= Duration::from_secs(5) {
-                        last_log = Instant::now();
-                        info!(stage = self.kind.name(), records, "restoring state");
-                    }
                 }
+            }
+            if last_log.elapsed() >= Duration::from_secs(5) {
+                last_log = Instant::now();
+                info!(stage = self.kind.name(), records, "restoring state");
             }
         }
         // Replica facts that may have reached the previous owner's state only partly.
@@ -805,32 +1046,32 @@ impl Core {
                 let Some(part) = self.circuits.get_mut(&p) else {
                     return Ok(());
                 };
-                match (key == WATERMARK_KEY, msg.payload()) {
-                    (true, Some(bytes)) => {
-                        part.watermarks =
-                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                if !part.buf.restore(&key, msg.payload()).map_err(bad)? {
+                    match msg.payload() {
+                        Some(bytes) => part
+                            .states
+                            .import(&key, bytes, &policy)
+                            .map_err(|e| bad(e.to_string()))?,
+                        None => part.states.forget(&key),
                     }
-                    (false, Some(bytes)) => part
-                        .states
-                        .import(&key, bytes, &policy)
-                        .map_err(|e| bad(e.to_string()))?,
-                    (_, None) => part.states.forget(&key),
                 }
                 part.states.take_dirty();
             }
             StageKind::Incidents => {
-                let Some(book) = self.incidents.get_mut(&p) else {
+                let Some(part) = self.incidents.get_mut(&p) else {
                     return Ok(());
                 };
-                match msg.payload() {
-                    Some(bytes) => {
-                        let incident =
-                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-                        book.restore(incident);
+                if !part.buf.restore(&key, msg.payload()).map_err(bad)? {
+                    match msg.payload() {
+                        Some(bytes) => {
+                            let incident =
+                                serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                            part.book.restore(incident);
+                        }
+                        None => part.book.forget_key(&key),
                     }
-                    None => book.forget_key(&key),
                 }
-                book.take_dirty();
+                part.book.take_dirty();
             }
         }
         Ok(())
@@ -841,6 +1082,7 @@ impl Core {
         let p = msg.partition();
         self.offsets
             .insert((msg.topic().to_string(), p), msg.offset() + 1);
+        self.offsets_dirty = true;
         if let Ok(mut s) = self.summary.lock() {
             s.inputs += 1;
         }
@@ -868,27 +1110,34 @@ impl Core {
             StageKind::Circuits => {
                 if msg.topic() == t.commands {
                     for result in decode(Stream::Commands, msg.key(), msg.payload()) {
-                        if let Err(reason) = result.and_then(|input| self.command(p, input)) {
+                        if let Err(reason) = result.and_then(|input| self.command(p, msg, input)) {
                             self.reject(msg, &reason, None);
                         }
                     }
                 } else if msg.key() == Some(WATERMARK_KEY.as_bytes()) {
                     match msg.payload().map(serde_json::from_slice::<WatermarkRecord>) {
                         Some(Ok(w)) => {
-                            if let Some(part) = self.circuits.get_mut(&p) {
-                                let slot = part
-                                    .watermarks
-                                    .entry(w.fanout_partition)
-                                    .or_insert(w.watermark);
-                                *slot = (*slot).max(w.watermark);
-                                part.watermarks_dirty = true;
+                            let upstream = self.alarm_partitions;
+                            let known = self
+                                .circuit_partition(p)
+                                .is_some_and(|part| part.buf.report(&w, upstream));
+                            if known {
+                                self.release(p);
+                            } else {
+                                self.reject(msg, &bad_watermark(&w, upstream), None);
                             }
                         }
                         _ => self.reject(msg, &not_json("a watermark record"), None),
                     }
                 } else {
                     match msg.payload().map(serde_json::from_slice::<Impact>) {
-                        Some(Ok(impact)) => self.impact(p, impact),
+                        Some(Ok(impact)) => {
+                            if let Some(part) = self.circuit_partition(p) {
+                                part.buf
+                                    .hold(impact.event_time, 1, Pending::Impact { impact });
+                            }
+                            self.release(p);
+                        }
                         _ => self.reject(msg, &not_json("an impact"), None),
                     }
                 }
@@ -898,8 +1147,30 @@ impl Core {
                     .key()
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
+                let upstream = self.impact_partitions;
+                if key == WATERMARK_KEY {
+                    match msg.payload().map(serde_json::from_slice::<WatermarkRecord>) {
+                        Some(Ok(w)) => {
+                            let known = self
+                                .incident_partition(p)
+                                .is_some_and(|part| part.buf.report(&w, upstream));
+                            if known {
+                                self.release_incidents(p);
+                            } else {
+                                self.reject(msg, &bad_watermark(&w, upstream), None);
+                            }
+                        }
+                        _ => self.reject(msg, &not_json("a watermark record"), None),
+                    }
+                    return;
+                }
                 match msg.payload().map(serde_json::from_slice::<TicketFacts>) {
-                    Some(Ok(facts)) => self.facts.entry(p).or_default().push((key, facts)),
+                    Some(Ok(facts)) => {
+                        if let Some(part) = self.incident_partition(p) {
+                            part.buf.hold(facts.at, 0, (key, facts));
+                        }
+                        self.release_incidents(p);
+                    }
                     _ => self.reject(msg, &not_json("ticket facts"), None),
                 }
             }
@@ -955,41 +1226,163 @@ impl Core {
         }
     }
 
-    /// Stage 2: an impact for a circuit of partition `p`.
-    fn impact(&mut self, p: i32, impact: Impact) {
-        let policy = self.config.policy.clone();
-        let replica = self.replica.clone();
-        let r = read(&replica);
-        let part = self.circuits.entry(p).or_default();
-        let mut out = part
-            .states
-            .advance_circuit(&impact.circuit_id, impact.at, &policy);
-        out.extend(part.states.on_impact(impact, &r.network, &policy));
-        drop(r);
-        self.circuit_outputs(p, out);
-    }
-
-    /// Stage 2: a ticket command.
-    fn command(&mut self, p: i32, input: Input) -> Result<(), RejectReason> {
-        let Input::Command(cmd) = input else {
+    /// Stage 2: a ticket command, held until the clock reaches its time.
+    fn command(
+        &mut self,
+        p: i32,
+        msg: &BorrowedMessage<'_>,
+        input: Input,
+    ) -> Result<(), RejectReason> {
+        let Input::Command(command) = input else {
             return Ok(());
         };
-        let policy = self.config.policy.clone();
         let now = Utc::now();
-        let skew = policy.max_future_skew();
+        let skew = self.config.policy.max_future_skew();
         if now
             .checked_add_signed(skew)
-            .is_some_and(|limit| cmd.at > limit)
+            .is_some_and(|limit| command.at > limit)
         {
-            return Err(RejectReason::future_time("command time", cmd.at, now, skew));
+            return Err(RejectReason::future_time(
+                "command time",
+                command.at,
+                now,
+                skew,
+            ));
         }
-        let part = self.circuits.entry(p).or_default();
-        let mut out = part
-            .states
-            .advance_circuit(&cmd.circuit_id, cmd.at, &policy);
-        out.extend(part.states.on_command(&cmd, &policy)?);
-        self.circuit_outputs(p, out);
+        let Some(part) = self.circuit_partition(p) else {
+            return Ok(());
+        };
+        let at = command.at;
+        part.buf.hold(
+            at,
+            0,
+            Pending::Command {
+                command,
+                topic: msg.topic().to_string(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                original: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
+            },
+        );
+        self.release(p);
         Ok(())
+    }
+
+    /// Stage 2: apply, in event-time order, the inputs of partition `p` older than its
+    /// limit (the oldest fan-out watermark), firing the partition's timers up to each
+    /// input's time first, as the replay's clock does; then fire the timers up to the
+    /// limit.
+    fn release(&mut self, p: i32) {
+        let policy = self.config.policy.clone();
+        let replica = self.replica.clone();
+        let upstream = self.alarm_partitions;
+        let Some(limit) = self
+            .circuits
+            .get(&p)
+            .and_then(|part| part.buf.limit(upstream))
+        else {
+            return;
+        };
+        loop {
+            let Some(part) = self.circuits.get_mut(&p) else {
+                return;
+            };
+            let Some((key, item)) = part.buf.next_ready(limit) else {
+                break;
+            };
+            let mut out = part.states.advance(key.0, &policy);
+            let mut rejected = None;
+            match item {
+                Pending::Impact { impact } => {
+                    let r = read(&replica);
+                    out.extend(part.states.on_impact(impact, &r.network, &policy));
+                }
+                Pending::Command {
+                    command,
+                    topic,
+                    partition,
+                    offset,
+                    key,
+                    original,
+                } => match part.states.on_command(&command, &policy) {
+                    Ok(o) => out.extend(o),
+                    Err(reason) => {
+                        rejected = Some((reason, topic, partition, offset, key, original))
+                    }
+                },
+            }
+            self.circuit_outputs(p, out);
+            if let Some((reason, topic, partition, offset, key, original)) = rejected {
+                let source = Source::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                };
+                let rej = Rejection::new(&reason, Some(original.as_bytes()), source, Utc::now())
+                    .with_key(key.as_deref().map(str::as_bytes));
+                self.push_rejection(rej, key.unwrap_or_default());
+            }
+        }
+        let Some(part) = self.circuits.get_mut(&p) else {
+            return;
+        };
+        if part.buf.catch_up(limit) {
+            let out = part.states.advance(limit, &policy);
+            self.circuit_outputs(p, out);
+        }
+    }
+
+    /// Stage 3: fold in, in event-time order, the facts of partition `p` older than its
+    /// limit (the oldest circuit-state clock), those of one instant together.
+    fn release_incidents(&mut self, p: i32) {
+        let upstream = self.impact_partitions;
+        let Some(part) = self.incidents.get_mut(&p) else {
+            return;
+        };
+        let Some(limit) = part.buf.limit(upstream) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut batch: Vec<(String, TicketFacts)> = Vec::new();
+        let mut batch_time = None;
+        while let Some((key, item)) = part.buf.next_ready(limit) {
+            if batch_time.is_some_and(|t| t != key.0) {
+                events.extend(part.book.on_keyed_batch(std::mem::take(&mut batch)));
+            }
+            batch_time = Some(key.0);
+            batch.push(item);
+        }
+        events.extend(part.book.on_keyed_batch(batch));
+        part.buf.catch_up(limit);
+        self.route(
+            events
+                .into_iter()
+                .map(|e| Output::Incident(Box::new(e)))
+                .collect(),
+        );
+    }
+
+    fn circuit_partition(&mut self, p: i32) -> Option<&mut CircuitPartition> {
+        let part = self.circuits.get_mut(&p);
+        if part.is_none() {
+            error!(
+                partition = p,
+                "no state for an assigned partition; input ignored"
+            );
+        }
+        part
+    }
+
+    fn incident_partition(&mut self, p: i32) -> Option<&mut IncidentPartition> {
+        let part = self.incidents.get_mut(&p);
+        if part.is_none() {
+            error!(
+                partition = p,
+                "no state for an assigned partition; input ignored"
+            );
+        }
+        part
     }
 
     /// Stage 2: outputs of one step, with the figures that follow each ticket event, and
@@ -1099,7 +1492,7 @@ impl Core {
                             let position = tpl.find_partition(&alarms, p).map(|e| e.offset());
                             match consumer.fetch_watermarks(&alarms, p, Duration::from_secs(2)) {
                                 Ok((low, high)) => match position {
-                                    Some(Offset::Offset(o)) => o >= high - 1,
+                                    Some(Offset::Offset(o)) => o >= high,
                                     _ => low == high,
                                 },
                                 Err(_) => false,
@@ -1116,38 +1509,58 @@ impl Core {
                         continue;
                     }
                     self.reported.insert(p, mark);
-                    let record = WatermarkRecord {
-                        fanout_partition: p,
-                        watermark: mark,
-                    };
-                    let Ok(bytes) = serde_json::to_vec(&record) else {
-                        continue;
-                    };
-                    for target in 0..self.impact_partitions {
-                        self.pending.push(Out {
-                            topic: self.config.topics.impacts.clone(),
-                            partition: Some(target),
-                            key: WATERMARK_KEY.to_string(),
-                            value: Some(bytes.clone()),
-                        });
-                    }
+                    self.broadcast_watermark(p, mark);
                 }
             }
             StageKind::Circuits => {
-                let policy = self.config.policy.clone();
                 let parts: Vec<i32> = self.circuits.keys().copied().collect();
                 for p in parts {
-                    let Some(part) = self.circuits.get_mut(&p) else {
+                    self.release(p);
+                    // Report the partition's clock to the incident stage.
+                    let Some(clock) = self.circuits.get(&p).and_then(|c| c.buf.meta.clock) else {
                         continue;
                     };
-                    let Some(clock) = part.clock(self.alarm_partitions) else {
+                    if self.reported.get(&p).is_some_and(|r| *r >= clock) {
                         continue;
-                    };
-                    let out = part.states.advance(clock, &policy);
-                    self.circuit_outputs(p, out);
+                    }
+                    self.reported.insert(p, clock);
+                    self.broadcast_watermark(p, clock);
                 }
             }
-            StageKind::Incidents => {}
+            StageKind::Incidents => {
+                let parts: Vec<i32> = self.incidents.keys().copied().collect();
+                for p in parts {
+                    self.release_incidents(p);
+                }
+            }
+        }
+    }
+
+    /// Tell every partition of the next stage's input that partition `p` of this stage has
+    /// written everything older than `watermark`.
+    fn broadcast_watermark(&mut self, p: i32, watermark: DateTime<Utc>) {
+        let (topic, partitions) = match self.kind {
+            StageKind::FanOut => (self.config.topics.impacts.clone(), self.impact_partitions),
+            StageKind::Circuits => (
+                self.config.topics.incident_facts.clone(),
+                self.facts_partitions,
+            ),
+            StageKind::Incidents => return,
+        };
+        let record = WatermarkRecord {
+            source_partition: p,
+            watermark,
+        };
+        let Ok(bytes) = serde_json::to_vec(&record) else {
+            return;
+        };
+        for target in 0..partitions {
+            self.pending.push(Out {
+                topic: topic.clone(),
+                partition: Some(target),
+                key: WATERMARK_KEY.to_string(),
+                value: Some(bytes.clone()),
+            });
         }
     }
 
@@ -1202,14 +1615,18 @@ impl Core {
         if let Some(i) = index {
             rej = rej.with_batch_index(i);
         }
-        warn!(reason = %rej.reason, code = %rej.reason_code, topic = msg.topic(), offset = msg.offset(), "input rejected");
-        if let Ok(mut s) = self.summary.lock() {
-            s.rejected += 1;
-        }
         let key = msg
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
+        self.push_rejection(rej, key);
+    }
+
+    fn push_rejection(&mut self, rej: Rejection, key: String) {
+        warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
+        if let Ok(mut s) = self.summary.lock() {
+            s.rejected += 1;
+        }
         match serde_json::to_vec(&rej) {
             Ok(bytes) => self.pending.push(Out {
                 topic: self.config.topics.rejected.clone(),
@@ -1225,16 +1642,6 @@ impl Core {
     /// state it changed.
     fn flush_state(&mut self) {
         let changelog = self.changelog();
-        let facts = std::mem::take(&mut self.facts);
-        for (p, batch) in facts {
-            let events = self.incidents.entry(p).or_default().on_keyed_batch(batch);
-            self.route(
-                events
-                    .into_iter()
-                    .map(|e| Output::Incident(Box::new(e)))
-                    .collect(),
-            );
-        }
         let mut records = Vec::new();
         for (p, fanout) in &mut self.fanout {
             for key in fanout.take_dirty() {
@@ -1249,16 +1656,18 @@ impl Core {
                 let value = part.states.export(&key).ok().flatten();
                 records.push((*p, key, value));
             }
-            if std::mem::take(&mut part.watermarks_dirty) {
-                let value = serde_json::to_vec(&part.watermarks).ok();
-                records.push((*p, WATERMARK_KEY.to_string(), value));
-            }
+            let mut buffered = Vec::new();
+            part.buf.changelog(&mut buffered);
+            records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
         }
-        for (p, book) in &mut self.incidents {
-            for key in book.take_dirty() {
-                let value = book.get(&key).and_then(|i| serde_json::to_vec(i).ok());
+        for (p, part) in &mut self.incidents {
+            for key in part.book.take_dirty() {
+                let value = part.book.get(&key).and_then(|i| serde_json::to_vec(i).ok());
                 records.push((*p, key, value));
             }
+            let mut buffered = Vec::new();
+            part.buf.changelog(&mut buffered);
+            records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
         }
         for (p, key, value) in records {
             self.pending.push(Out {
@@ -1273,8 +1682,8 @@ impl Core {
     /// Write the batch in flight, its state changes and its offsets in one transaction.
     fn commit(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
         self.flush_state();
-        if self.pending.is_empty() && self.offsets.is_empty() {
-            return Ok(());
+        if self.pending.is_empty() && !self.offsets_dirty {
+            return Ok(()); // never commit an empty transaction
         }
         let result = self.transact(consumer);
         match &result {
@@ -1288,7 +1697,7 @@ impl Core {
                     "committed"
                 );
                 self.pending.clear();
-                self.offsets.clear();
+                self.offsets_dirty = false;
             }
             Err(_) => self.discard(),
         }
@@ -1317,14 +1726,22 @@ impl Core {
                 }
             }
         }
+        // Every owned partition's offset goes with every transaction, read or not, so
+        // that the group coordinator fences a member whose generation is over (a zombie)
+        // even when it only fires timers.
         if !self.offsets.is_empty() {
             let mut tpl = TopicPartitionList::new();
             for ((topic, p), next) in &self.offsets {
-                tpl.add_partition_offset(topic, *p, Offset::Offset(*next))?;
+                if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
+                    return Err(abort(producer, e));
+                }
             }
-            let metadata = consumer
-                .group_metadata()
-                .ok_or(ServiceError::NoGroupMetadata)?;
+            let Some(metadata) = consumer.group_metadata() else {
+                let _ = producer.abort_transaction(TXN_TIMEOUT);
+                return Err(ServiceError::Aborted(
+                    "the consumer has no group metadata yet".into(),
+                ));
+            };
             if let Err(e) = producer.send_offsets_to_transaction(&tpl, &metadata, TXN_TIMEOUT) {
                 return Err(abort(producer, e));
             }
@@ -1339,6 +1756,16 @@ impl Core {
                 Err(e) => return Err(abort(producer, e)),
             }
         }
+    }
+}
+
+fn bad_watermark(w: &WatermarkRecord, upstream: i32) -> RejectReason {
+    RejectReason::Invalid {
+        field: "sourcePartition".into(),
+        problem: format!(
+            "watermark from partition {} of an upstream topic with {upstream} partitions",
+            w.source_partition
+        ),
     }
 }
 
