@@ -108,3 +108,103 @@ async fn a_run_gives_the_same_tickets_figures_and_incidents_as_replay() {
     );
     assert_same_answers(&run, &replay);
 }
+
+/// A seed for the random points of a test, printed so that a failure can be replayed
+/// (set LINEWATCH_TEST_SEED).
+fn seed() -> u64 {
+    let seed = std::env::var("LINEWATCH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        });
+    eprintln!("LINEWATCH_TEST_SEED={seed}");
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_at_random_points_and_restarted_nothing_is_duplicated_or_lost() {
+    let setup = setup("crash").await;
+    let scenario = storm(23, 80, 70);
+    let mut rng = Rng::new(seed());
+    let mut instance = Some(setup.start("a"));
+    let mut kills = 0;
+    let commands = setup.feed(&scenario, |_phase| {
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(300 + rng.below(3000)));
+            if let Some(i) = instance.take() {
+                i.kill();
+                kills += 1;
+            }
+            instance = Some(setup.start("a"));
+        }
+    });
+    let run = read_outputs(&setup.bootstrap, &setup.topics);
+    run.save(&setup.dir.join("run"));
+    if let Some(i) = instance.take() {
+        i.stop();
+    }
+    assert_eq!(kills, 6);
+    let replay = setup.replay(&scenario, &commands);
+    // No ticket event twice, none missing from any ticket's sequence...
+    ticket_histories(&run.tickets);
+    // ...and the same tickets, figures and incidents as an uninterrupted run.
+    assert_same_answers(&run, &replay);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_instances_share_the_work_while_one_joins_and_one_leaves() {
+    let setup = setup("scale").await;
+    let scenario = storm(37, 80, 70);
+    let mut running: Vec<Instance> = ["a", "b", "c"].iter().map(|n| setup.start(n)).collect();
+    let commands = setup.feed(&scenario, |phase| {
+        std::thread::sleep(Duration::from_millis(1500));
+        if phase == 1 {
+            running.push(setup.start("d"));
+        } else if let Some(pos) = running.iter().position(|i| i.name == "b") {
+            running.remove(pos).stop();
+        }
+    });
+    let run = read_outputs(&setup.bootstrap, &setup.topics);
+    run.save(&setup.dir.join("run"));
+    let names: Vec<String> = running.iter().map(|i| i.name.clone()).collect();
+    assert_eq!(names, ["a", "c", "d"]);
+    for i in running {
+        i.stop();
+    }
+    let replay = setup.replay(&scenario, &commands);
+    ticket_histories(&run.tickets);
+    assert_same_answers(&run, &replay);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_paused_past_its_session_timeout_writes_nothing_that_counts() {
+    let setup = setup("zombie").await;
+    let scenario = storm(41, 80, 70);
+    let zombie = setup.start("a");
+    let other = setup.start("b");
+    let commands = setup.feed(&scenario, |phase| {
+        if phase == 1 {
+            std::thread::sleep(Duration::from_millis(800));
+            zombie.signal("STOP");
+            // Past session.timeout.ms (6 s): the group moves its partitions to "b".
+            std::thread::sleep(Duration::from_secs(12));
+            zombie.signal("CONT");
+        }
+    });
+    let run = read_outputs(&setup.bootstrap, &setup.topics);
+    run.save(&setup.dir.join("run"));
+    let log = std::fs::read_to_string(&zombie.log).expect("zombie log");
+    zombie.stop();
+    other.stop();
+    assert!(
+        log.contains("assignment lost") || log.contains("restarting the stage"),
+        "the paused instance noticed it had been replaced"
+    );
+    let replay = setup.replay(&scenario, &commands);
+    ticket_histories(&run.tickets);
+    assert_same_answers(&run, &replay);
+}

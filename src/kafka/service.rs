@@ -504,7 +504,6 @@ fn run_stage(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range")
-        .set("enable.partition.eof", "true")
         .set("fetch.queue.backoff.ms", "20");
     let mut producer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
     producer_cfg

@@ -525,8 +525,9 @@ fn high_marks(consumer: &BaseConsumer, topics: &[&str]) -> Vec<i64> {
 }
 
 /// Whether every stage group has committed offsets at the end of its inputs (a committed
-/// offset may sit one below the end when the last record is a transaction marker).
-fn caught_up(bootstrap: &str, group: &str, t: &TopicNames) -> bool {
+/// offset may sit one below the end when the last record is a transaction marker); if not,
+/// what is behind.
+fn behind(bootstrap: &str, group: &str, t: &TopicNames) -> Option<String> {
     let stages: [(&str, Vec<&str>); 3] = [
         ("fanout", vec![&t.alarms, &t.maintenance, &t.inventory]),
         ("circuits", vec![&t.impacts, &t.commands]),
@@ -545,8 +546,9 @@ fn caught_up(bootstrap: &str, group: &str, t: &TopicNames) -> bool {
                 ends.push(((*topic).to_string(), p, high));
             }
         }
-        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
-            return false;
+        let committed = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => return Some(format!("{stage}: committed offsets: {e}")),
         };
         for (topic, p, high) in ends {
             let at = committed
@@ -555,13 +557,35 @@ fn caught_up(bootstrap: &str, group: &str, t: &TopicNames) -> bool {
                     Offset::Offset(o) => Some(o),
                     _ => None,
                 });
+            // Past the committed offset there may be transaction markers only (a
+            // consumer never sees those, so its offset stays before them).
             let done = match at {
-                Some(o) => o >= high - 1 && high > 0 || high == 0,
-                None => high == 0,
+                Some(o) => o >= high || !has_records_after(bootstrap, &topic, p, Offset::Offset(o)),
+                None => !has_records_after(bootstrap, &topic, p, Offset::Beginning),
             };
             if !done {
-                return false;
+                return Some(format!(
+                    "{stage}: {topic}[{p}] committed {at:?}, end {high}"
+                ));
             }
+        }
+    }
+    None
+}
+
+/// Whether a `read_committed` reader finds a record in `topic[p]` from `from` on.
+fn has_records_after(bootstrap: &str, topic: &str, p: i32, from: Offset) -> bool {
+    let consumer = plain_consumer(bootstrap, &common::unique_name("peek"));
+    let mut tpl = TopicPartitionList::new();
+    if tpl.add_partition_offset(topic, p, from).is_err() || consumer.assign(&tpl).is_err() {
+        return true;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => return true,
+            Some(Err(KafkaError::PartitionEOF(_))) => return false,
+            _ => {}
         }
     }
     true
@@ -595,12 +619,19 @@ pub fn wait_quiescent(
             last = now;
             stable_since = Instant::now();
         }
-        if stable_since.elapsed() >= quiet && caught_up(bootstrap, group, t) {
-            return;
+        if stable_since.elapsed() < quiet {
+            assert!(
+                Instant::now() < deadline,
+                "the pipeline did not settle within {limit:?}"
+            );
+            continue;
         }
+        let Some(lag) = behind(bootstrap, group, t) else {
+            return;
+        };
         assert!(
             Instant::now() < deadline,
-            "the pipeline did not settle within {limit:?}"
+            "the pipeline did not settle within {limit:?}: {lag}"
         );
     }
 }
