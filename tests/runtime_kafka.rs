@@ -208,3 +208,163 @@ async fn an_instance_paused_past_its_session_timeout_writes_nothing_that_counts(
     ticket_histories(&run.tickets);
     assert_same_answers(&run, &replay);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_lands_in_the_rejection_topic_with_its_reason_and_processing_goes_on() {
+    let setup = setup("poison").await;
+    let t = &setup.topics;
+    let scenario = storm(5, 8, 0);
+    produce(&setup.bootstrap, &t.inventory, &scenario.inventory);
+    let bad_inventory = Rec {
+        key: "DL-BAD".into(),
+        value: serde_json::json!({ "circuitId": "DL-BAD", "routes": "none" }),
+        partition: None,
+    };
+    produce(&setup.bootstrap, &t.inventory, &[bad_inventory]);
+    // Wall-clock mode: the inputs below are live.
+    let instance = Instance::start_with(
+        &setup.bootstrap,
+        &setup.prefix,
+        &setup.group,
+        "a",
+        &setup.dir,
+        &["--idle-after-ms", "1000"],
+    );
+    let now = chrono::Utc::now();
+    let alarm = |id: &str, raised: String| {
+        serde_json::json!({
+            "id": id, "state": "raised", "perceivedSeverity": "critical", "probableCause": "LOS",
+            "alarmType": "communicationsAlarm", "alarmedObject": { "id": "ACC-000/0/1" },
+            "sourceSystemId": "nms-1", "alarmRaisedTime": raised,
+        })
+    };
+    let mut wrong_type = alarm("WT-1", now.to_rfc3339());
+    wrong_type["perceivedSeverity"] = serde_json::json!(5);
+    let raw = |key: &str, bytes: Vec<u8>| (key.to_string(), bytes);
+    let poison: Vec<(String, Vec<u8>)> = vec![
+        raw("ACC-000/0/1", b"{\"id\": 7".to_vec()),
+        raw("ACC-000/0/1", wrong_type.to_string().into_bytes()),
+        raw(
+            "ACC-000/0/1",
+            alarm("FUT-1", "9999-01-01T00:00:00Z".into())
+                .to_string()
+                .into_bytes(),
+        ),
+        raw(
+            "ACC-000/0/1",
+            alarm("OLD-1", "1899-01-01T00:00:00Z".into())
+                .to_string()
+                .into_bytes(),
+        ),
+        raw(
+            "ACC-000/0/1",
+            alarm("SOON-1", (now + chrono::Duration::days(3)).to_rfc3339())
+                .to_string()
+                .into_bytes(),
+        ),
+        raw("ACC-000/0/1", vec![0xff, 0xfe, 0x00, 0x01]),
+        raw("ACC-000/0/1", {
+            let mut big = alarm("BIG-1", now.to_rfc3339());
+            big["additionalText"] = serde_json::json!("x".repeat(5 * 1024 * 1024));
+            big.to_string().into_bytes()
+        }),
+    ];
+    let producer: rdkafka::producer::BaseProducer = common::producer_config(&setup.bootstrap)
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    for (key, bytes) in &poison {
+        rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::to(&t.alarms)
+                    .key(key)
+                    .payload(bytes),
+            )
+            .expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+    // A command for a circuit that has no ticket.
+    let stray = Rec {
+        key: "NO-SUCH-CIRCUIT".into(),
+        value: serde_json::json!({
+            "ticketId": "TT-0000000000000000", "circuitId": "NO-SUCH-CIRCUIT",
+            "action": "acknowledge", "at": now.to_rfc3339(),
+        }),
+        partition: None,
+    };
+    produce(&setup.bootstrap, &t.commands, &[stray]);
+    // And after all that, a good alarm: it still opens its tickets.
+    let good = Rec {
+        key: "ACC-000/0/1".into(),
+        value: alarm("GOOD-1", (now - chrono::Duration::minutes(1)).to_rfc3339()),
+        partition: None,
+    };
+    produce(&setup.bootstrap, &t.alarms, &[good]);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (rejected, tickets) = loop {
+        let out = read_outputs(&setup.bootstrap, t);
+        let opened = out
+            .tickets
+            .iter()
+            .any(|e| e["slaEvent"]["kind"] == "opened");
+        if (out.rejections.len() >= 9 && opened) || std::time::Instant::now() > deadline {
+            break (out.rejections, out.tickets);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    instance.stop();
+    let codes: Vec<(String, String)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["source"]["topic"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["reason_code"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let expect = |topic: &str, code: &str| {
+        assert!(
+            codes.iter().any(|(t, c)| t == topic && c == code),
+            "a {code} rejection from {topic}: {codes:?}"
+        );
+    };
+    expect(&t.inventory, "missing_field");
+    expect(&t.alarms, "not_json");
+    expect(&t.alarms, "wrong_type");
+    expect(&t.alarms, "time_out_of_range");
+    expect(&t.alarms, "future_time");
+    expect(&t.alarms, "too_large");
+    expect(&t.commands, "invalid");
+    assert_eq!(codes.len(), 9, "one rejection per bad record: {codes:?}");
+    for r in &rejected {
+        assert!(
+            r["reason"].as_str().is_some_and(|s| !s.is_empty()),
+            "a reason: {r}"
+        );
+        assert!(
+            r["source"]["offset"].as_i64().is_some(),
+            "the source offset: {r}"
+        );
+        assert!(
+            r["source"]["partition"].as_i64().is_some(),
+            "the source partition: {r}"
+        );
+    }
+    let big = rejected
+        .iter()
+        .find(|r| r["reason_code"] == "too_large")
+        .expect("the 5 MB message");
+    assert!(big["original_size"]
+        .as_u64()
+        .is_some_and(|n| n > 5 * 1024 * 1024));
+    assert_eq!(big["original_truncated"], true);
+    assert!(
+        tickets.iter().any(|e| e["slaEvent"]["kind"] == "opened"),
+        "the good alarm after the bad ones opened tickets"
+    );
+}

@@ -374,6 +374,26 @@ pub struct Instance {
 
 impl Instance {
     pub fn start(bootstrap: &str, prefix: &str, group: &str, name: &str, dir: &Path) -> Instance {
+        // Event time only: the scenario lies in the past.
+        Self::start_with(
+            bootstrap,
+            prefix,
+            group,
+            name,
+            dir,
+            &["--idle-after-ms", "86400000"],
+        )
+    }
+
+    /// An instance with more `run` arguments.
+    pub fn start_with(
+        bootstrap: &str,
+        prefix: &str,
+        group: &str,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Instance {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -393,14 +413,12 @@ impl Instance {
                 &format!("{group}-{name}"),
                 "--tick-ms",
                 "200",
-                // Event time only: the scenario lies in the past.
-                "--idle-after-ms",
-                "86400000",
                 "-X",
                 "session.timeout.ms=6000",
                 "-X",
                 "heartbeat.interval.ms=1000",
             ])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
