@@ -16,9 +16,9 @@ use crate::kafka::ClientOverride;
 /// Default consumer-group prefix (`group_id`).
 pub const DEFAULT_GROUP_ID: &str = "linewatch";
 /// Default interval of the live SLA timer check, in milliseconds (`tick_ms`).
-pub const DEFAULT_TICK_MS: u64 = 1000;
+pub const DEFAULT_TICK_MS: u64 = 200;
 /// Default quiet time before timers follow the wall clock, in milliseconds (`idle_after_ms`).
-pub const DEFAULT_IDLE_AFTER_MS: u64 = 5000;
+pub const DEFAULT_IDLE_AFTER_MS: u64 = 1000;
 /// Hostname used in the default transactional id when none can be found.
 pub const FALLBACK_HOSTNAME: &str = "local";
 

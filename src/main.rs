@@ -129,14 +129,16 @@ struct RunArgs {
     #[arg(long, env = "LINEWATCH_POLICY", value_name = "FILE")]
     policy: Option<PathBuf>,
 
-    /// How often live SLA timers are checked, in milliseconds (at least 10). File key:
-    /// tick_ms. Default: 1000.
+    /// How often live SLA timers are checked and watermarks passed between the stages, in
+    /// milliseconds (at least 10). File key: tick_ms. Default: 200.
     #[arg(long, env = "LINEWATCH_TICK_MS", value_name = "MS")]
     tick_ms: Option<u64>,
 
-    /// How long an alarm partition must be quiet and read to its end before SLA timers
-    /// follow the wall clock instead of the alarms' event time, in milliseconds. File key:
-    /// idle_after_ms. Default: 5000.
+    /// How long an alarm partition must be quiet and read to its end before its watermark
+    /// (and with it the SLA timers and the release of held inputs) follows the wall clock
+    /// instead of the alarms' event time, in milliseconds. Also about the delay from an
+    /// alarm to its ticket when the network is quiet. File key: idle_after_ms. Default:
+    /// 1000.
     #[arg(long, env = "LINEWATCH_IDLE_AFTER_MS", value_name = "MS")]
     idle_after_ms: Option<u64>,
 

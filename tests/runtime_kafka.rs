@@ -55,10 +55,16 @@ impl Setup {
         wait_quiescent(&self.bootstrap, &self.group, &self.topics, SETTLE, LIMIT);
     }
 
+    /// The inventory, before any instance starts (an instance reads it to the end before
+    /// it processes alarms; a circuit that appears later is only hit by alarms still
+    /// active then, from the wall-clock time it appeared).
+    fn load_inventory(&self, s: &Scenario) {
+        produce(&self.bootstrap, &self.topics.inventory, &s.inventory);
+    }
+
     /// Feed the scenario in its two phases, with the ticketing system's commands between
     /// them, calling `during` while each phase is being processed; return the commands.
     fn feed(&self, s: &Scenario, mut during: impl FnMut(u32)) -> Vec<Rec> {
-        produce(&self.bootstrap, &self.topics.inventory, &s.inventory);
         produce(&self.bootstrap, &self.topics.alarms, &s.phase1);
         during(1);
         self.settle();
@@ -92,6 +98,7 @@ impl Setup {
 async fn a_run_gives_the_same_tickets_figures_and_incidents_as_replay() {
     let setup = setup("same").await;
     let scenario = storm(11, 80, 70);
+    setup.load_inventory(&scenario);
     let instance = setup.start("a");
     let commands = setup.feed(&scenario, |_| {});
     let run = read_outputs(&setup.bootstrap, &setup.topics);
@@ -130,6 +137,7 @@ async fn killed_at_random_points_and_restarted_nothing_is_duplicated_or_lost() {
     let setup = setup("crash").await;
     let scenario = storm(23, 80, 70);
     let mut rng = Rng::new(seed());
+    setup.load_inventory(&scenario);
     let mut instance = Some(setup.start("a"));
     let mut kills = 0;
     let commands = setup.feed(&scenario, |_phase| {
@@ -159,6 +167,7 @@ async fn killed_at_random_points_and_restarted_nothing_is_duplicated_or_lost() {
 async fn three_instances_share_the_work_while_one_joins_and_one_leaves() {
     let setup = setup("scale").await;
     let scenario = storm(37, 80, 70);
+    setup.load_inventory(&scenario);
     let mut running: Vec<Instance> = ["a", "b", "c"].iter().map(|n| setup.start(n)).collect();
     let commands = setup.feed(&scenario, |phase| {
         std::thread::sleep(Duration::from_millis(1500));
@@ -184,11 +193,24 @@ async fn three_instances_share_the_work_while_one_joins_and_one_leaves() {
 async fn an_instance_paused_past_its_session_timeout_writes_nothing_that_counts() {
     let setup = setup("zombie").await;
     let scenario = storm(41, 80, 70);
+    setup.load_inventory(&scenario);
     let zombie = setup.start("a");
     let other = setup.start("b");
+    // Both members own partitions of every stage before the storm starts.
+    for i in [&zombie, &other] {
+        i.wait_for_log(Duration::from_secs(120), |log| {
+            ["fanout", "circuits", "incidents"].iter().all(|stage| {
+                log.lines().rev().any(|l| {
+                    l.contains(&format!("stage=\"{stage}\" partitions={{"))
+                        && l.contains("partitions assigned")
+                        && !l.contains("partitions={}")
+                })
+            })
+        });
+    }
     let commands = setup.feed(&scenario, |phase| {
         if phase == 1 {
-            std::thread::sleep(Duration::from_millis(800));
+            std::thread::sleep(Duration::from_millis(200));
             zombie.signal("STOP");
             // Past session.timeout.ms (6 s): the group moves its partitions to "b".
             std::thread::sleep(Duration::from_secs(12));

@@ -553,6 +553,7 @@ fn run_stage(
             circuits: BTreeMap::new(),
             incidents: BTreeMap::new(),
             assigned: false,
+            owned: BTreeSet::new(),
             offsets_dirty: false,
             facts_partitions,
             last_alarm: BTreeMap::new(),
@@ -655,6 +656,9 @@ struct Core {
     /// Stage 3: facts read in this batch, per partition, folded in at commit.
     /// A new assignment whose committed offsets are still to be read.
     assigned: bool,
+    /// The input partitions of the current assignment, once restored: records of any
+    /// other partition (one polled just as the assignment was lost) are not processed.
+    owned: BTreeSet<(String, i32)>,
     /// Records were consumed since the last commit.
     offsets_dirty: bool,
     facts_partitions: i32,
@@ -889,6 +893,7 @@ impl Core {
         self.reported.clear();
         self.to_restore.clear();
         self.last_alarm.clear();
+        self.owned.clear();
     }
 
     fn changelog(&self) -> String {
@@ -913,7 +918,17 @@ impl Core {
         }
         let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
         let started = Instant::now();
+        // An assignment starts from what the changelog holds and nothing else (the
+        // assignor is eager: every partition was revoked before).
+        let to_restore = std::mem::take(&mut self.to_restore);
+        self.discard();
+        self.to_restore = to_restore;
         let assignment = consumer.assignment().map_err(retry)?;
+        self.owned = assignment
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
         // Under read_committed, librdkafka asks for stable offsets (KIP-447): this waits
         // while a previous owner's transaction is pending.
         let committed = with_retries(|| {
@@ -953,6 +968,9 @@ impl Core {
             ends.insert(*p, high);
             match self.kind {
                 StageKind::FanOut => {
+                    // Quiet from the assignment on: an empty partition is idle only after
+                    // `idle_after`, like any other.
+                    self.last_alarm.insert(*p, Instant::now());
                     self.fanout.insert(*p, FanOut::new());
                 }
                 StageKind::Circuits => {
@@ -1079,6 +1097,15 @@ impl Core {
     /// Process one input record.
     fn handle(&mut self, msg: &BorrowedMessage<'_>) {
         let p = msg.partition();
+        if !self.owned.contains(&(msg.topic().to_string(), p)) {
+            warn!(
+                stage = self.kind.name(),
+                topic = msg.topic(),
+                partition = p,
+                "record of a partition not owned; skipped"
+            );
+            return;
+        }
         self.offsets
             .insert((msg.topic().to_string(), p), msg.offset() + 1);
         self.offsets_dirty = true;
@@ -1184,7 +1211,13 @@ impl Core {
         match input {
             Input::Alarm(alarm) => {
                 check_not_in_future(&alarm, Utc::now(), policy.max_future_skew())?;
-                let fanout = self.fanout.entry(p).or_default();
+                let Some(fanout) = self.fanout.get_mut(&p) else {
+                    error!(
+                        partition = p,
+                        "no state for an assigned partition; input ignored"
+                    );
+                    return Ok(());
+                };
                 let impacts = fanout.on_alarm(&alarm, &r.network, &policy);
                 drop(r);
                 self.send_impacts(impacts);
@@ -1481,10 +1514,11 @@ impl Core {
                 let positions = consumer.position().ok();
                 let alarms = self.config.topics.alarms.clone();
                 for p in partitions {
+                    // Quiet since the last alarm read, or since the assignment.
                     let quiet = self
                         .last_alarm
                         .get(&p)
-                        .is_none_or(|t| t.elapsed() >= idle_after);
+                        .is_some_and(|t| t.elapsed() >= idle_after);
                     // Quiet, and read to the end (a trailing transaction marker aside).
                     let idle = quiet
                         && positions.as_ref().is_some_and(|tpl| {

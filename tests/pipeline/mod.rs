@@ -440,6 +440,23 @@ impl Instance {
         assert!(status.success(), "kill -{signal} {}", self.name);
     }
 
+    /// Wait until the instance's log satisfies `ready`, or panic after `limit`.
+    pub fn wait_for_log(&self, limit: Duration, ready: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if ready(&log) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the log did not show what was expected",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(mut self) {
         let _ = self.child.kill();
