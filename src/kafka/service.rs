@@ -1045,12 +1045,18 @@ impl Core {
             error,
         };
         let policy = self.config.policy.clone();
+        let payload = msg
+            .payload()
+            .map(|bytes| open_state(bytes, state_kind(self.kind, &key)))
+            .transpose()
+            .map_err(bad)?;
+        let payload = payload.as_deref();
         match self.kind {
             StageKind::FanOut => {
                 let Some(fanout) = self.fanout.get_mut(&p) else {
                     return Ok(());
                 };
-                match msg.payload() {
+                match payload {
                     Some(bytes) => {
                         let record: AlarmRecord =
                             serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
@@ -1063,8 +1069,8 @@ impl Core {
                 let Some(part) = self.circuits.get_mut(&p) else {
                     return Ok(());
                 };
-                if !part.buf.restore(&key, msg.payload()).map_err(bad)? {
-                    match msg.payload() {
+                if !part.buf.restore(&key, payload).map_err(bad)? {
+                    match payload {
                         Some(bytes) => part
                             .states
                             .import(&key, bytes, &policy)
@@ -1078,8 +1084,8 @@ impl Core {
                 let Some(part) = self.incidents.get_mut(&p) else {
                     return Ok(());
                 };
-                if !part.buf.restore(&key, msg.payload()).map_err(bad)? {
-                    match msg.payload() {
+                if !part.buf.restore(&key, payload).map_err(bad)? {
+                    match payload {
                         Some(bytes) => {
                             let incident =
                                 serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
@@ -1703,6 +1709,7 @@ impl Core {
             records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
         }
         for (p, key, value) in records {
+            let value = value.map(|state| seal_state(state_kind(self.kind, &key), &state));
             self.pending.push(Out {
                 topic: changelog.clone(),
                 partition: Some(p),
@@ -1790,6 +1797,55 @@ impl Core {
             }
         }
     }
+}
+
+/// Version of the changelog records' state bodies; a reader meeting another stops rather
+/// than guess (see `topics/schemas/state.schema.json`).
+const STATE_VERSION: u32 = 1;
+
+/// The kind of state a changelog record of `stage` under `key` holds.
+fn state_kind(stage: StageKind, key: &str) -> &'static str {
+    if key == META_KEY {
+        "meta"
+    } else if key.starts_with(PENDING_PREFIX) {
+        "pending"
+    } else {
+        match stage {
+            StageKind::FanOut => "fanout",
+            StageKind::Circuits => "circuit",
+            StageKind::Incidents => "incident",
+        }
+    }
+}
+
+/// Wrap a state body in its changelog envelope: `{"kind", "version", "state"}`.
+fn seal_state(kind: &str, state: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(state.len() + 48);
+    out.extend_from_slice(
+        format!("{{\"kind\":\"{kind}\",\"version\":{STATE_VERSION},\"state\":").as_bytes(),
+    );
+    out.extend_from_slice(state);
+    out.push(b'}');
+    out
+}
+
+/// The state body of a changelog record, if its kind and version are the expected ones.
+fn open_state(bytes: &[u8], kind: &str) -> Result<Vec<u8>, String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        kind: String,
+        version: u32,
+        #[serde(borrow)]
+        state: &'a serde_json::value::RawValue,
+    }
+    let e: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if e.kind != kind || e.version != STATE_VERSION {
+        return Err(format!(
+            "state of kind {:?} version {}, expected {kind:?} version {STATE_VERSION}",
+            e.kind, e.version
+        ));
+    }
+    Ok(e.state.get().as_bytes().to_vec())
 }
 
 fn bad_watermark(w: &WatermarkRecord, upstream: i32) -> RejectReason {
@@ -1924,4 +1980,93 @@ fn caught_up(consumer: &BaseConsumer, marks: &[Mark]) -> Result<bool, ServiceErr
                 .find_partition(topic, *partition)
                 .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= *high))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 2, 10, minute, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn wm(source_partition: i32, minute: u32) -> WatermarkRecord {
+        WatermarkRecord {
+            source_partition,
+            watermark: t(minute),
+        }
+    }
+
+    #[test]
+    fn a_buffer_releases_in_event_time_order_once_every_upstream_partition_has_passed() {
+        let mut buf: Buffer<String> = Buffer::default();
+        buf.hold(t(7), 1, "impact at :07".to_string());
+        buf.hold(t(3), 1, "impact at :03".to_string());
+        buf.hold(t(3), 0, "command at :03".to_string());
+        assert_eq!(buf.limit(2), None, "no watermark yet");
+        assert!(buf.report(&wm(0, 10), 2));
+        assert_eq!(buf.limit(2), None, "partition 1 has not reported");
+        assert!(buf.report(&wm(1, 5), 2));
+        assert!(!buf.report(&wm(2, 9), 2), "no partition 2 upstream");
+        let limit = buf.limit(2).expect("both reported");
+        assert_eq!(limit, t(5));
+        let released: Vec<_> = std::iter::from_fn(|| buf.next_ready(limit))
+            .map(|(_, item)| item)
+            .collect();
+        assert_eq!(released, ["command at :03", "impact at :03"]);
+        assert_eq!(buf.meta.clock, Some(t(3)));
+        assert!(buf.catch_up(limit));
+        assert!(!buf.catch_up(t(4)), "the clock never goes back");
+        // A watermark never goes back either.
+        buf.report(&wm(1, 2), 2);
+        assert_eq!(buf.limit(2), Some(t(5)));
+        buf.report(&wm(1, 8), 2);
+        let limit = buf.limit(2).expect("limit");
+        assert_eq!(
+            buf.next_ready(limit).map(|(_, i)| i),
+            Some("impact at :07".to_string())
+        );
+    }
+
+    #[test]
+    fn a_buffer_comes_back_from_its_changelog_records() {
+        let mut buf: Buffer<String> = Buffer::default();
+        buf.report(&wm(0, 9), 1);
+        buf.hold(t(4), 1, "a".into());
+        buf.hold(t(2), 1, "b".into());
+        let mut records = Vec::new();
+        buf.changelog(&mut records);
+        let _ = buf.next_ready(t(9));
+        buf.changelog(&mut records);
+        let mut back: Buffer<String> = Buffer::default();
+        for (key, value) in &records {
+            assert!(back.restore(key, value.as_deref()).expect("readable"));
+        }
+        assert!(!back.restore("DL-0001", None).expect("not a buffer key"));
+        assert_eq!(back.pending, buf.pending);
+        assert_eq!(back.meta.next_seq, 2);
+        assert_eq!(back.meta.watermarks, buf.meta.watermarks);
+    }
+
+    #[test]
+    fn changelog_records_carry_their_kind_and_version() {
+        let sealed = seal_state("circuit", br#"{"fault":null}"#);
+        let value: serde_json::Value = serde_json::from_slice(&sealed).expect("JSON");
+        assert_eq!(value["kind"], "circuit");
+        assert_eq!(value["version"], STATE_VERSION);
+        assert_eq!(
+            open_state(&sealed, "circuit").expect("opens"),
+            br#"{"fault":null}"#.to_vec()
+        );
+        assert!(open_state(&sealed, "fanout").is_err());
+        let future = br#"{"kind":"circuit","version":99,"state":{}}"#;
+        let err = open_state(future, "circuit").expect_err("unknown version");
+        assert!(err.contains("version 99"), "{err}");
+        assert_eq!(state_kind(StageKind::Circuits, META_KEY), "meta");
+        assert_eq!(state_kind(StageKind::Circuits, &pending_key(3)), "pending");
+        assert_eq!(state_kind(StageKind::Incidents, "nms-1:LOS-1"), "incident");
+    }
 }
