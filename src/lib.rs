@@ -15,7 +15,9 @@
 //! - [`ticket`]: fault tickets, their SLA deadlines and TMF621 events.
 //! - [`engine`]: the facade the runtimes drive: input and time in, events out.
 //!
-//! The Kafka side lives in [`kafka`] and never leaks into the engine.
+//! Around it: [`intake`] (one decoder per input stream), [`replay`] (the engine over
+//! files), [`simulate`] (a seeded network and its alarm traffic), [`config`] (the `run`
+//! settings). The Kafka side lives in [`kafka`] and never leaks into the engine.
 
 pub mod alarm;
 pub mod calendar;
@@ -32,5 +34,6 @@ pub mod network;
 pub mod policy;
 pub mod rejection;
 pub mod replay;
+pub mod simulate;
 pub mod sla;
 pub mod ticket;

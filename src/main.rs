@@ -53,12 +53,78 @@ enum Command {
     /// Publish JSON Lines (a file, or stdin) to one of the service's input topics, each
     /// line keyed as the topic expects (circuit, alarmed object or window id).
     Send(SendArgs),
+    /// Simulate a network and its NMS: publish the circuit inventory, then alarm traffic
+    /// (noise, fibre cuts with their AIS storms, card failures, flapping ports, CPE
+    /// power-offs, late and out-of-order alarms, planned works with and without enough
+    /// notice) to Kafka at its event times, or write it all as replay files.
+    ///
+    /// The same seed gives the same network and traffic. To Kafka, the traffic starts
+    /// now and plays in real time (--speed 1), or faster, starting --duration ago so that
+    /// no alarm is from the future; Ctrl-C stops it.
+    Simulate(SimulateArgs),
     /// Print or check an SLA policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Create or check the Kafka topics described in topics/ (one TOML file per topic).
     #[command(subcommand)]
     Topics(TopicsCommand),
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    /// Random seed: the same seed gives the same network and traffic.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+
+    /// Number of customer circuits.
+    #[arg(long, default_value_t = 200)]
+    circuits: usize,
+
+    /// Access NEs per access ring.
+    #[arg(long, default_value_t = 6)]
+    ring_size: usize,
+
+    /// How much event time to simulate, e.g. 30m, 6h, 2days.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+
+    /// Background (non-service-affecting) alarm messages per second of event time.
+    #[arg(long, default_value_t = 2.0)]
+    noise_per_second: f64,
+
+    /// Faults (cuts, card failures, flaps, power-offs, late alarms) per hour of event time.
+    #[arg(long, default_value_t = 30.0)]
+    faults_per_hour: f64,
+
+    /// Planned works per day of event time (a third of them announced too late).
+    #[arg(long, default_value_t = 4.0)]
+    works_per_day: f64,
+
+    /// Write inventory.jsonl, alarms.jsonl and maintenance.jsonl here (for `replay`)
+    /// instead of publishing to Kafka. Event time then starts at --start.
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+
+    /// Event time of the start, RFC 3339 (files only; Kafka starts now).
+    #[arg(long, value_name = "TIME")]
+    start: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Kafka: event-time seconds played per wall-clock second (1 = real time; 0 = as
+    /// fast as possible).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+
+    /// Kafka bootstrap servers (not needed with --output).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: Option<String>,
+
+    /// A librdkafka client property, e.g. -X security.protocol=SASL_SSL. Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_client_override)]
+    client_overrides: Vec<ClientOverride>,
+
+    /// Prepended to every topic name (as for `topics create --prefix`).
+    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,6 +387,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => serve(args.settings()?),
         Command::Send(args) => send(args),
+        Command::Simulate(args) => simulate(args),
         Command::Replay(args) => {
             let policy = load_policy(&args.policy)?;
             let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)
@@ -406,6 +473,103 @@ fn prepare(args: &ClusterArgs) -> anyhow::Result<(TopicAdmin, Vec<topics::TopicP
     let config = client_config(&args.bootstrap_servers, &args.client_overrides);
     let admin = TopicAdmin::new(&config, Duration::from_secs(args.timeout_secs))?;
     Ok((admin, plans))
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
+    let duration = chrono::Duration::from_std(args.duration).context("--duration is too long")?;
+    let now = chrono::Utc::now();
+    let start = match (&args.output, args.start) {
+        (Some(_), Some(start)) => start,
+        (Some(_), None) => now - duration,
+        // Faster than real time: start in the past so that no alarm is from the future.
+        (None, _) if args.speed != 1.0 => now - duration,
+        (None, _) => now,
+    };
+    let cfg = SimConfig {
+        seed: args.seed,
+        circuits: args.circuits,
+        ring_size: args.ring_size,
+        start,
+        duration,
+        noise_per_second: args.noise_per_second,
+        faults_per_hour: args.faults_per_hour,
+        works_per_day: args.works_per_day,
+    };
+    let topo = topology(&cfg);
+    let records = traffic(&cfg, &topo);
+    if let Some(dir) = &args.output {
+        use std::io::Write;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let open = |name: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+            let path = dir.join(name);
+            let f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(std::io::BufWriter::new(f))
+        };
+        let mut inventory = open("inventory.jsonl")?;
+        for (_, c) in &topo.circuits {
+            writeln!(inventory, "{c}")?;
+        }
+        let mut alarms = open("alarms.jsonl")?;
+        let mut works = open("maintenance.jsonl")?;
+        for r in &records {
+            match r.stream {
+                SimStream::Alarms => writeln!(alarms, "{}", r.value)?,
+                SimStream::Maintenance => writeln!(works, "{}", r.value)?,
+            }
+        }
+        inventory.flush()?;
+        alarms.flush()?;
+        works.flush()?;
+        eprintln!(
+            "wrote {} circuits and {} records to {}",
+            topo.circuits.len(),
+            records.len(),
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(bootstrap) = args.bootstrap_servers.as_deref() else {
+        anyhow::bail!("give --bootstrap-servers (or KAFKA_BOOTSTRAP_SERVERS), or --output DIR");
+    };
+    let names = TopicNames::with_prefix(&args.topic_prefix);
+    let publisher = linewatch::kafka::send::Publisher::new(bootstrap, &args.client_overrides)?;
+    for (id, c) in &topo.circuits {
+        publisher.send(&names.inventory, Some(id), c.to_string().as_bytes())?;
+    }
+    publisher.flush()?;
+    eprintln!(
+        "published {} circuits to {}; playing {} records over {} of event time at speed {}",
+        topo.circuits.len(),
+        names.inventory,
+        records.len(),
+        humantime::format_duration(args.duration),
+        args.speed
+    );
+    let wall_start = std::time::Instant::now();
+    let mut sent = 0u64;
+    for r in &records {
+        if args.speed > 0.0 {
+            let offset = (r.publish_at - start).num_milliseconds().max(0) as f64 / args.speed;
+            let due = wall_start + Duration::from_millis(offset as u64);
+            if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let topic = match r.stream {
+            SimStream::Alarms => &names.alarms,
+            SimStream::Maintenance => &names.maintenance,
+        };
+        publisher.send(topic, Some(&r.key), r.value.to_string().as_bytes())?;
+        sent += 1;
+        if sent % 1000 == 0 {
+            eprintln!("sent {sent} of {}", records.len());
+        }
+    }
+    publisher.flush()?;
+    eprintln!("sent {sent} records");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn send(args: SendArgs) -> anyhow::Result<ExitCode> {

@@ -43,6 +43,64 @@ pub enum SendError {
     Kafka(#[from] KafkaError),
 }
 
+/// An idempotent producer for the service's input topics. Keys are partitioned with
+/// murmur2, as Java clients do, so that records keyed by circuit land in the partition
+/// whose state owns that circuit whichever client wrote them.
+pub struct Publisher {
+    producer: BaseProducer,
+}
+
+impl Publisher {
+    /// # Errors
+    /// [`SendError::Kafka`] when the producer cannot be created.
+    pub fn new(bootstrap_servers: &str, overrides: &[ClientOverride]) -> Result<Self, SendError> {
+        let mut config = client_config(bootstrap_servers, overrides);
+        config
+            .set("enable.idempotence", "true")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5");
+        Ok(Publisher {
+            producer: config.create()?,
+        })
+    }
+
+    /// Queue one record, waiting while the producer's queue is full.
+    ///
+    /// # Errors
+    /// [`SendError::Kafka`] when the record cannot be queued.
+    pub fn send(&self, topic: &str, key: Option<&str>, value: &[u8]) -> Result<(), SendError> {
+        let mut record = BaseRecord::to(topic).payload(value);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            match self.producer.send(r) {
+                Ok(()) => {}
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    self.producer.poll(Duration::from_millis(10));
+                    record = Some(r);
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Wait until every queued record is delivered.
+    ///
+    /// # Errors
+    /// [`SendError::Kafka`] when a record cannot be delivered within 30 s.
+    pub fn flush(&self) -> Result<(), SendError> {
+        self.producer.flush(Duration::from_secs(30))?;
+        Ok(())
+    }
+}
+
 /// Send every non-blank line of `input` to `topic`; returns how many were sent.
 ///
 /// # Errors
@@ -55,11 +113,7 @@ pub fn send_lines(
     stream: Stream,
     input: impl BufRead,
 ) -> Result<u64, SendError> {
-    let mut config = client_config(bootstrap_servers, overrides);
-    config
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    let producer: BaseProducer = config.create()?;
+    let publisher = Publisher::new(bootstrap_servers, overrides)?;
     let mut sent = 0;
     for line in input.split(b'\n') {
         let line = line?;
@@ -67,27 +121,10 @@ pub fn send_lines(
             continue;
         }
         let key = key_of(stream, &line);
-        let mut record = BaseRecord::to(topic).payload(&line);
-        if let Some(k) = key.as_deref() {
-            record = record.key(k);
-        }
-        let mut record = Some(record);
-        while let Some(r) = record.take() {
-            match producer.send(r) {
-                Ok(()) => {}
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = Some(r);
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        publisher.send(topic, key.as_deref(), &line)?;
         sent += 1;
     }
-    producer.flush(Duration::from_secs(30))?;
+    publisher.flush()?;
     Ok(sent)
 }
 
