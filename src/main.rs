@@ -62,12 +62,31 @@ enum Command {
     /// now and plays in real time (--speed 1), or faster, starting --duration ago so that
     /// no alarm is from the future; Ctrl-C stops it.
     Simulate(SimulateArgs),
+    /// A live terminal view of the service's output: open tickets soonest deadline first
+    /// with their countdowns, incidents, circuits at risk of or past their annual limits,
+    /// and the latest SLA warnings. Ctrl-C stops it.
+    Watch(WatchArgs),
     /// Print or check an SLA policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Create or check the Kafka topics described in topics/ (one TOML file per topic).
     #[command(subcommand)]
     Topics(TopicsCommand),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: String,
+
+    /// A librdkafka client property, e.g. -X security.protocol=SASL_SSL. Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_client_override)]
+    client_overrides: Vec<ClientOverride>,
+
+    /// Prepended to every topic name (as for `topics create --prefix`).
+    #[arg(long, env = "LINEWATCH_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +407,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => serve(args.settings()?),
         Command::Send(args) => send(args),
         Command::Simulate(args) => simulate(args),
+        Command::Watch(args) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            let signals = runtime()?;
+            std::thread::spawn(move || {
+                signals.block_on(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                    flag.store(true, Ordering::Relaxed);
+                });
+            });
+            linewatch::kafka::watch::watch(
+                &args.bootstrap_servers,
+                &args.client_overrides,
+                &TopicNames::with_prefix(&args.topic_prefix),
+                stop,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay(args) => {
             let policy = load_policy(&args.policy)?;
             let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)

@@ -440,7 +440,7 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
         }
     }
 
-    // Planned works: on an aggregation NE or a ring, announced 7 days ahead (enough for
+    // Planned works: on an aggregation NE or a ring, announced 10 days ahead (enough for
     // every level) or the day before (too late).
     let works = (cfg.works_per_day * span as f64 / 86400.0).ceil() as usize;
     for w in 0..works {
@@ -449,7 +449,7 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
         let notice = if late {
             start - Duration::hours(20)
         } else {
-            start - Duration::days(7)
+            start - Duration::days(10)
         };
         let object = if rng.random_range(0..2) == 0 {
             topo.aggregation[rng.random_range(0..topo.aggregation.len())].clone()

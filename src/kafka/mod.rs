@@ -10,6 +10,7 @@
 pub mod send;
 pub mod service;
 pub mod topics;
+pub mod watch;
 
 use rdkafka::ClientConfig;
 
