@@ -66,12 +66,39 @@ enum Command {
     /// with their countdowns, incidents, circuits at risk of or past their annual limits,
     /// and the latest SLA warnings. Ctrl-C stops it.
     Watch(WatchArgs),
+    /// Measure the engine alone, without Kafka, on one core: simulated traffic over a
+    /// simulated network, decoded and applied as the service does, timed; and the memory
+    /// the engine holds per circuit. Prints one JSON line of figures (see BENCHMARKS.md).
+    Bench(BenchArgs),
     /// Print or check an SLA policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Create or check the Kafka topics described in topics/ (one TOML file per topic).
     #[command(subcommand)]
     Topics(TopicsCommand),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Circuits in the simulated network.
+    #[arg(long, default_value_t = 100_000)]
+    circuits: usize,
+
+    /// Event time of traffic to simulate.
+    #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+
+    /// Background alarm messages per second of event time.
+    #[arg(long, default_value_t = 40.0)]
+    noise_per_second: f64,
+
+    /// Faults per hour of event time.
+    #[arg(long, default_value_t = 600.0)]
+    faults_per_hour: f64,
+
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +434,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => serve(args.settings()?),
         Command::Send(args) => send(args),
         Command::Simulate(args) => simulate(args),
+        Command::Bench(args) => bench(args),
         Command::Watch(args) => {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -606,6 +634,129 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     publisher.flush()?;
     eprintln!("sent {sent} records");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The system allocator, counting the bytes it holds, so that `bench` can tell how much
+/// memory the engine keeps per circuit (resident size alone cannot: freed memory stays
+/// resident and is reused). One relaxed atomic add per allocation.
+struct Counting;
+
+static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only a counter is kept.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HELD.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        HELD.fetch_add(new, Ordering::Relaxed);
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Resident memory of this process, from /proc (Linux), in bytes.
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use linewatch::engine::{Engine, Input};
+    use linewatch::intake::decode;
+    use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
+    let start: chrono::DateTime<chrono::Utc> = "2026-03-02T00:00:00Z".parse()?;
+    let cfg = SimConfig {
+        seed: args.seed,
+        circuits: args.circuits,
+        start,
+        duration: chrono::Duration::from_std(args.duration).context("--duration is too long")?,
+        noise_per_second: args.noise_per_second,
+        faults_per_hour: args.faults_per_hour,
+        ..SimConfig::default()
+    };
+    let topo = topology(&cfg);
+    let mut records = traffic(&cfg, &topo);
+    records.sort_by_key(|r| r.event_time);
+    // Serialized as the NMS would send them, so that decoding is part of the cost.
+    let inventory: Vec<(String, Vec<u8>)> = topo
+        .circuits
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string().into_bytes()))
+        .collect();
+    let alarms: Vec<Vec<u8>> = records
+        .iter()
+        .filter(|r| r.stream == SimStream::Alarms)
+        .map(|r| r.value.to_string().into_bytes())
+        .collect();
+    drop(records);
+    drop(topo);
+
+    let mut engine = Engine::new(Policy::builtin());
+    let before = HELD.load(Ordering::Relaxed);
+    let loaded = std::time::Instant::now();
+    for (key, bytes) in &inventory {
+        for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(bytes))
+            .into_iter()
+            .flatten()
+        {
+            let _ = engine.handle(input, start);
+        }
+    }
+    let load_seconds = loaded.elapsed().as_secs_f64();
+    let after = HELD.load(Ordering::Relaxed);
+    drop(inventory);
+
+    let mut outputs = 0u64;
+    let mut rejected = 0u64;
+    let timed = std::time::Instant::now();
+    let mut clock = start;
+    for bytes in &alarms {
+        for result in decode(Stream::Alarms, None, Some(bytes)) {
+            match result {
+                Ok(input) => {
+                    if let Input::Alarm(a) = &input {
+                        clock = clock.max(a.event_time);
+                    }
+                    outputs += engine.advance(clock).len() as u64;
+                    match engine.handle(input, clock) {
+                        Ok(out) => outputs += out.len() as u64,
+                        Err(_) => rejected += 1,
+                    }
+                }
+                Err(_) => rejected += 1,
+            }
+        }
+    }
+    let seconds = timed.elapsed().as_secs_f64();
+    let figures = serde_json::json!({
+        "circuits": args.circuits,
+        "alarms": alarms.len(),
+        "rejected": rejected,
+        "outputs": outputs,
+        "engineSeconds": seconds,
+        "alarmsPerSecondPerCore": alarms.len() as f64 / seconds.max(1e-9),
+        "inventoryLoadSeconds": load_seconds,
+        "engineHeapAfterInventoryBytes": after.saturating_sub(before),
+        "bytesPerCircuit": after.saturating_sub(before) as f64 / args.circuits.max(1) as f64,
+        "engineHeapAfterTrafficBytes": HELD.load(Ordering::Relaxed).saturating_sub(before),
+        "peakRssBytes": rss_bytes(),
+    });
+    println!("{figures}");
     Ok(ExitCode::SUCCESS)
 }
 
