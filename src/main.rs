@@ -6,8 +6,9 @@
 //! cluster, ...).
 
 use std::path::PathBuf;
+use std::process::Command as Process;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -70,6 +71,11 @@ enum Command {
     /// simulated network, decoded and applied as the service does, timed; and the memory
     /// the engine holds per circuit. Prints one JSON line of figures (see BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Measure the service on a Kafka cluster (the local broker of scripts/kafka-local
+    /// will do): the raw transactional pipe, the service's throughput through its stages
+    /// with exactly-once on, alarm-to-ticket latency at half that rate, and state restore
+    /// time. Uses topics of its own (prefix bench-<pid>-). Prints one JSON line.
+    BenchKafka(BenchKafkaArgs),
     /// Print or check an SLA policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -99,6 +105,41 @@ struct BenchArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+}
+
+#[derive(Debug, Args)]
+struct BenchKafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: String,
+
+    /// Circuits in the simulated network.
+    #[arg(long, default_value_t = 20_000)]
+    circuits: usize,
+
+    /// Event time of traffic for the throughput runs.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+
+    /// Background alarm messages per second of event time.
+    #[arg(long, default_value_t = 20.0)]
+    noise_per_second: f64,
+
+    /// Faults per hour of event time.
+    #[arg(long, default_value_t = 300.0)]
+    faults_per_hour: f64,
+
+    /// Partitions per topic (co-partitioned topics stay equal).
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+
+    /// How long to publish at half the service's rate for the latency figures, in seconds.
+    #[arg(long, default_value_t = 30)]
+    latency_seconds: u64,
+
+    /// Folder for the service's logs.
+    #[arg(long, default_value = "target/bench", value_name = "DIR")]
+    log_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -435,6 +476,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send(args),
         Command::Simulate(args) => simulate(args),
         Command::Bench(args) => bench(args),
+        Command::BenchKafka(args) => bench_kafka(args),
         Command::Watch(args) => {
             let stop = Arc::new(AtomicBool::new(false));
             let flag = stop.clone();
@@ -755,6 +797,244 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "bytesPerCircuit": after.saturating_sub(before) as f64 / args.circuits.max(1) as f64,
         "engineHeapAfterTrafficBytes": HELD.load(Ordering::Relaxed).saturating_sub(before),
         "peakRssBytes": rss_bytes(),
+    });
+    println!("{figures}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
+    use linewatch::kafka::bench::{committed_and_end, raw_pipe, start_service};
+    use linewatch::kafka::send::Publisher;
+    use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
+    use std::collections::HashMap;
+    let b = args.bootstrap_servers.as_str();
+    let x: &[ClientOverride] = &[];
+    let prefix = format!("bench-{}-", std::process::id());
+    let group = format!("bench-{}", std::process::id());
+    std::fs::create_dir_all(&args.log_dir)?;
+
+    // Topics.
+    let specs = topics::load_dir(std::path::Path::new("topics"))?;
+    let mut plans = topics::plan_all(&specs, &PlanOptions::new(&prefix, Some(1))?)?;
+    for p in &mut plans {
+        p.partitions = p.partitions.min(args.partitions);
+    }
+    let mut raw_plan = plans
+        .iter()
+        .find(|p| p.name.ends_with("nms.alarms"))
+        .cloned()
+        .context("no nms.alarms topic in topics/")?;
+    raw_plan.name = format!("{prefix}bench.raw");
+    plans.push(raw_plan);
+    let admin = TopicAdmin::new(&client_config(b, x), Duration::from_secs(60))?;
+    runtime()?.block_on(admin.create(&plans))?;
+    let names = TopicNames::with_prefix(&prefix);
+
+    // Input: the network and a throughput load of alarms, in the past.
+    let duration = chrono::Duration::from_std(args.duration).context("--duration is too long")?;
+    let now = chrono::Utc::now();
+    let cfg = SimConfig {
+        seed: 7,
+        circuits: args.circuits,
+        start: now - duration - chrono::Duration::hours(2),
+        duration,
+        noise_per_second: args.noise_per_second,
+        faults_per_hour: args.faults_per_hour,
+        ..SimConfig::default()
+    };
+    let topo = topology(&cfg);
+    let mut load = traffic(&cfg, &topo);
+    load.retain(|r| r.stream == SimStream::Alarms);
+    let publisher = Publisher::new(b, x)?;
+    for (id, c) in &topo.circuits {
+        publisher.send(&names.inventory, Some(id), c.to_string().as_bytes())?;
+    }
+    for r in &load {
+        publisher.send(&names.alarms, Some(&r.key), r.value.to_string().as_bytes())?;
+    }
+    publisher.flush()?;
+    let n = load.len() as u64;
+    eprintln!(
+        "bench: {} circuits, {n} alarms on {}",
+        args.circuits, names.alarms
+    );
+
+    // 1. The raw pipe.
+    let raw_seconds = raw_pipe(
+        b,
+        x,
+        &names.alarms,
+        &format!("{prefix}bench.raw"),
+        &format!("{group}-raw"),
+        n,
+    )?;
+    let raw_rate = n as f64 / raw_seconds.max(1e-9);
+    eprintln!("bench: raw pipe {n} in {raw_seconds:.2} s = {raw_rate:.0}/s");
+
+    // 2. The service, through both stages.
+    let mut service = start_service(b, &prefix, &group, &args.log_dir.join("service.log"))?;
+    let mut started = None;
+    let mut last = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let (fan, end) = committed_and_end(b, x, &format!("{group}-fanout"), &names.alarms)?;
+        let (cir, cir_end) = committed_and_end(b, x, &format!("{group}-circuits"), &names.impacts)?;
+        if fan > 0 && started.is_none() {
+            started = Some(Instant::now());
+        }
+        if (fan, cir) != last {
+            last = (fan, cir);
+        }
+        // Done when stage 1 has committed every alarm and stage 2 is at the end of the
+        // impacts (transaction markers aside: at most a couple per partition).
+        let impacts_done = cir_end - cir <= 2 * i64::from(args.partitions);
+        if fan >= end && impacts_done && started.is_some() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the service did not finish in 15 minutes"
+        );
+    }
+    let service_seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64()).max(1e-9);
+    let service_rate = n as f64 / service_seconds;
+    eprintln!("bench: service {n} in {service_seconds:.2} s = {service_rate:.0}/s");
+
+    // 3. Latency at half that rate: fresh alarms, paced; a ticketing-system reader sees
+    // each ticket open.
+    let latency_cfg = SimConfig {
+        seed: 8,
+        start: chrono::Utc::now() - chrono::Duration::hours(1),
+        duration: chrono::Duration::hours(1),
+        ..cfg.clone()
+    };
+    let mut live = traffic(&latency_cfg, &topo);
+    live.retain(|r| r.stream == SimStream::Alarms);
+    let rate = (service_rate / 2.0).max(1.0);
+    let count = ((rate * args.latency_seconds as f64) as usize).min(live.len());
+    live.truncate(count);
+    let reader: rdkafka::consumer::BaseConsumer = client_config(b, x)
+        .set("group.id", format!("{group}-reader"))
+        .set("auto.offset.reset", "latest")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    rdkafka::consumer::Consumer::subscribe(&reader, &[names.tickets.as_str()])?;
+    let warm = Instant::now();
+    while rdkafka::consumer::Consumer::assignment(&reader)?.count() == 0
+        && warm.elapsed() < Duration::from_secs(30)
+    {
+        let _ = reader.poll(Duration::from_millis(100));
+    }
+    let sent_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
+    let sender = {
+        let sent_at = sent_at.clone();
+        let live = live.clone();
+        let alarms = names.alarms.clone();
+        let b = b.to_string();
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let publisher = Publisher::new(&b, &[])?;
+            let t0 = Instant::now();
+            for (i, r) in live.iter().enumerate() {
+                let due = t0 + Duration::from_secs_f64(i as f64 / rate);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if r.value["state"] == "raised" {
+                    if let (Ok(mut m), Some(id)) = (sent_at.lock(), r.value["id"].as_str()) {
+                        m.insert(format!("sim-nms:{id}"), Instant::now());
+                    }
+                }
+                publisher.send(&alarms, Some(&r.key), r.value.to_string().as_bytes())?;
+            }
+            publisher.flush()?;
+            Ok(())
+        })
+    };
+    let mut latencies: Vec<f64> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(args.latency_seconds + 15);
+    while Instant::now() < until {
+        let Some(Ok(msg)) = reader.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        use rdkafka::message::Message;
+        let Some(v) = msg
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+        else {
+            continue;
+        };
+        if v["slaEvent"]["kind"] != "opened" {
+            continue;
+        }
+        let key = v["event"]["troubleTicket"]["rootCause"]["alarmKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(t) = sent_at.lock().ok().and_then(|m| m.get(&key).copied()) {
+            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the latency sender panicked"))??;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |q: f64| -> Option<f64> {
+        if latencies.is_empty() {
+            return None;
+        }
+        let i = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies.get(i).copied()
+    };
+
+    // 4. Restore: stop the service, start it again, read how long its state took.
+    let _ = Process::new("kill")
+        .args(["-TERM", &service.id().to_string()])
+        .status();
+    let _ = service.wait();
+    let restore_log = args.log_dir.join("service-restart.log");
+    let mut again = start_service(b, &prefix, &group, &restore_log)?;
+    let mut restored = Vec::new();
+    let until = Instant::now() + Duration::from_secs(300);
+    while restored.len() < 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        let text = std::fs::read_to_string(&restore_log).unwrap_or_default();
+        restored = text
+            .lines()
+            .filter(|l| l.contains("state restored"))
+            .map(str::to_string)
+            .collect();
+    }
+    let _ = Process::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let _ = again.wait();
+    let field = |line: &str, name: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+    };
+    let circuits_restore = restored.iter().find(|l| l.contains("stage=\"circuits\""));
+    let restore_records = circuits_restore.and_then(|l| field(l, "records"));
+    let restore_seconds = circuits_restore.and_then(|l| field(l, "seconds"));
+
+    let figures = serde_json::json!({
+        "circuits": args.circuits,
+        "partitions": args.partitions,
+        "alarms": n,
+        "rawPipeSeconds": raw_seconds,
+        "rawPipeAlarmsPerSecond": raw_rate,
+        "serviceSeconds": service_seconds,
+        "serviceAlarmsPerSecond": service_rate,
+        "ratioToRawPipe": service_rate / raw_rate,
+        "latencyRate": rate,
+        "latencyTickets": latencies.len(),
+        "latencyP50Ms": pct(0.50),
+        "latencyP99Ms": pct(0.99),
+        "latencyP999Ms": pct(0.999),
+        "restoreCircuitRecords": restore_records,
+        "restoreSeconds": restore_seconds,
+        "restoreSecondsPerMillionCircuits": restore_seconds.map(|s| s * 1e6 / args.circuits.max(1) as f64),
     });
     println!("{figures}");
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@
 //!   [`ClientConfig`] from a bootstrap address and `-X key=value` overrides, shared by every
 //!   command so that security settings (SASL, TLS) are given once, the same way.
 
+pub mod bench;
 pub mod send;
 pub mod service;
 pub mod topics;

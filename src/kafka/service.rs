@@ -537,7 +537,6 @@ fn run_stage(
             t.commands, t.impacts
         )));
     }
-    drop(probe);
 
     let context = StageContext {
         core: Mutex::new(Some(Core {
@@ -553,6 +552,7 @@ fn run_stage(
             circuits: BTreeMap::new(),
             incidents: BTreeMap::new(),
             assigned: false,
+            probe,
             owned: BTreeSet::new(),
             offsets_dirty: false,
             facts_partitions,
@@ -656,6 +656,8 @@ struct Core {
     /// Stage 3: facts read in this batch, per partition, folded in at commit.
     /// A new assignment whose committed offsets are still to be read.
     assigned: bool,
+    /// A client for metadata and watermark queries, off the stage consumer's connection.
+    probe: BaseConsumer,
     /// The input partitions of the current assignment, once restored: records of any
     /// other partition (one polled just as the assignment was lost) are not processed.
     owned: BTreeSet<(String, i32)>,
@@ -1529,7 +1531,13 @@ impl Core {
                     let idle = quiet
                         && positions.as_ref().is_some_and(|tpl| {
                             let position = tpl.find_partition(&alarms, p).map(|e| e.offset());
-                            match consumer.fetch_watermarks(&alarms, p, Duration::from_secs(2)) {
+                            // Asked through a client of its own: on the stage consumer's
+                            // connection the request waits behind a fetch long-poll
+                            // (fetch.wait.max.ms), which stalled the stage for seconds.
+                            match self
+                                .probe
+                                .fetch_watermarks(&alarms, p, Duration::from_secs(2))
+                            {
                                 Ok((low, high)) => match position {
                                     Some(Offset::Offset(o)) => o >= high,
                                     _ => low == high,
@@ -1544,7 +1552,15 @@ impl Core {
                         event_time
                     };
                     let Some(mark) = mark else { continue };
-                    if self.reported.get(&p).is_some_and(|r| *r >= mark) {
+                    // A quiet partition's watermark follows the wall clock in steps of a
+                    // second at least, not at every tick: timers need no finer grain, and
+                    // an idle service should not write a steady stream of watermarks.
+                    let step = if idle {
+                        chrono::Duration::seconds(1)
+                    } else {
+                        chrono::Duration::zero()
+                    };
+                    if self.reported.get(&p).is_some_and(|r| mark <= *r + step) {
                         continue;
                     }
                     self.reported.insert(p, mark);

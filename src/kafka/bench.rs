@@ -1,0 +1,178 @@
+//! The Kafka benchmarks of `linewatch bench-kafka`: the raw pipe, the whole service's
+//! throughput with exactly-once on, alarm-to-ticket latency at half that rate, and the
+//! time to restore a stage's state. Measurements, not tests: figures go to BENCHMARKS.md.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::kafka::{client_config, ClientOverride};
+
+/// The raw pipe: consume `input` and produce every record unchanged to `output`, with the
+/// service's transactional settings (batches of up to 500 records or 100 ms, offsets sent
+/// to each transaction, `read_committed`). Returns the seconds from the first record read
+/// to the commit of the `expected`-th.
+///
+/// # Errors
+/// Kafka errors, or a pipe that does not see `expected` records within 10 minutes.
+pub fn raw_pipe(
+    bootstrap: &str,
+    overrides: &[ClientOverride],
+    input: &str,
+    output: &str,
+    group: &str,
+    expected: u64,
+) -> Result<f64, KafkaError> {
+    let mut ccfg = client_config(bootstrap, overrides);
+    ccfg.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .set("fetch.queue.backoff.ms", "20");
+    let consumer: BaseConsumer = ccfg.create()?;
+    let mut pcfg = client_config(bootstrap, overrides);
+    pcfg.set("transactional.id", format!("{group}-tx"))
+        .set("transaction.timeout.ms", "20000")
+        .set("message.timeout.ms", "15000")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5");
+    let producer: BaseProducer = pcfg.create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    consumer.subscribe(&[input])?;
+    let mut seen = 0u64;
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+    while seen < expected {
+        if Instant::now() > deadline {
+            return Err(KafkaError::Canceled);
+        }
+        let batch_end = Instant::now() + Duration::from_millis(100);
+        let mut batch: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+        while batch.len() < 500 && Instant::now() < batch_end {
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => {
+                    first.get_or_insert_with(Instant::now);
+                    offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                    batch.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)));
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "raw pipe: consumer error"),
+                None => {}
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        producer.begin_transaction()?;
+        for (key, value) in &batch {
+            let mut r: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(output);
+            if let Some(k) = key {
+                r = r.key(k.as_slice());
+            }
+            if let Some(v) = value {
+                r = r.payload(v.as_slice());
+            }
+            let mut r = Some(r);
+            while let Some(rec) = r.take() {
+                if let Err((e, back)) = producer.send(rec) {
+                    if matches!(
+                        e,
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        producer.poll(Duration::from_millis(5));
+                        r = Some(back);
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        let metadata = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
+        producer.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(30))?;
+        producer.commit_transaction(Duration::from_secs(30))?;
+        seen += batch.len() as u64;
+    }
+    Ok(first.map_or(0.0, |t| t.elapsed().as_secs_f64()))
+}
+
+/// The next offset committed by `group` on every partition of `topic`, summed, and the
+/// sum of the partitions' high watermarks.
+///
+/// # Errors
+/// Kafka errors.
+pub fn committed_and_end(
+    bootstrap: &str,
+    overrides: &[ClientOverride],
+    group: &str,
+    topic: &str,
+) -> Result<(i64, i64), KafkaError> {
+    let consumer: BaseConsumer = client_config(bootstrap, overrides)
+        .set("group.id", group)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut end = 0;
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+        end += consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))?
+            .1;
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    let done = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    Ok((done, end))
+}
+
+/// Start `linewatch run` (this executable) on the bench's topics, its log in `log`.
+///
+/// # Errors
+/// When the process cannot be started.
+pub fn start_service(
+    bootstrap: &str,
+    prefix: &str,
+    group: &str,
+    log: &Path,
+) -> std::io::Result<Child> {
+    let file = std::fs::File::create(log)?;
+    Command::new(std::env::current_exe()?)
+        .args([
+            "run",
+            "--bootstrap-servers",
+            bootstrap,
+            "--topic-prefix",
+            prefix,
+            "--group-id",
+            group,
+            "--transactional-id",
+            &format!("{group}-0"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+}
