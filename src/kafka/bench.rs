@@ -15,6 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{client_config, ClientOverride};
 
+/// A record's key and value, as read.
+type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The raw pipe: consume `input` and produce every record unchanged to `output`, with the
 /// service's transactional settings (batches of up to 500 records or 100 ms, offsets sent
 /// to each transaction, `read_committed`). Returns the seconds from the first record read
@@ -56,7 +59,7 @@ pub fn raw_pipe(
             return Err(KafkaError::Canceled);
         }
         let batch_end = Instant::now() + Duration::from_millis(100);
-        let mut batch: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+        let mut batch: Vec<KeyValue> = Vec::new();
         while batch.len() < 500 && Instant::now() < batch_end {
             match consumer.poll(Duration::from_millis(20)) {
                 Some(Ok(m)) => {
