@@ -952,6 +952,9 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         })
     };
     let mut latencies: Vec<f64> = Vec::new();
+    // Tickets per root alarm, with the slowest latency of each: a storm opens many
+    // tickets from one alarm, and they become visible together.
+    let mut by_root: HashMap<String, (usize, f64)> = HashMap::new();
     let until = Instant::now() + Duration::from_secs(args.latency_seconds + 15);
     while Instant::now() < until {
         let Some(Ok(msg)) = reader.poll(Duration::from_millis(50)) else {
@@ -972,13 +975,21 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
             .to_string();
         if let Some(t) = sent_at.lock().ok().and_then(|m| m.get(&key).copied()) {
-            latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            latencies.push(ms);
+            let entry = by_root.entry(key).or_insert((0, 0.0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(ms);
         }
     }
     sender
         .join()
         .map_err(|_| anyhow::anyhow!("the latency sender panicked"))??;
     latencies.sort_by(f64::total_cmp);
+    let mut storms: Vec<(String, usize, f64)> =
+        by_root.into_iter().map(|(k, (n, ms))| (k, n, ms)).collect();
+    storms.sort_by(|a, b| b.2.total_cmp(&a.2));
+    storms.truncate(5);
     let pct = |q: f64| -> Option<f64> {
         if latencies.is_empty() {
             return None;
@@ -1032,6 +1043,10 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         "latencyP50Ms": pct(0.50),
         "latencyP99Ms": pct(0.99),
         "latencyP999Ms": pct(0.999),
+        "slowestRootAlarms": storms
+            .iter()
+            .map(|(k, n, ms)| serde_json::json!({ "alarm": k, "tickets": n, "maxMs": ms }))
+            .collect::<Vec<_>>(),
         "restoreCircuitRecords": restore_records,
         "restoreSeconds": restore_seconds,
         "restoreSecondsPerMillionCircuits": restore_seconds.map(|s| s * 1e6 / args.circuits.max(1) as f64),
