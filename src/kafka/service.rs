@@ -959,13 +959,26 @@ impl Core {
         .set("fetch.queue.backoff.ms", "20")
         .create()
         .map_err(retry)?;
+        // The end to read to is the high watermark, which a read_uncommitted client
+        // reports; a read_committed one reports the last stable offset, which can still
+        // be before the previous owner's last committed transaction whose markers are not
+        // written yet: the restore would stop short of it while the consumer resumes
+        // after its offsets.
+        let ends_client: BaseConsumer = client_config(
+            &self.config.bootstrap_servers,
+            &self.config.client_overrides,
+        )
+        .set("group.id", format!("{}-restore", self.config.group_id))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .map_err(retry)?;
         let mut tpl = TopicPartitionList::new();
         let mut ends = BTreeMap::new();
         for p in &partitions {
             tpl.add_partition_offset(&topic, *p, Offset::Beginning)
                 .map_err(retry)?;
             let (_, high) =
-                with_retries(|| restorer.fetch_watermarks(&topic, *p, Duration::from_secs(10)))
+                with_retries(|| ends_client.fetch_watermarks(&topic, *p, Duration::from_secs(10)))
                     .map_err(retry)?;
             ends.insert(*p, high);
             match self.kind {
