@@ -281,71 +281,64 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
         );
     }
 
-    // Faults.
+    // Faults. Each outage is a raise and its clear, published `delay` seconds after
+    // their event times (a late NMS).
+    let outage = |out: &mut Vec<SimRecord>,
+                  id: &str,
+                  object: &str,
+                  cause: &str,
+                  severity: &str,
+                  (raised, cleared): (DateTime<Utc>, DateTime<Utc>),
+                  delay: i64| {
+        push(
+            out,
+            raised,
+            delay,
+            object,
+            alarm(id, object, cause, severity, raised, None),
+        );
+        let clear = alarm(id, object, cause, severity, raised, Some(cleared));
+        push(out, cleared, delay, object, clear);
+    };
     let faults = (cfg.faults_per_hour * span as f64 / 3600.0).round() as usize;
     for f in 0..faults {
         let at = random_time(&mut rng);
-        let lasts = Duration::seconds(rng.random_range(120..4 * 3600));
+        let end = at + Duration::seconds(rng.random_range(120..4 * 3600));
         let ring = &topo.rings[rng.random_range(0..topo.rings.len())];
         match rng.random_range(0..100) {
-            // Fibre cut on a ring link: LOS on the link, AIS on the NEs beyond it.
+            // Fibre cut on a ring link: LOS on the link, AIS on the NEs beyond it. In one
+            // cut of four the LOS reaches the NMS late, after its consequential AIS.
             0..=19 => {
                 let l = rng.random_range(0..ring.links.len());
                 let link = &ring.links[l];
-                let id = format!("LOS-{f}");
-                push(
+                let late = if rng.random_range(0..4) == 0 { 5 } else { 0 };
+                outage(
                     &mut out,
-                    at,
-                    0,
+                    &format!("LOS-{f}"),
                     link,
-                    alarm(&id, link, "LOS", "critical", at, None),
-                );
-                push(
-                    &mut out,
-                    at + lasts,
-                    0,
-                    link,
-                    alarm(&id, link, "LOS", "critical", at, Some(at + lasts)),
+                    "LOS",
+                    "critical",
+                    (at, end),
+                    late,
                 );
                 for (k, ne) in ring.nes.iter().enumerate().skip(l.min(ring.nes.len() - 1)) {
-                    let id = format!("AIS-{f}-{k}");
                     let raised = at + Duration::seconds(1 + k as i64);
-                    // Some consequential alarms reach the NMS before their cause.
-                    let delay = if rng.random_range(0..4) == 0 { 0 } else { 2 };
-                    push(
-                        &mut out,
-                        raised,
-                        -delay.min(1),
-                        ne,
-                        alarm(&id, ne, "TU-AIS", "major", raised, None),
-                    );
-                    let cleared = at + lasts + Duration::seconds(2 + k as i64);
-                    push(
-                        &mut out,
-                        cleared,
-                        0,
-                        ne,
-                        alarm(&id, ne, "TU-AIS", "major", raised, Some(cleared)),
-                    );
+                    let cleared = end + Duration::seconds(2 + k as i64);
+                    let id = format!("AIS-{f}-{k}");
+                    outage(&mut out, &id, ne, "TU-AIS", "major", (raised, cleared), 0);
                 }
             }
-            // Core link cut: LOS only, a mass outage for the protected and unprotected.
+            // Core link cut: LOS only, a mass outage for the circuits homed behind it.
             20..=24 => {
                 let link = &topo.core_links[rng.random_range(0..topo.core_links.len())];
-                let id = format!("CLOS-{f}");
-                push(
+                outage(
                     &mut out,
-                    at,
-                    0,
+                    &format!("CLOS-{f}"),
                     link,
-                    alarm(&id, link, "LOS", "critical", at, None),
-                );
-                push(
-                    &mut out,
-                    at + lasts,
+                    "LOS",
+                    "critical",
+                    (at, end),
                     0,
-                    link,
-                    alarm(&id, link, "LOS", "critical", at, Some(at + lasts)),
                 );
             }
             // Card failure.
@@ -353,75 +346,44 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
                 let ne = &ring.nes[rng.random_range(0..ring.nes.len())];
                 let card = format!("{ne}/{}", rng.random_range(0..CARDS));
                 let id = format!("CARD-{f}");
-                push(
+                outage(
                     &mut out,
-                    at,
-                    0,
+                    &id,
                     &card,
-                    alarm(&id, &card, "equipmentFailure", "critical", at, None),
-                );
-                push(
-                    &mut out,
-                    at + lasts,
+                    "equipmentFailure",
+                    "critical",
+                    (at, end),
                     0,
-                    &card,
-                    alarm(
-                        &id,
-                        &card,
-                        "equipmentFailure",
-                        "critical",
-                        at,
-                        Some(at + lasts),
-                    ),
                 );
             }
             // Flapping port: short drops a minute apart.
             40..=59 => {
                 let (_, port) = &topo.edges[rng.random_range(0..topo.edges.len())];
                 for k in 0..rng.random_range(3..8) {
-                    let id = format!("FLAP-{f}-{k}");
                     let down = at + Duration::seconds(60 * k);
                     let up = down + Duration::seconds(rng.random_range(5..40));
-                    push(
-                        &mut out,
-                        down,
-                        0,
-                        port,
-                        alarm(&id, port, "linkDown", "major", down, None),
-                    );
-                    push(
-                        &mut out,
-                        up,
-                        0,
-                        port,
-                        alarm(&id, port, "linkDown", "major", down, Some(up)),
-                    );
+                    let id = format!("FLAP-{f}-{k}");
+                    outage(&mut out, &id, port, "linkDown", "major", (down, up), 0);
                 }
             }
             // CPE powered off at the customer's site.
             60..=84 => {
                 let (cpe, _) = &topo.edges[rng.random_range(0..topo.edges.len())];
-                let id = format!("PWR-{f}");
-                push(
+                outage(
                     &mut out,
-                    at,
-                    0,
+                    &format!("PWR-{f}"),
                     cpe,
-                    alarm(&id, cpe, "dyingGasp", "critical", at, None),
-                );
-                push(
-                    &mut out,
-                    at + lasts,
+                    "dyingGasp",
+                    "critical",
+                    (at, end),
                     0,
-                    cpe,
-                    alarm(&id, cpe, "dyingGasp", "critical", at, Some(at + lasts)),
                 );
             }
             // A port failure whose alarms arrive late, the clear before the raise.
             _ => {
                 let (_, port) = &topo.edges[rng.random_range(0..topo.edges.len())];
                 let id = format!("LATE-{f}");
-                let late = lasts.num_seconds() + 30;
+                let late = (end - at).num_seconds() + 30;
                 push(
                     &mut out,
                     at,
@@ -429,13 +391,8 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
                     port,
                     alarm(&id, port, "LOS", "critical", at, None),
                 );
-                push(
-                    &mut out,
-                    at + lasts,
-                    10,
-                    port,
-                    alarm(&id, port, "LOS", "critical", at, Some(at + lasts)),
-                );
+                let clear = alarm(&id, port, "LOS", "critical", at, Some(end));
+                push(&mut out, end, 10, port, clear);
             }
         }
     }
