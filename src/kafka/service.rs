@@ -1059,7 +1059,8 @@ impl Core {
             key: key.clone(),
             error,
         };
-        let policy = self.config.policy.clone();
+        let cfg = Arc::clone(&self.config);
+        let policy = &cfg.policy;
         let payload = msg
             .payload()
             .map(|bytes| open_state(bytes, state_kind(self.kind, &key)))
@@ -1088,7 +1089,7 @@ impl Core {
                     match payload {
                         Some(bytes) => part
                             .states
-                            .import(&key, bytes, &policy)
+                            .import(&key, bytes, policy)
                             .map_err(|e| bad(e.to_string()))?,
                         None => part.states.forget(&key),
                     }
@@ -1133,7 +1134,8 @@ impl Core {
         if let Ok(mut s) = self.summary.lock() {
             s.inputs += 1;
         }
-        let t = self.config.topics.clone();
+        let cfg = Arc::clone(&self.config);
+        let t = &cfg.topics;
         match self.kind {
             StageKind::FanOut => {
                 if msg.topic() == t.alarms {
@@ -1226,7 +1228,8 @@ impl Core {
 
     /// Stage 1: one decoded input from the alarms, maintenance or inventory topic.
     fn fan_out(&mut self, p: i32, input: Input) -> Result<(), RejectReason> {
-        let policy = self.config.policy.clone();
+        let cfg = Arc::clone(&self.config);
+        let policy = &cfg.policy;
         let replica = self.replica.clone();
         let r = read(&replica);
         match input {
@@ -1239,7 +1242,7 @@ impl Core {
                     );
                     return Ok(());
                 };
-                let impacts = fanout.on_alarm(&alarm, &r.network, &policy);
+                let impacts = fanout.on_alarm(&alarm, &r.network, policy);
                 drop(r);
                 self.send_impacts(impacts);
             }
@@ -1252,7 +1255,7 @@ impl Core {
                         ),
                     });
                 }
-                let notice = late_notice(&window, &r.network, &policy);
+                let notice = late_notice(&window, &r.network, policy);
                 drop(r);
                 if let Some(n) = notice {
                     self.route(vec![Output::Warning(Warning::LateNotice(n))]);
@@ -1327,7 +1330,8 @@ impl Core {
     /// input's time first, as the replay's clock does; then fire the timers up to the
     /// limit.
     fn release(&mut self, p: i32) {
-        let policy = self.config.policy.clone();
+        let cfg = Arc::clone(&self.config);
+        let policy = &cfg.policy;
         let replica = self.replica.clone();
         let upstream = self.alarm_partitions;
         let Some(limit) = self
@@ -1344,12 +1348,12 @@ impl Core {
             let Some((key, item)) = part.buf.next_ready(limit) else {
                 break;
             };
-            let mut out = part.states.advance(key.0, &policy);
+            let mut out = part.states.advance(key.0, policy);
             let mut rejected = None;
             match item {
                 Pending::Impact { impact } => {
                     let r = read(&replica);
-                    out.extend(part.states.on_impact(impact, &r.network, &policy));
+                    out.extend(part.states.on_impact(impact, &r.network, policy));
                 }
                 Pending::Command {
                     command,
@@ -1358,7 +1362,7 @@ impl Core {
                     offset,
                     key,
                     original,
-                } => match part.states.on_command(&command, &policy) {
+                } => match part.states.on_command(&command, policy) {
                     Ok(o) => out.extend(o),
                     Err(reason) => {
                         rejected = Some((reason, topic, partition, offset, key, original))
@@ -1381,7 +1385,7 @@ impl Core {
             return;
         };
         if part.buf.catch_up(limit) {
-            let out = part.states.advance(limit, &policy);
+            let out = part.states.advance(limit, policy);
             self.circuit_outputs(p, out);
         }
     }
@@ -1441,12 +1445,13 @@ impl Core {
     /// Stage 2: outputs of one step, with the figures that follow each ticket event, and
     /// the facts of each ticket event for the incident stage.
     fn circuit_outputs(&mut self, p: i32, out: Vec<Output>) {
-        let policy = self.config.policy.clone();
+        let cfg = Arc::clone(&self.config);
+        let policy = &cfg.policy;
         let facts_topic = self.config.topics.incident_facts.clone();
         let Some(part) = self.circuits.get_mut(&p) else {
             return;
         };
-        let out = part.states.with_figures(out, &policy);
+        let out = part.states.with_figures(out, policy);
         let mut facts = Vec::new();
         for o in &out {
             if let Output::Ticket(ev) = o {
@@ -1475,7 +1480,8 @@ impl Core {
     /// A replica change: stage 1 hits circuits added or re-routed under active alarms;
     /// stage 2 re-checks circuits and notes maintenance windows.
     fn on_change(&mut self, change: Change) {
-        let policy = self.config.policy.clone();
+        let cfg = Arc::clone(&self.config);
+        let policy = &cfg.policy;
         let replica = self.replica.clone();
         let now = Utc::now();
         match self.kind {
@@ -1504,12 +1510,12 @@ impl Core {
                     };
                     let out = match &change {
                         Change::Circuit(id) if part.states.contains(id) => {
-                            part.states.on_inventory(id, &r.network, now, &policy)
+                            part.states.on_inventory(id, &r.network, now, policy)
                         }
                         Change::Circuit(_) => Vec::new(),
                         Change::Window(w) => part
                             .states
-                            .on_window(w.clone(), &r.network, &policy)
+                            .on_window(w.clone(), &r.network, policy)
                             .unwrap_or_default(),
                         Change::WindowCancelled(id) => {
                             part.states.cancel_window(id);
