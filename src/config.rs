@@ -21,6 +21,10 @@ pub const DEFAULT_TICK_MS: u64 = 200;
 pub const DEFAULT_IDLE_AFTER_MS: u64 = 1000;
 /// Hostname used in the default transactional id when none can be found.
 pub const FALLBACK_HOSTNAME: &str = "local";
+/// Default address of the HTTP listener (`http_listen`): loopback only.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9464";
+/// Environment variable holding the bearer token of the query API and NOC view.
+pub const HTTP_TOKEN_ENV: &str = "LINEWATCH_HTTP_TOKEN";
 
 /// Librdkafka properties that linewatch sets itself: a `[kafka]` entry for one of them
 /// would be ignored (`group.id`, `transactional.id`) or would beat `--bootstrap-servers`
@@ -65,6 +69,9 @@ pub struct Layer {
     pub tick_ms: Option<u64>,
     pub idle_after_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
+    pub http_listen: Option<std::net::SocketAddr>,
+    pub http_advertise_url: Option<String>,
+    pub http_token_file: Option<PathBuf>,
 }
 
 impl Layer {
@@ -79,6 +86,9 @@ impl Layer {
             tick_ms: self.tick_ms.or(lower.tick_ms),
             idle_after_ms: self.idle_after_ms.or(lower.idle_after_ms),
             log_format: self.log_format.or(lower.log_format),
+            http_listen: self.http_listen.or(lower.http_listen),
+            http_advertise_url: self.http_advertise_url.or(lower.http_advertise_url),
+            http_token_file: self.http_token_file.or(lower.http_token_file),
         }
     }
 }
@@ -157,6 +167,9 @@ struct RawFile {
     tick_ms: Option<u64>,
     idle_after_ms: Option<u64>,
     log_format: Option<LogFormat>,
+    http_listen: Option<std::net::SocketAddr>,
+    http_advertise_url: Option<String>,
+    http_token_file: Option<PathBuf>,
     #[serde(default)]
     kafka: toml::Table,
     #[serde(default)]
@@ -219,8 +232,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl FileConfig {
-    /// Reads and parses a config file; a relative `policy` path is taken relative to the
-    /// file's folder.
+    /// Reads and parses a config file; a relative `policy` or `http_token_file` path is
+    /// taken relative to the file's folder.
     ///
     /// # Errors
     /// [`ConfigError::Read`], or the errors of [`FileConfig::from_toml_str`] wrapped in
@@ -236,6 +249,9 @@ impl FileConfig {
         })?;
         if let (Some(policy), Some(dir)) = (&file.settings.policy, path.parent()) {
             file.settings.policy = Some(dir.join(policy));
+        }
+        if let (Some(token), Some(dir)) = (&file.settings.http_token_file, path.parent()) {
+            file.settings.http_token_file = Some(dir.join(token));
         }
         Ok(file)
     }
@@ -266,6 +282,9 @@ impl FileConfig {
                 tick_ms: raw.tick_ms,
                 idle_after_ms: raw.idle_after_ms,
                 log_format: raw.log_format,
+                http_listen: raw.http_listen,
+                http_advertise_url: raw.http_advertise_url,
+                http_token_file: raw.http_token_file,
             },
             kafka: kafka.into_iter().collect(),
             topics: raw.topics,
@@ -370,6 +389,11 @@ pub struct RunSettings {
     pub tick_ms: u64,
     pub idle_after_ms: u64,
     pub log_format: LogFormat,
+    pub http_listen: std::net::SocketAddr,
+    /// `None`: `http://<listen address>`.
+    pub http_advertise_url: Option<String>,
+    /// File holding the bearer token (when `LINEWATCH_HTTP_TOKEN` is not set).
+    pub http_token_file: Option<PathBuf>,
 }
 
 /// Merges the command line (flags, each already resolved by clap against its environment
@@ -410,6 +434,13 @@ pub fn resolve(
         tick_ms: merged.tick_ms.unwrap_or(DEFAULT_TICK_MS),
         idle_after_ms: merged.idle_after_ms.unwrap_or(DEFAULT_IDLE_AFTER_MS),
         log_format: merged.log_format.unwrap_or_default(),
+        http_listen: merged.http_listen.unwrap_or_else(|| {
+            DEFAULT_HTTP_LISTEN
+                .parse()
+                .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+        }),
+        http_advertise_url: merged.http_advertise_url,
+        http_token_file: merged.http_token_file,
     })
 }
 
@@ -546,6 +577,9 @@ mod tests {
                 tick_ms: Some(250),
                 idle_after_ms: Some(9000),
                 log_format: Some(LogFormat::Json),
+                http_listen: None,
+                http_advertise_url: None,
+                http_token_file: None,
             }
         );
         let kafka: Vec<(&str, &str)> = file

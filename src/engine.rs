@@ -25,7 +25,8 @@ use crate::sla::{
     circuit_figures, union, warning_between, CircuitFacts, CircuitFigures, FaultFacts, Limits,
     Period, RiskWarning, Span,
 };
-use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent};
+use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent, TicketStatus};
+use crate::views::{CircuitView, TicketView};
 
 /// A command from the ticketing system about one ticket
 /// (schema `topics/schemas/ticket-command.schema.json`).
@@ -363,6 +364,60 @@ impl CircuitStates {
             self.timers.remove(&(old, circuit_id.to_string()));
         }
         self.circuits.remove(circuit_id);
+    }
+
+    /// The ids of the circuits with state.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.circuits.keys().map(String::as_str)
+    }
+
+    /// What the query API shows of a circuit: its line state, open ticket and latest year
+    /// and month figures, with its customer from `network` where the inventory still has
+    /// it. `None` for a circuit with neither state nor inventory record.
+    pub fn view(
+        &self,
+        circuit_id: &str,
+        partition: i32,
+        network: &Network,
+        policy: &Policy,
+    ) -> Option<CircuitView> {
+        let entry = self.circuits.get(circuit_id);
+        let circuit = network.circuit(circuit_id);
+        if entry.is_none() && circuit.is_none() {
+            return None;
+        }
+        let latest = |year: bool| {
+            entry.and_then(|e| {
+                e.figures
+                    .values()
+                    .filter(|f| (f.period.len() == 4) == year)
+                    .max_by(|a, b| a.period.cmp(&b.period))
+                    .cloned()
+            })
+        };
+        let fault = entry.and_then(|e| e.fault.as_ref());
+        let ident = entry.and_then(|e| e.ident.as_ref());
+        Some(CircuitView {
+            circuit_id: circuit_id.to_string(),
+            partition,
+            in_inventory: circuit.is_some(),
+            customer_id: circuit
+                .map(|c| c.customer.id.clone())
+                .or_else(|| fault.map(|f| f.customer_id.clone()))
+                .or_else(|| ident.map(|(id, _)| id.clone())),
+            customer_name: circuit
+                .map(|c| c.customer.name.clone())
+                .or_else(|| fault.map(|f| f.customer_name.clone())),
+            assurance_level: circuit
+                .map(|c| c.assurance_level)
+                .or_else(|| ident.map(|(_, level)| *level)),
+            line: self.status(circuit_id).into(),
+            open_ticket: fault
+                .filter(|f| f.status != TicketStatus::Closed)
+                .map(|f| TicketView::of(f, entry.and_then(|e| e.incident_key.as_deref()), policy)),
+            year_to_date: latest(true),
+            month: latest(false),
+        })
     }
 
     /// Number of circuits with state.

@@ -14,6 +14,8 @@
 //! - [`correlation`]: which circuits an alarm hits, and whether each is down.
 //! - [`ticket`]: fault tickets, their SLA deadlines and TMF621 events.
 //! - [`engine`]: the facade the runtimes drive: input and time in, events out.
+//! - [`views`]: what the NOC sees of the committed state (circuits, open tickets, budgets,
+//!   incidents), read by the query API.
 //!
 //! Around it: [`intake`] (one decoder per input stream), [`replay`] (the engine over
 //! files), [`simulate`] (a seeded network and its alarm traffic), [`config`] (the `run`
@@ -24,11 +26,13 @@ pub mod calendar;
 pub mod config;
 pub mod correlation;
 pub mod engine;
+pub mod http;
 pub mod incident;
 pub mod intake;
 pub mod inventory;
 pub mod kafka;
 pub mod levels;
+pub mod live;
 pub mod maintenance;
 pub mod network;
 pub mod policy;
@@ -36,4 +40,6 @@ pub mod rejection;
 pub mod replay;
 pub mod simulate;
 pub mod sla;
+pub mod telemetry;
 pub mod ticket;
+pub mod views;

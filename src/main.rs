@@ -14,9 +14,10 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use linewatch::config::{self, LogFormat, RunSettings};
+use linewatch::http::Token;
 use linewatch::intake::Stream;
 use linewatch::kafka::send::send_lines;
-use linewatch::kafka::service::{self, ServiceConfig, TopicNames};
+use linewatch::kafka::service::{self, HttpConfig, ServiceConfig, TopicNames};
 use linewatch::kafka::topics::{self, PlanOptions, TopicAdmin};
 use linewatch::kafka::{client_config, parse_client_override, ClientOverride};
 use linewatch::policy::Policy;
@@ -305,6 +306,28 @@ struct RunArgs {
             .map(|s| s.parse::<LogFormat>().expect("one of the possible values"))
     )]
     log_format: Option<LogFormat>,
+
+    /// Address of the HTTP listener: health (/healthz, /readyz), Prometheus metrics
+    /// (/metrics), the query API (/api/v1/..., described by /openapi.json) and the NOC view
+    /// (/). Loopback unless told otherwise; any other address needs a bearer token. File
+    /// key: http_listen. Default: 127.0.0.1:9464.
+    #[arg(long, env = "LINEWATCH_HTTP_LISTEN", value_name = "ADDR:PORT")]
+    http_listen: Option<std::net::SocketAddr>,
+
+    /// The base URL under which other instances and callers reach this instance's
+    /// listener: the query API sends callers there for the circuits this instance owns.
+    /// File key: http_advertise_url. Default: http://<listen address> (the host name
+    /// when listening on all addresses).
+    #[arg(long, env = "LINEWATCH_HTTP_ADVERTISE_URL", value_name = "URL")]
+    http_advertise_url: Option<String>,
+
+    /// File holding the bearer token that the query API and the NOC view require. The
+    /// token may also come from the environment variable LINEWATCH_HTTP_TOKEN (which wins);
+    /// it is never taken as a flag, where other users of the machine could read it. With
+    /// neither, the API is open, which is allowed only on a loopback listener. File key:
+    /// http_token_file. Default: none.
+    #[arg(long, env = "LINEWATCH_HTTP_TOKEN_FILE", value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -325,6 +348,9 @@ impl RunArgs {
             tick_ms: self.tick_ms,
             idle_after_ms: self.idle_after_ms,
             log_format: self.log_format,
+            http_listen: self.http_listen,
+            http_advertise_url: self.http_advertise_url,
+            http_token_file: self.http_token_file,
         };
         Ok(config::resolve(
             command_line,
@@ -1097,6 +1123,15 @@ fn load_policy(arg: &PolicyArg) -> anyhow::Result<Policy> {
 /// `linewatch run`: the service loop on this thread, signals watched on another.
 fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
     init_logging("info", settings.log_format);
+    let token = http_token(settings.http_token_file.as_deref())?;
+    linewatch::http::check_exposure(settings.http_listen, token.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(linewatch::telemetry::LATENCY_BUCKETS)
+        .context("histogram buckets")?
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    linewatch::telemetry::describe();
     let policy = match &settings.policy {
         Some(path) => Policy::load(path)?,
         None => Policy::builtin(),
@@ -1133,9 +1168,35 @@ fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
         policy,
         tick: Duration::from_millis(settings.tick_ms.max(10)),
         idle_after: Duration::from_millis(settings.idle_after_ms),
+        http: Some(HttpConfig {
+            listen: settings.http_listen,
+            advertise_url: settings.http_advertise_url,
+            token,
+            metrics: Some(metrics),
+        }),
     };
     service::run(config, shutdown)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bearer token: `LINEWATCH_HTTP_TOKEN`, else the token file's first line. Errors
+/// name the file, never its content.
+fn http_token(file: Option<&std::path::Path>) -> anyhow::Result<Option<Token>> {
+    if let Ok(value) = std::env::var(linewatch::config::HTTP_TOKEN_ENV) {
+        return match Token::new(&value) {
+            Some(t) => Ok(Some(t)),
+            None => anyhow::bail!("{} is set but empty", linewatch::config::HTTP_TOKEN_ENV),
+        };
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the HTTP token file {}", path.display()))?;
+    match Token::new(text.lines().next().unwrap_or_default()) {
+        Some(t) => Ok(Some(t)),
+        None => anyhow::bail!("the HTTP token file {} is empty", path.display()),
+    }
 }
 
 /// The admin commands are one-shot: a small current-thread runtime is enough (the blocking

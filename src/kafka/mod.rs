@@ -8,6 +8,7 @@
 //!   command so that security settings (SASL, TLS) are given once, the same way.
 
 pub mod bench;
+pub mod directory;
 pub mod send;
 pub mod service;
 pub mod topics;

@@ -50,25 +50,31 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use crate::alarm::check_not_in_future;
 use crate::correlation::{AlarmRecord, FanOut, Impact};
 use crate::engine::{late_notice, CircuitStates, Input, Output, Sink, Warning};
-use crate::incident::{IncidentBook, TicketFacts};
+use crate::http::{App, HttpServer, Inventory, Token};
+use crate::incident::{IncidentBook, IncidentEvent, TicketFacts};
 use crate::intake::{decode, Stream};
 use crate::inventory::InventoryChange;
+use crate::kafka::directory::KafkaDirectory;
 use crate::kafka::{client_config, ClientOverride};
+use crate::live::Live;
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
 use crate::policy::Policy;
 use crate::rejection::{RejectReason, Rejection, Source};
+use crate::telemetry;
+use crate::views::CircuitView;
 
 /// Topic names the service reads and writes.
 #[derive(Debug, Clone)]
@@ -142,6 +148,31 @@ pub struct ServiceConfig {
     /// How long a fan-out partition must sit at its end before its watermark follows the
     /// wall clock.
     pub idle_after: Duration,
+    /// The HTTP listener (health, metrics, query API, NOC view); `None` for none.
+    pub http: Option<HttpConfig>,
+}
+
+/// Settings of the HTTP listener.
+#[derive(Clone)]
+pub struct HttpConfig {
+    pub listen: std::net::SocketAddr,
+    /// The base URL other instances and callers use to reach this one; default
+    /// `http://<listen address>` (the host name instead of an unspecified address).
+    pub advertise_url: Option<String>,
+    pub token: Option<Token>,
+    /// The Prometheus recorder's handle, when one is installed.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("listen", &self.listen)
+            .field("advertise_url", &self.advertise_url)
+            .field("token", &self.token)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
 }
 
 /// Errors that stop the service.
@@ -164,6 +195,8 @@ pub enum ServiceError {
     },
     #[error("stage {0} stopped unexpectedly")]
     StagePanicked(&'static str),
+    #[error("HTTP listener: {0}")]
+    Http(String),
 }
 
 /// Counts the service reports when it stops (and that tests check).
@@ -212,6 +245,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let config = Arc::new(config);
     let summary = Arc::new(Mutex::new(RunSummary::default()));
     let replica = Arc::new(RwLock::new(Replica::default()));
+    let (live, _http) = start_http(&config, &replica)?;
 
     // 1. The replicas, up to the high watermarks seen at start.
     let replica_consumer = replica_consumer(&config)?;
@@ -231,6 +265,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     }
     {
         let r = read(&replica);
+        live.set_replica_ready(r.network.len());
         info!(
             circuits = r.network.len(),
             windows = r.windows.len(),
@@ -252,6 +287,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     for (kind, changes) in kinds {
         let ctx = StageEnv {
             config: config.clone(),
+            live: live.clone(),
             replica: replica.clone(),
             shutdown: shutdown.clone(),
             summary: summary.clone(),
@@ -276,7 +312,10 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     while !shutdown.load(Ordering::Relaxed) {
         let polled = replica_consumer.poll(Duration::from_millis(100));
         match polled.map(usable).transpose() {
-            Ok(Some(Some(msg))) => apply_replica(&config, &replica, &msg, &senders),
+            Ok(Some(Some(msg))) => {
+                apply_replica(&config, &replica, &msg, &senders);
+                live.set_inventory_circuits(read(&replica).network.len());
+            }
             Ok(_) => {}
             Err(e) => {
                 error!(error = %e, "inventory replica failed");
@@ -299,6 +338,58 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     info!(?summary, "stopped");
     Ok(summary)
+}
+
+/// The instance's shared state, and its HTTP listener when one is configured (bound
+/// before the replica is read, so that health answers from the start).
+fn start_http(
+    config: &Arc<ServiceConfig>,
+    replica: &Arc<RwLock<Replica>>,
+) -> Result<(Arc<Live>, Option<HttpServer>), ServiceError> {
+    let Some(http) = &config.http else {
+        return Ok((Arc::new(Live::new(&config.transactional_id, "")), None));
+    };
+    // Bind first: with port 0 the URL is only known afterwards.
+    let listener = std::net::TcpListener::bind(http.listen)
+        .map_err(|e| ServiceError::Http(format!("cannot listen on {}: {e}", http.listen)))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| ServiceError::Http(e.to_string()))?;
+    let url = http.advertise_url.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            format!("http://{}:{}", crate::config::hostname(), bound.port())
+        } else {
+            format!("http://{bound}")
+        }
+    });
+    let live = Arc::new(Live::new(&config.transactional_id, url));
+    let directory = KafkaDirectory::new(config).map_err(ServiceError::Kafka)?;
+    let app = App::new(
+        live.clone(),
+        Arc::new(directory),
+        Arc::new(ReplicaInventory {
+            replica: replica.clone(),
+            config: config.clone(),
+        }),
+        http.token.clone(),
+        http.metrics.clone(),
+    );
+    let server = HttpServer::serve(listener, app)
+        .map_err(|e| ServiceError::Http(format!("cannot listen on {bound}: {e}")))?;
+    Ok((live, Some(server)))
+}
+
+/// Circuits known to the inventory replica but without state.
+struct ReplicaInventory {
+    replica: Arc<RwLock<Replica>>,
+    config: Arc<ServiceConfig>,
+}
+
+impl Inventory for ReplicaInventory {
+    fn circuit(&self, circuit_id: &str, partition: i32) -> Option<CircuitView> {
+        let r = read(&self.replica);
+        CircuitStates::new().view(circuit_id, partition, &r.network, &self.config.policy)
+    }
 }
 
 fn read(replica: &RwLock<Replica>) -> std::sync::RwLockReadGuard<'_, Replica> {
@@ -373,6 +464,7 @@ impl StageKind {
 
 struct StageEnv {
     config: Arc<ServiceConfig>,
+    live: Arc<Live>,
     replica: Arc<RwLock<Replica>>,
     shutdown: Arc<AtomicBool>,
     summary: Arc<Mutex<RunSummary>>,
@@ -406,6 +498,7 @@ fn supervise(
             Err(e) => return Err(e),
         };
         warn!(stage = kind.name(), %reason, "restarting the stage from the last commit");
+        counter!(telemetry::STAGE_RESTARTS, "stage" => kind.name()).increment(1);
         if let Ok(mut s) = env.summary.lock() {
             s.aborts += 1;
         }
@@ -427,11 +520,27 @@ struct Out {
 /// What the consumer context shares with the stage loop: rebalance events, and the stage
 /// itself, so that a clean revocation commits the batch in flight from inside the callback.
 struct StageContext {
+    stage: &'static str,
     core: Mutex<Option<Core>>,
     revoke_error: Mutex<Option<ServiceError>>,
 }
 
-impl ClientContext for StageContext {}
+impl ClientContext for StageContext {
+    /// librdkafka's statistics (every few seconds): the consumer lag of the assigned
+    /// partitions, summed per topic.
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            let lag: i64 = t
+                .partitions
+                .values()
+                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                .map(|p| p.consumer_lag)
+                .sum();
+            gauge!(telemetry::CONSUMER_LAG, "stage" => self.stage, "topic" => topic.clone())
+                .set(lag as f64);
+        }
+    }
+}
 
 impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -462,6 +571,8 @@ impl ConsumerContext for StageContext {
         // The range assignor is eager: every partition is revoked, and state is restored
         // again for what is assigned next.
         core.discard();
+        core.live
+            .update_stage(core.kind.name(), |info| info.partitions.clear());
         info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
     }
 
@@ -479,6 +590,17 @@ impl ConsumerContext for StageContext {
                     .map(|e| e.partition())
                     .collect();
                 info!(stage = core.kind.name(), partitions = ?assigned, "partitions assigned");
+                let count = match core.kind {
+                    StageKind::FanOut => core.alarm_partitions,
+                    StageKind::Circuits => core.impact_partitions,
+                    StageKind::Incidents => core.facts_partitions,
+                };
+                core.live.update_stage(core.kind.name(), |info| {
+                    info.joined = true;
+                    info.restoring = true;
+                    info.partitions = assigned.iter().copied().collect();
+                    info.partition_count = count;
+                });
                 core.to_restore.extend(assigned);
                 core.assigned = true;
             }
@@ -504,7 +626,13 @@ fn run_stage(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range")
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", "20")
+        // How other instances find this one's HTTP listener (see kafka::directory).
+        .set(
+            "client.id",
+            crate::kafka::directory::client_id(&config.transactional_id, &env.live.url),
+        )
+        .set("statistics.interval.ms", "5000");
     let mut producer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
     producer_cfg
         .set(
@@ -539,9 +667,13 @@ fn run_stage(
     }
 
     let context = StageContext {
+        stage: kind.name(),
         core: Mutex::new(Some(Core {
             kind,
             config: config.clone(),
+            live: env.live.clone(),
+            views: Vec::new(),
+            batch: BatchStats::default(),
             replica: env.replica.clone(),
             summary: env.summary.clone(),
             producer,
@@ -637,10 +769,29 @@ fn stage_loop(
     Ok(())
 }
 
+/// A view change to publish once the transaction that carries it commits.
+enum ViewUpdate {
+    Circuit(String, Option<Box<CircuitView>>),
+    Incident(String, Option<Box<IncidentEvent>>),
+}
+
+/// Counts of the batch in flight, added to the metrics when it commits.
+#[derive(Default)]
+struct BatchStats {
+    ticket_events: BTreeMap<String, u64>,
+    rejections: BTreeMap<String, u64>,
+    /// Kafka timestamps (ms) of the records consumed.
+    timestamps: Vec<i64>,
+}
+
 /// A stage's state and its transaction in flight.
 struct Core {
     kind: StageKind,
     config: Arc<ServiceConfig>,
+    live: Arc<Live>,
+    /// View changes of the batch in flight.
+    views: Vec<ViewUpdate>,
+    batch: BatchStats,
     replica: Arc<RwLock<Replica>>,
     summary: Arc<Mutex<RunSummary>>,
     producer: BaseProducer,
@@ -886,6 +1037,13 @@ impl Core {
     /// Forget the batch in flight and every partition's state (after a lost assignment or
     /// an abort): what the last committed transaction left is restored on assignment.
     fn discard(&mut self) {
+        self.views.clear();
+        self.batch = BatchStats::default();
+        match self.kind {
+            StageKind::Circuits => self.live.views.clear_circuits(),
+            StageKind::Incidents => self.live.views.clear_incidents(),
+            StageKind::FanOut => {}
+        }
         self.pending.clear();
         self.offsets.clear();
         self.offsets_dirty = false;
@@ -997,6 +1155,8 @@ impl Core {
             }
         }
         restorer.assign(&tpl).map_err(retry)?;
+        gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name())
+            .set(partitions.len() as f64);
         let mut records = 0u64;
         let mut last_log = Instant::now();
         loop {
@@ -1018,6 +1178,7 @@ impl Core {
                 Some(Err(e)) => warn!(error = %e, "restore: consumer error; retrying"),
                 Some(Ok(msg)) => {
                     records += 1;
+                    counter!(telemetry::RESTORE_RECORDS, "stage" => self.kind.name()).increment(1);
                     self.restore_record(&msg)?;
                 }
             }
@@ -1037,6 +1198,10 @@ impl Core {
         if let Ok(mut s) = self.summary.lock() {
             s.restored_records += records;
         }
+        self.publish_all_views();
+        gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name()).set(0.0);
+        self.live
+            .update_stage(self.kind.name(), |info| info.restoring = false);
         info!(
             stage = self.kind.name(),
             partitions = ?partitions,
@@ -1131,6 +1296,10 @@ impl Core {
         self.offsets
             .insert((msg.topic().to_string(), p), msg.offset() + 1);
         self.offsets_dirty = true;
+        telemetry::message_in(msg.topic());
+        if let Some(ms) = msg.timestamp().to_millis() {
+            self.batch.timestamps.push(ms);
+        }
         if let Ok(mut s) = self.summary.lock() {
             s.inputs += 1;
         }
@@ -1648,6 +1817,11 @@ impl Core {
                     if let Ok(mut s) = self.summary.lock() {
                         s.ticket_events += 1;
                     }
+                    *self
+                        .batch
+                        .ticket_events
+                        .entry(telemetry::serde_name(&ev.sla_event))
+                        .or_default() += 1;
                     info!(
                         ticket = %ev.ticket().id,
                         circuit = %output.key(),
@@ -1698,6 +1872,11 @@ impl Core {
 
     fn push_rejection(&mut self, rej: Rejection, key: String) {
         warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
+        *self
+            .batch
+            .rejections
+            .entry(telemetry::serde_name(&rej.reason_code))
+            .or_default() += 1;
         if let Ok(mut s) = self.summary.lock() {
             s.rejected += 1;
         }
@@ -1709,6 +1888,61 @@ impl Core {
                 value: Some(bytes),
             }),
             Err(e) => warn!(error = %e, "cannot serialize a rejection"),
+        }
+    }
+
+    /// After a commit: publish the batch's view changes and count what it carried.
+    fn committed(&mut self) {
+        let mut out: BTreeMap<&str, u64> = BTreeMap::new();
+        for o in &self.pending {
+            *out.entry(o.topic.as_str()).or_default() += 1;
+        }
+        for (topic, n) in out {
+            counter!(telemetry::MESSAGES_OUT, "topic" => topic.to_string()).increment(n);
+        }
+        let views = &self.live.views;
+        for update in self.views.drain(..) {
+            match update {
+                ViewUpdate::Circuit(_, Some(view)) => views.put_circuit(*view),
+                ViewUpdate::Circuit(id, None) => views.remove_circuit(&id),
+                ViewUpdate::Incident(key, Some(record)) => views.put_incident(&key, *record),
+                ViewUpdate::Incident(key, None) => views.remove_incident(&key),
+            }
+        }
+        let batch = std::mem::take(&mut self.batch);
+        for (event, n) in batch.ticket_events {
+            counter!(telemetry::TICKET_EVENTS, "event" => event).increment(n);
+        }
+        for (reason, n) in batch.rejections {
+            counter!(telemetry::REJECTIONS, "reason" => reason).increment(n);
+        }
+        let now = Utc::now().timestamp_millis();
+        let latency = histogram!(telemetry::PROCESSING_LATENCY, "stage" => self.kind.name());
+        for ms in batch.timestamps {
+            latency.record((now - ms).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// After a restore: publish the views of everything restored.
+    fn publish_all_views(&mut self) {
+        let views = &self.live.views;
+        let replica = read(&self.replica);
+        for (p, part) in &self.circuits {
+            for id in part.states.ids() {
+                if let Some(view) = part
+                    .states
+                    .view(id, *p, &replica.network, &self.config.policy)
+                {
+                    views.put_circuit(view);
+                }
+            }
+        }
+        for part in self.incidents.values() {
+            for incident in part.book.incidents() {
+                if let Some(record) = incident.record() {
+                    views.put_incident(incident.root_key(), record);
+                }
+            }
         }
     }
 
@@ -1725,9 +1959,16 @@ impl Core {
                 records.push((*p, key, value));
             }
         }
+        let replica = self.replica.clone();
+        let network = read(&replica);
         for (p, part) in &mut self.circuits {
             for key in part.states.take_dirty() {
                 let value = part.states.export(&key).ok().flatten();
+                let view = part
+                    .states
+                    .view(&key, *p, &network.network, &self.config.policy)
+                    .map(Box::new);
+                self.views.push(ViewUpdate::Circuit(key.clone(), view));
                 records.push((*p, key, value));
             }
             let mut buffered = Vec::new();
@@ -1736,13 +1977,17 @@ impl Core {
         }
         for (p, part) in &mut self.incidents {
             for key in part.book.take_dirty() {
-                let value = part.book.get(&key).and_then(|i| serde_json::to_vec(i).ok());
+                let incident = part.book.get(&key);
+                let value = incident.and_then(|i| serde_json::to_vec(i).ok());
+                let record = incident.and_then(|i| i.record()).map(Box::new);
+                self.views.push(ViewUpdate::Incident(key.clone(), record));
                 records.push((*p, key, value));
             }
             let mut buffered = Vec::new();
             part.buf.changelog(&mut buffered);
             records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
         }
+        drop(network);
         for (p, key, value) in records {
             let value = value.map(|state| seal_state(state_kind(self.kind, &key), &state));
             self.pending.push(Out {
@@ -1760,12 +2005,23 @@ impl Core {
         if self.pending.is_empty() && !self.offsets_dirty {
             return Ok(()); // never commit an empty transaction
         }
+        let started = Instant::now();
         let result = self.transact(consumer);
+        let stage = self.kind.name();
+        histogram!(telemetry::TRANSACTION_DURATION, "stage" => stage)
+            .record(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() {
+            "committed"
+        } else {
+            "aborted"
+        };
+        counter!(telemetry::TRANSACTIONS, "stage" => stage, "outcome" => outcome).increment(1);
         match &result {
             Ok(()) => {
                 if let Ok(mut s) = self.summary.lock() {
                     s.transactions += 1;
                 }
+                self.committed();
                 debug!(
                     stage = self.kind.name(),
                     records = self.pending.len(),
