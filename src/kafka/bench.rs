@@ -173,6 +173,8 @@ pub fn start_service(
             group,
             "--transactional-id",
             &format!("{group}-0"),
+            "--http-listen",
+            "127.0.0.1:0",
         ])
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)

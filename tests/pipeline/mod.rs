@@ -417,6 +417,8 @@ impl Instance {
                 "session.timeout.ms=6000",
                 "-X",
                 "heartbeat.interval.ms=1000",
+                "--http-listen",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -430,6 +432,22 @@ impl Instance {
             child,
             log,
         }
+    }
+
+    /// The base URL of the instance's HTTP listener (from its log).
+    pub fn http_url(&self) -> String {
+        let marker = "HTTP listener up";
+        self.wait_for_log(Duration::from_secs(60), |log| log.contains(marker));
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains(marker))
+            .expect("the listener's log line");
+        let address = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("address="))
+            .expect("address= in the listener's log line");
+        format!("http://{address}")
     }
 
     pub fn signal(&self, signal: &str) {
