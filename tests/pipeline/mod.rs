@@ -394,6 +394,19 @@ impl Instance {
         dir: &Path,
         extra: &[&str],
     ) -> Instance {
+        Self::start_full(bootstrap, prefix, group, name, dir, extra, &[])
+    }
+
+    /// An instance with more `run` arguments and environment variables.
+    pub fn start_full(
+        bootstrap: &str,
+        prefix: &str,
+        group: &str,
+        name: &str,
+        dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Instance {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -422,6 +435,7 @@ impl Instance {
             ])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
@@ -879,4 +893,89 @@ pub fn open_tickets(tickets: &[Value]) -> Vec<(String, String)> {
             (id, circuit)
         })
         .collect()
+}
+
+/// One test's topics, groups and folder on the broker.
+pub const SETTLE: Duration = Duration::from_secs(3);
+pub const LIMIT: Duration = Duration::from_secs(240);
+
+pub struct Setup {
+    pub bootstrap: String,
+    pub prefix: String,
+    pub group: String,
+    pub topics: TopicNames,
+    /// Logs of the instances, the replay's files and the run's output, kept for a look
+    /// after a failure (under target/tmp).
+    pub dir: std::path::PathBuf,
+}
+
+pub async fn setup(name: &str) -> Setup {
+    let bootstrap = common::bootstrap();
+    let prefix = format!("{}.", common::unique_name(name));
+    common::create_service_topics(&bootstrap, &prefix, PARTITIONS).await;
+    Setup {
+        topics: TopicNames::with_prefix(&prefix),
+        group: common::unique_name(&format!("{name}-lw")),
+        bootstrap,
+        dir: {
+            let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+            std::fs::create_dir_all(&d).expect("dir");
+            d
+        },
+        prefix,
+    }
+}
+
+impl Setup {
+    pub fn start(&self, name: &str) -> Instance {
+        Instance::start(
+            &self.bootstrap,
+            &self.prefix,
+            &self.group,
+            name,
+            self.dir.as_path(),
+        )
+    }
+
+    pub fn settle(&self) {
+        wait_quiescent(&self.bootstrap, &self.group, &self.topics, SETTLE, LIMIT);
+    }
+
+    /// The inventory, before any instance starts (an instance reads it to the end before
+    /// it processes alarms; a circuit that appears later is only hit by alarms still
+    /// active then, from the wall-clock time it appeared).
+    pub fn load_inventory(&self, s: &Scenario) {
+        produce(&self.bootstrap, &self.topics.inventory, &s.inventory);
+    }
+
+    /// Feed the scenario in its two phases, with the ticketing system's commands between
+    /// them, calling `during` while each phase is being processed; return the commands.
+    pub fn feed(&self, s: &Scenario, mut during: impl FnMut(u32)) -> Vec<Rec> {
+        produce(&self.bootstrap, &self.topics.alarms, &s.phase1);
+        during(1);
+        self.settle();
+        let tickets = read_outputs(&self.bootstrap, &self.topics).tickets;
+        let commands = commands_at_split(&open_tickets(&tickets), s.split);
+        assert!(
+            !commands.is_empty(),
+            "the scenario has tickets open at the split"
+        );
+        produce(&self.bootstrap, &self.topics.commands, &commands);
+        self.settle();
+        produce(&self.bootstrap, &self.topics.alarms, &s.phase2);
+        during(2);
+        self.settle();
+        commands
+    }
+
+    pub fn replay(&self, s: &Scenario, commands: &[Rec]) -> Outputs {
+        let alarms: Vec<Rec> = s.phase1.iter().chain(&s.phase2).cloned().collect();
+        replay(
+            &self.dir.as_path().join("replay"),
+            &s.inventory,
+            &alarms,
+            commands,
+            s.end,
+        )
+    }
 }
