@@ -392,3 +392,181 @@ impl Views {
         self.circuits.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, hour, 0, 0).unwrap()
+    }
+
+    fn ticket(id: &str, level: AssuranceLevel, team: &str, due: Option<u32>) -> TicketView {
+        TicketView {
+            ticket_id: format!("TT-{id}"),
+            circuit_id: id.to_string(),
+            customer_id: "CU-1".into(),
+            customer_name: "Acme".into(),
+            customer_level: CustomerLevel::Gold,
+            assurance_level: level,
+            status: TicketStatus::Acknowledged,
+            lead_team: team.into(),
+            opened_at: at(1),
+            acknowledged_at: None,
+            accept_by: at(2),
+            restore_by: at(9),
+            at_risk_at: at(8),
+            restored_at: None,
+            down: true,
+            clock_runs: true,
+            at_risk: false,
+            breached: false,
+            escalation_level: 0,
+            incident_key: None,
+            root_cause: RootRef {
+                object: "NE-1".into(),
+                probable_cause: "LOS".into(),
+            },
+            next_deadline: due.map(|h| Deadline {
+                kind: DeadlineKind::Restore,
+                at: at(h),
+            }),
+        }
+    }
+
+    fn figures(id: &str, failures: u32, outage: u64, status: Status) -> CircuitFigures {
+        CircuitFigures {
+            circuit_id: id.into(),
+            customer_id: None,
+            assurance_level: AssuranceLevel::A,
+            period: "2026".into(),
+            period_start: at(0),
+            period_end: at(23),
+            as_of: at(5),
+            failures,
+            failure_limit: Some(8),
+            outage_seconds: outage,
+            outage_limit_seconds: Some(24 * 3600),
+            maintenance_seconds: 0,
+            availability: 0.99,
+            availability_target: None,
+            status,
+            breaches: Vec::new(),
+            open_fault: false,
+            is_final: false,
+        }
+    }
+
+    fn circuit(id: &str, ticket: Option<TicketView>, year: Option<CircuitFigures>) -> CircuitView {
+        CircuitView {
+            circuit_id: id.into(),
+            partition: 0,
+            in_inventory: true,
+            customer_id: None,
+            customer_name: None,
+            assurance_level: Some(AssuranceLevel::A),
+            line: LineView {
+                state: if ticket.is_some() {
+                    LineState::Down
+                } else {
+                    LineState::Up
+                },
+                since: None,
+            },
+            open_ticket: ticket,
+            year_to_date: year,
+            month: None,
+        }
+    }
+
+    #[test]
+    fn open_tickets_come_soonest_deadline_first_and_filter_by_team_and_level() {
+        let views = Views::new();
+        views.put_circuit(circuit(
+            "C3",
+            Some(ticket("C3", AssuranceLevel::A, "transport", None)),
+            None,
+        ));
+        views.put_circuit(circuit(
+            "C1",
+            Some(ticket("C1", AssuranceLevel::Aaa, "transport", Some(9))),
+            None,
+        ));
+        views.put_circuit(circuit(
+            "C2",
+            Some(ticket("C2", AssuranceLevel::A, "access", Some(4))),
+            None,
+        ));
+        views.put_circuit(circuit("C4", None, None));
+        let ids =
+            |list: Vec<TicketView>| list.into_iter().map(|t| t.circuit_id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(views.tickets(&TicketFilter::default(), 10)),
+            ["C2", "C1", "C3"]
+        );
+        assert_eq!(
+            ids(views.tickets(&TicketFilter::default(), 2)),
+            ["C2", "C1"]
+        );
+        let transport = TicketFilter {
+            team: Some("transport".into()),
+            ..TicketFilter::default()
+        };
+        assert_eq!(ids(views.tickets(&transport, 10)), ["C1", "C3"]);
+        let aaa = TicketFilter {
+            level: Some(AssuranceLevel::Aaa),
+            ..TicketFilter::default()
+        };
+        assert_eq!(ids(views.tickets(&aaa, 10)), ["C1"]);
+        let counts = views.counts();
+        assert_eq!(counts.circuits_down, 3);
+        assert_eq!(
+            counts.open_tickets,
+            vec![
+                ((AssuranceLevel::Aaa, TicketStatus::Acknowledged), 1),
+                ((AssuranceLevel::A, TicketStatus::Acknowledged), 2)
+            ]
+        );
+        views.clear_circuits();
+        assert!(views.tickets(&TicketFilter::default(), 10).is_empty());
+    }
+
+    #[test]
+    fn budgets_rank_by_the_larger_share_of_either_limit() {
+        let views = Views::new();
+        // 2 of 8 failures (25%), 12 h of 24 h (50%): 50%.
+        views.put_circuit(circuit(
+            "C1",
+            None,
+            Some(figures("C1", 2, 12 * 3600, Status::Ok)),
+        ));
+        // 7 of 8 failures: 87.5%.
+        views.put_circuit(circuit(
+            "C2",
+            None,
+            Some(figures("C2", 7, 0, Status::AtRisk)),
+        ));
+        // 30 h of 24 h: past the limit.
+        views.put_circuit(circuit(
+            "C3",
+            None,
+            Some(figures("C3", 1, 30 * 3600, Status::Breached)),
+        ));
+        views.put_circuit(circuit("C4", None, None));
+        let lines = views.budget(None, 10);
+        let order: Vec<&str> = lines.iter().map(|l| l.circuit_id.as_str()).collect();
+        assert_eq!(order, ["C3", "C2", "C1"]);
+        assert!((lines[0].outage_used - 1.25).abs() < 1e-9);
+        assert!((lines[1].failures_used - 0.875).abs() < 1e-9);
+        assert!((lines[2].budget_used - 0.5).abs() < 1e-9);
+        let at_risk: Vec<String> = views
+            .budget(Some(Status::AtRisk), 10)
+            .into_iter()
+            .map(|l| l.circuit_id)
+            .collect();
+        assert_eq!(at_risk, ["C2"]);
+        let counts = views.counts();
+        assert_eq!((counts.circuits_at_risk, counts.circuits_breached), (1, 1));
+    }
+}
