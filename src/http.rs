@@ -38,6 +38,8 @@ const NOC_PAGE: &str = include_str!("http/noc.html");
 /// The query API's description.
 const OPENAPI: &str = include_str!("../docs/openapi.json");
 
+/// How often the metrics recorder's histograms are drained.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long the membership of another stage's group is reused before asking again.
 const DIRECTORY_TTL: Duration = Duration::from_secs(3);
 
@@ -201,10 +203,21 @@ impl HttpServer {
             .enable_all()
             .build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let upkeep = app.metrics.clone();
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    // Histogram samples wait in buckets until drained: drain them even when
+                    // nobody scrapes, so that they cannot pile up.
+                    if let Some(handle) = upkeep {
+                        tokio::spawn(async move {
+                            loop {
+                                tokio::time::sleep(UPKEEP_EVERY).await;
+                                handle.run_upkeep();
+                            }
+                        });
+                    }
                     let listener = match tokio::net::TcpListener::from_std(listener) {
                         Ok(l) => l,
                         Err(e) => {

@@ -6,7 +6,7 @@
 //! reason code, ticket event kind, assurance level, ticket status): nothing grows with the
 //! number of circuits.
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 
 use crate::views::Counts;
 
@@ -65,7 +65,7 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub fn describe() {
     describe_counter!(
         MESSAGES_IN,
-        "Records read from each input topic (committed or not)"
+        "Records consumed from each input topic in committed transactions"
     );
     describe_counter!(
         MESSAGES_OUT,
@@ -176,11 +176,6 @@ pub fn reset_open_tickets() {
                 .set(0.0);
         }
     }
-}
-
-/// Count one record read from `topic`.
-pub fn message_in(topic: &str) {
-    counter!(MESSAGES_IN, "topic" => topic.to_string()).increment(1);
 }
 
 /// The name a unit enum serialises to (its wire name, used as a label value).

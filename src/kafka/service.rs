@@ -778,6 +778,7 @@ enum ViewUpdate {
 /// Counts of the batch in flight, added to the metrics when it commits.
 #[derive(Default)]
 struct BatchStats {
+    messages_in: BTreeMap<String, u64>,
     ticket_events: BTreeMap<String, u64>,
     rejections: BTreeMap<String, u64>,
     /// Kafka timestamps (ms) of the records consumed.
@@ -1296,7 +1297,12 @@ impl Core {
         self.offsets
             .insert((msg.topic().to_string(), p), msg.offset() + 1);
         self.offsets_dirty = true;
-        telemetry::message_in(msg.topic());
+        match self.batch.messages_in.get_mut(msg.topic()) {
+            Some(n) => *n += 1,
+            None => {
+                self.batch.messages_in.insert(msg.topic().to_string(), 1);
+            }
+        }
         if let Some(ms) = msg.timestamp().to_millis() {
             self.batch.timestamps.push(ms);
         }
@@ -1910,6 +1916,9 @@ impl Core {
             }
         }
         let batch = std::mem::take(&mut self.batch);
+        for (topic, n) in batch.messages_in {
+            counter!(telemetry::MESSAGES_IN, "topic" => topic).increment(n);
+        }
         for (event, n) in batch.ticket_events {
             counter!(telemetry::TICKET_EVENTS, "event" => event).increment(n);
         }
