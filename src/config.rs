@@ -29,10 +29,12 @@ pub const HTTP_TOKEN_ENV: &str = "LINEWATCH_HTTP_TOKEN";
 /// Librdkafka properties that linewatch sets itself: a `[kafka]` entry for one of them
 /// would be ignored (`group.id`, `transactional.id`) or would beat `--bootstrap-servers`
 /// (`bootstrap.servers`), so the file refuses them and names the key to use instead.
-const RESERVED_KAFKA_KEYS: [(&str, &str); 3] = [
+const RESERVED_KAFKA_KEYS: [(&str, &str); 4] = [
     ("bootstrap.servers", "bootstrap_servers"),
     ("group.id", "group_id"),
     ("transactional.id", "transactional_id"),
+    // The stage consumers' client.id carries the instance and its URL (kafka::directory).
+    ("client.id", "transactional_id (with http_advertise_url)"),
 ];
 
 /// Log output format.
@@ -374,8 +376,9 @@ fn from_serde_error(text: &str, e: serde_path_to_error::Error<toml::de::Error>) 
     }
 }
 
-/// Everything `run` needs, resolved.
-#[derive(Debug, Clone)]
+/// Everything `run` needs, resolved. Its Debug output leaves out the client properties'
+/// values, which may hold passwords.
+#[derive(Clone)]
 pub struct RunSettings {
     pub bootstrap_servers: String,
     /// The file's `[kafka]` properties, then the command line's `-X` ones: applied in this
@@ -439,7 +442,22 @@ pub fn resolve(
                 .parse()
                 .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
         }),
-        http_advertise_url: merged.http_advertise_url,
+        http_advertise_url: match merged.http_advertise_url {
+            Some(url)
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url.contains('|')
+                    || url.chars().any(char::is_whitespace) =>
+            {
+                return Err(ConfigError::Invalid {
+                    key: "http_advertise_url".into(),
+                    reason: format!(
+                        "must be an http:// or https:// URL without spaces or '|', got {url:?}"
+                    ),
+                    line: None,
+                })
+            }
+            other => other.map(|u| u.trim_end_matches('/').to_string()),
+        },
         http_token_file: merged.http_token_file,
     })
 }
@@ -461,6 +479,28 @@ pub fn pick_hostname(from_env: Option<String>, from_file: Option<String>) -> Str
         .map(|s| s.trim().to_owned())
         .find(|s| !s.is_empty())
         .unwrap_or_else(|| FALLBACK_HOSTNAME.to_owned())
+}
+
+impl std::fmt::Debug for RunSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "client_overrides",
+                &crate::kafka::override_keys(&self.client_overrides),
+            )
+            .field("group_id", &self.group_id)
+            .field("transactional_id", &self.transactional_id)
+            .field("topics", &self.topics)
+            .field("policy", &self.policy)
+            .field("tick_ms", &self.tick_ms)
+            .field("idle_after_ms", &self.idle_after_ms)
+            .field("log_format", &self.log_format)
+            .field("http_listen", &self.http_listen)
+            .field("http_advertise_url", &self.http_advertise_url)
+            .field("http_token_file", &self.http_token_file)
+            .finish()
+    }
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ const NOC_PAGE: &str = include_str!("http/noc.html");
 /// The query API's description.
 const OPENAPI: &str = include_str!("../docs/openapi.json");
 
+/// How long requests in flight may take to finish when the listener stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// How often the metrics recorder's histograms are drained.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long the membership of another stage's group is reused before asking again.
@@ -202,6 +204,10 @@ impl HttpServer {
             .thread_name("http")
             .enable_all()
             .build()?;
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let upkeep = app.metrics.clone();
         let thread = std::thread::Builder::new()
@@ -218,20 +224,24 @@ impl HttpServer {
                             }
                         });
                     }
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            warn!(error = %e, "HTTP listener failed");
-                            return;
-                        }
-                    };
+                    let (drain, draining) = tokio::sync::oneshot::channel::<()>();
                     let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async {
-                        let _ = stopped.await;
+                        let _ = draining.await;
                     });
-                    if let Err(e) = serve.await {
-                        warn!(error = %e, "HTTP listener stopped");
+                    let server = tokio::spawn(async move {
+                        if let Err(e) = serve.await {
+                            warn!(error = %e, "HTTP listener stopped");
+                        }
+                    });
+                    let _ = stopped.await;
+                    let _ = drain.send(());
+                    // Requests in flight get a moment to finish; a client that never
+                    // completes its request does not hold up the service's stop.
+                    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+                        warn!("HTTP connections still open at shutdown; closing them");
                     }
                 });
+                runtime.shutdown_timeout(Duration::from_millis(100));
             })?;
         info!(address = %local_addr, "HTTP listener up");
         Ok(HttpServer {
@@ -276,7 +286,23 @@ impl IntoResponse for BadRequest {
 
 async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
     let Some(token) = &app.token else {
-        return next.run(request).await;
+        // No token, so a loopback listener: only pages of this machine may ask. A page of
+        // another site whose name has been re-pointed at 127.0.0.1 (DNS rebinding) still
+        // sends its own name as the Host.
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if local_host(host, &app.live.url) {
+            return next.run(request).await;
+        }
+        info!(path = %request.uri().path(), "request for another host name refused");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "without a token, the API answers only requests addressed to localhost or the advertised URL",
+        );
     };
     let presented = request
         .headers()
@@ -323,8 +349,11 @@ async fn metrics_text(State(app): State<App>) -> Response {
             "metrics are not recorded",
         );
     };
-    telemetry::reset_open_tickets();
-    telemetry::set_state_gauges(&app.live.views.counts());
+    // While a stage restores, its views are partial: the gauges keep their last values
+    // rather than dip.
+    if app.live.ready() {
+        telemetry::set_state_gauges(&app.live.views.counts());
+    }
     gauge!(telemetry::READY).set(if app.live.ready() { 1.0 } else { 0.0 });
     gauge!(telemetry::INVENTORY_CIRCUITS).set(app.live.inventory_circuits() as f64);
     (
@@ -349,9 +378,16 @@ async fn instance(State(app): State<App>) -> Response {
     .into_response()
 }
 
-/// The header of every list: who answers, for which partitions, and who has the others.
-async fn list_header(app: &App, stage: &str) -> serde_json::Map<String, Value> {
+/// The header of every list: who answers, for which partitions, and who has the others;
+/// or 503 while the stage's share is not restored (a list would be partial).
+async fn list_header(app: &App, stage: &str) -> Result<serde_json::Map<String, Value>, Response> {
     let info = app.live.stage(stage);
+    if !info.joined || info.restoring {
+        return Err(unavailable(json!({
+            "error": "restoring",
+            "message": format!("the {stage} stage of this instance is restoring its partitions' state; try again"),
+        })));
+    }
     let others = match app.others(stage).await {
         Ok(m) => m,
         Err(e) => {
@@ -365,7 +401,7 @@ async fn list_header(app: &App, stage: &str) -> serde_json::Map<String, Value> {
     header.insert("partitions".into(), json!(info.partitions));
     header.insert("partitionCount".into(), json!(info.partition_count));
     header.insert("otherInstances".into(), json!(others));
-    header
+    Ok(header)
 }
 
 #[derive(Debug, Deserialize)]
@@ -424,7 +460,10 @@ async fn tickets(State(app): State<App>, Query(q): Query<TicketQuery>) -> Respon
         (Ok(f), Ok(l)) => (f, l),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    let mut body = list_header(&app, "circuits").await;
+    let mut body = match list_header(&app, "circuits").await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
     body.insert(
         "tickets".into(),
         json!(app.live.views.tickets(&filter, limit)),
@@ -441,7 +480,10 @@ async fn circuits(State(app): State<App>, Query(q): Query<CircuitQuery>) -> Resp
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let mut body = list_header(&app, "circuits").await;
+    let mut body = match list_header(&app, "circuits").await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
     body.insert(
         "circuits".into(),
         json!(app.live.views.budget(status, limit)),
@@ -450,7 +492,10 @@ async fn circuits(State(app): State<App>, Query(q): Query<CircuitQuery>) -> Resp
 }
 
 async fn incidents(State(app): State<App>) -> Response {
-    let mut body = list_header(&app, "incidents").await;
+    let mut body = match list_header(&app, "incidents").await {
+        Ok(b) => b,
+        Err(e) => return e,
+    };
     body.insert("incidents".into(), json!(app.live.views.incidents()));
     Json(Value::Object(body)).into_response()
 }
@@ -522,6 +567,35 @@ fn unavailable(body: Value) -> Response {
         .into_response()
 }
 
+/// Whether a Host header names this machine's loopback or the advertised URL's host.
+fn local_host(host: &str, advertised: &str) -> bool {
+    let name = |h: &str| -> String {
+        let h = h.trim();
+        let bare = if let Some(rest) = h.strip_prefix('[') {
+            rest.split(']').next().unwrap_or_default()
+        } else if h.matches(':').count() == 1 {
+            h.split(':').next().unwrap_or_default()
+        } else {
+            h
+        };
+        bare.to_ascii_lowercase()
+    };
+    let host = name(host);
+    if host.is_empty() {
+        return false;
+    }
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let advertised_host = advertised
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .map(name)
+        .unwrap_or_default();
+    loopback || (!advertised_host.is_empty() && host == advertised_host)
+}
+
 /// Percent-encode a path segment.
 fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
@@ -557,6 +631,29 @@ mod tests {
         let err = check_exposure(open, None).unwrap_err();
         assert!(err.contains("0.0.0.0:9464"), "{err}");
         assert!(check_exposure(open, Token::new("x").as_ref()).is_ok());
+    }
+
+    #[test]
+    fn only_local_host_names_pass_without_a_token() {
+        let url = "http://noc-1.example:9464";
+        for ok in [
+            "127.0.0.1:9464",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:9464",
+            "noc-1.example:9464",
+        ] {
+            assert!(local_host(ok, url), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:9464",
+            "10.0.0.1:9464",
+            "[::2]:1",
+        ] {
+            assert!(!local_host(bad, url), "{bad}");
+        }
     }
 
     #[test]

@@ -472,7 +472,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let text = format!("{error:#}");
+            let source: &(dyn std::error::Error + 'static) = error.as_ref();
+            eprintln!(
+                "error: {}",
+                linewatch::kafka::hide_config_values(&text, source)
+            );
             ExitCode::from(2)
         }
     }

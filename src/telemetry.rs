@@ -141,24 +141,9 @@ pub fn describe() {
     );
 }
 
-/// Set the state gauges from the views (called at each scrape).
+/// Set the state gauges from the views (called at each scrape): every combination of
+/// assurance level and open status once, zero where there are none.
 pub fn set_state_gauges(counts: &Counts) {
-    for ((level, status), n) in &counts.open_tickets {
-        let level = serde_name(level);
-        let status = serde_name(status);
-        gauge!(OPEN_TICKETS, "assurance_level" => level, "status" => status).set(*n as f64);
-    }
-    gauge!(TICKETS_AT_RISK).set(counts.tickets_at_risk as f64);
-    gauge!(TICKETS_BREACHED).set(counts.tickets_breached as f64);
-    gauge!(CIRCUITS_DOWN).set(counts.circuits_down as f64);
-    gauge!(CIRCUITS_AT_RISK).set(counts.circuits_at_risk as f64);
-    gauge!(CIRCUITS_BREACHED).set(counts.circuits_breached as f64);
-    gauge!(OPEN_INCIDENTS).set(counts.open_incidents as f64);
-}
-
-/// Zero the open-ticket gauges of every level and status, so that a combination that
-/// drops to none reads 0 rather than its last value.
-pub fn reset_open_tickets() {
     use crate::levels::AssuranceLevel;
     use crate::ticket::TicketStatus;
     for level in [
@@ -172,10 +157,21 @@ pub fn reset_open_tickets() {
             TicketStatus::InProgress,
             TicketStatus::Resolved,
         ] {
+            let n = counts
+                .open_tickets
+                .iter()
+                .find(|(key, _)| *key == (level, status))
+                .map_or(0, |(_, n)| *n);
             gauge!(OPEN_TICKETS, "assurance_level" => serde_name(&level), "status" => serde_name(&status))
-                .set(0.0);
+                .set(n as f64);
         }
     }
+    gauge!(TICKETS_AT_RISK).set(counts.tickets_at_risk as f64);
+    gauge!(TICKETS_BREACHED).set(counts.tickets_breached as f64);
+    gauge!(CIRCUITS_DOWN).set(counts.circuits_down as f64);
+    gauge!(CIRCUITS_AT_RISK).set(counts.circuits_at_risk as f64);
+    gauge!(CIRCUITS_BREACHED).set(counts.circuits_breached as f64);
+    gauge!(OPEN_INCIDENTS).set(counts.open_incidents as f64);
 }
 
 /// The name a unit enum serialises to (its wire name, used as a label value).

@@ -186,3 +186,23 @@ fn lists_name_their_partitions_and_the_other_instances_and_refuse_bad_parameters
         400
     );
 }
+
+/// Without a token the API answers only requests addressed to this machine (a page of
+/// another site re-pointed at 127.0.0.1 still names its own host).
+#[test]
+fn without_a_token_only_local_host_names_are_answered() {
+    use std::io::{Read, Write};
+    let (server, live, base) = serve(None);
+    own(&live, &[0, 1]);
+    assert_eq!(get(&format!("{base}/api/v1/tickets"), None).0, 200);
+    let mut stream = std::net::TcpStream::connect(server.local_addr).expect("connects");
+    stream
+        .write_all(
+            b"GET /api/v1/tickets HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        )
+        .expect("writes");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("reads");
+    assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
+    assert!(!reply.contains("tickets\""), "{reply}");
+}

@@ -692,3 +692,30 @@ fn an_exposed_listener_without_a_token_is_refused() {
     assert!(stderr.contains("not a loopback address"), "{stderr}");
     assert!(!stderr.contains(SASL_PASSWORD));
 }
+
+/// A client property librdkafka refuses is named in the error, and its value, which may
+/// be a password, is not.
+#[test]
+fn a_refused_kafka_property_does_not_show_its_value() {
+    let output = Command::new(env!("CARGO_BIN_EXE_linewatch"))
+        .args([
+            "run",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--http-listen",
+            "127.0.0.1:0",
+            "-X",
+            &format!("sasl.pasword={SASL_PASSWORD}"),
+        ])
+        .env_remove("LINEWATCH_HTTP_TOKEN")
+        .output()
+        .expect("linewatch runs");
+    assert!(!output.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(all.contains("sasl.pasword"), "{all}");
+    assert!(!all.contains(SASL_PASSWORD), "{all}");
+}

@@ -21,7 +21,8 @@ pub fn client_id(instance: &str, url: &str) -> String {
 
 /// `(instance, url)` from a stage consumer's `client.id`; `None` for another client.
 pub fn parse_client_id(client_id: &str) -> Option<(&str, &str)> {
-    let (instance, url) = client_id.split_once('|')?;
+    // The URL holds no '|' (checked at start); the instance id might.
+    let (instance, url) = client_id.rsplit_once('|')?;
     (url.starts_with("http://") || url.starts_with("https://")).then_some((instance, url))
 }
 

@@ -14,6 +14,7 @@ pub mod service;
 pub mod topics;
 pub mod watch;
 
+use rdkafka::error::KafkaError;
 use rdkafka::ClientConfig;
 
 /// A `key=value` librdkafka property given on the command line (`-X key=value`).
@@ -41,9 +42,8 @@ pub fn parse_client_override(arg: &str) -> Result<ClientOverride, String> {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.to_owned()))
         }
-        _ => Err(format!(
-            "expected a librdkafka property as key=value, got {arg:?}"
-        )),
+        // The argument is not repeated: it may be a password given the wrong way.
+        _ => Err("expected a librdkafka property as key=value (the argument is not shown: it may hold a secret)".to_string()),
     }
 }
 
@@ -68,5 +68,71 @@ mod tests {
             &[("bootstrap.servers".to_owned(), "b:9092".to_owned())],
         );
         assert_eq!(config.get("bootstrap.servers"), Some("b:9092"));
+    }
+}
+
+/// The keys of client properties, without their values (for Debug output).
+pub fn override_keys(overrides: &[ClientOverride]) -> Vec<String> {
+    overrides
+        .iter()
+        .map(|(k, _)| format!("{k}=<hidden>"))
+        .collect()
+}
+
+/// A Kafka error as it may be shown: librdkafka's text of a rejected client property
+/// repeats the property's value, which may be a password (`-X sasl.password=...` with a
+/// typo in the key, say), so that value is cut out.
+pub fn redacted(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() {
+                desc.clone()
+            } else {
+                desc.replace(value.as_str(), "<value hidden>")
+            };
+            format!("Kafka client setting {key:?} rejected: {desc}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `text` with the value of every rejected Kafka client property in `error`'s chain cut
+/// out (for messages built from a whole error chain).
+pub fn hide_config_values(text: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = text.to_string();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(KafkaError::ClientConfig(_, _, _, value)) = e.downcast_ref::<KafkaError>() {
+            if !value.is_empty() {
+                text = text.replace(value.as_str(), "<value hidden>");
+            }
+        }
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_property_never_shows_its_value() {
+        let error = client_config(
+            "localhost:9092",
+            &[("sasl.pasword".into(), "hunter2".into())],
+        )
+        .create::<rdkafka::consumer::BaseConsumer>()
+        .err()
+        .expect("an unknown property is refused");
+        assert!(
+            error.to_string().contains("hunter2"),
+            "librdkafka repeats it"
+        );
+        let shown = redacted(&error);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.pasword"), "{shown}");
+        let chained = hide_config_values(&format!("error: {error}"), &error);
+        assert!(!chained.contains("hunter2"), "{chained}");
     }
 }

@@ -131,7 +131,7 @@ impl TopicNames {
 }
 
 /// Everything `run` needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServiceConfig {
     pub bootstrap_servers: String,
     pub client_overrides: Vec<ClientOverride>,
@@ -150,6 +150,25 @@ pub struct ServiceConfig {
     pub idle_after: Duration,
     /// The HTTP listener (health, metrics, query API, NOC view); `None` for none.
     pub http: Option<HttpConfig>,
+}
+
+/// Without the client properties' values (they may hold passwords).
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field(
+                "client_overrides",
+                &crate::kafka::override_keys(&self.client_overrides),
+            )
+            .field("group_id", &self.group_id)
+            .field("transactional_id", &self.transactional_id)
+            .field("topics", &self.topics)
+            .field("tick", &self.tick)
+            .field("idle_after", &self.idle_after)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Settings of the HTTP listener.
@@ -178,7 +197,7 @@ impl std::fmt::Debug for HttpConfig {
 /// Errors that stop the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("Kafka: {0}")]
+    #[error("Kafka: {}", crate::kafka::redacted(.0))]
     Kafka(#[from] KafkaError),
     #[error("the consumer has no group metadata (is group.id set?)")]
     NoGroupMetadata,
@@ -499,6 +518,16 @@ fn supervise(
         };
         warn!(stage = kind.name(), %reason, "restarting the stage from the last commit");
         counter!(telemetry::STAGE_RESTARTS, "stage" => kind.name()).increment(1);
+        // Not ready, and nothing to show, until the new member has restored its share.
+        env.live.update_stage(kind.name(), |info| {
+            info.partitions.clear();
+            info.restoring = true;
+        });
+        match kind {
+            StageKind::Circuits => env.live.views.clear_circuits(),
+            StageKind::Incidents => env.live.views.clear_incidents(),
+            StageKind::FanOut => {}
+        }
         if let Ok(mut s) = env.summary.lock() {
             s.aborts += 1;
         }
@@ -533,8 +562,11 @@ impl ClientContext for StageContext {
             let lag: i64 = t
                 .partitions
                 .values()
-                .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                .map(|p| p.consumer_lag)
+                // Offsets are committed through the producer's transactions, which
+                // librdkafka's committed offset does not follow: the lag is measured from
+                // the offset stored as records are consumed.
+                .filter(|p| p.partition >= 0 && p.desired && p.consumer_lag_stored >= 0)
+                .map(|p| p.consumer_lag_stored)
                 .sum();
             gauge!(telemetry::CONSUMER_LAG, "stage" => self.stage, "topic" => topic.clone())
                 .set(lag as f64);
@@ -571,8 +603,10 @@ impl ConsumerContext for StageContext {
         // The range assignor is eager: every partition is revoked, and state is restored
         // again for what is assigned next.
         core.discard();
-        core.live
-            .update_stage(core.kind.name(), |info| info.partitions.clear());
+        core.live.update_stage(core.kind.name(), |info| {
+            info.partitions.clear();
+            info.restoring = true;
+        });
         info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
     }
 
@@ -1188,6 +1222,9 @@ impl Core {
                 info!(stage = self.kind.name(), records, "restoring state");
             }
         }
+        // The restored (committed) state is what the views show; what follows reaches them
+        // with the next commit.
+        self.publish_all_views();
         // Replica facts that may have reached the previous owner's state only partly.
         if self.kind == StageKind::Circuits {
             let windows: Vec<MaintenanceWindow> =
@@ -1199,7 +1236,6 @@ impl Core {
         if let Ok(mut s) = self.summary.lock() {
             s.restored_records += records;
         }
-        self.publish_all_views();
         gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name()).set(0.0);
         self.live
             .update_stage(self.kind.name(), |info| info.restoring = false);
