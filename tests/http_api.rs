@@ -2,8 +2,9 @@
 //! where a caller is sent for a circuit another instance owns, against a fake directory.
 //! The whole service behind it is tested in `operations_kafka.rs`.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use linewatch::http::{App, HttpServer, Inventory, Token};
 use linewatch::live::{partition_for_key, Directory, Live, Member, STAGES};
@@ -58,25 +59,9 @@ fn serve(token: Option<&str>) -> (HttpServer, Arc<Live>, String) {
 }
 
 fn get(url: &str, token: Option<&str>) -> (u16, Option<String>, Value) {
-    let config = ureq::Agent::config_builder()
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build();
-    let mut request = ureq::Agent::new_with_config(config).get(url);
-    if let Some(t) = token {
-        request = request.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut response = request.call().expect("a response");
-    let location = response
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (response.status().as_u16(), location, body)
+    let reply = common::http::get(url, token);
+    let body = serde_json::from_str(&reply.text).unwrap_or(Value::String(reply.text.clone()));
+    (reply.status, reply.location, body)
 }
 
 fn own(live: &Live, partitions: &[i32]) {

@@ -21,49 +21,7 @@ const WRONG_TOKEN: &str = "lw-wrong-token-77aa01";
 const SASL_PASSWORD: &str = "sasl-pw-Zq81xk";
 const FILE_SECRET: &str = "ssl-key-pw-Lm40ta";
 
-struct Reply {
-    status: u16,
-    location: Option<String>,
-    www_authenticate: Option<String>,
-    text: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
-    }
-}
-
-/// GET `url`, redirects not followed, any status returned.
-fn get(url: &str, token: Option<&str>) -> Reply {
-    let config = ureq::Agent::config_builder()
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build();
-    let agent = ureq::Agent::new_with_config(config);
-    let mut request = agent.get(url);
-    if let Some(t) = token {
-        request = request.header("Authorization", &format!("Bearer {t}"));
-    }
-    let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let location = header("location");
-    let www_authenticate = header("www-authenticate");
-    Reply {
-        status: response.status().as_u16(),
-        location,
-        www_authenticate,
-        text: response.body_mut().read_to_string().unwrap_or_default(),
-    }
-}
+use common::http::get;
 
 fn api(base: &str, path: &str) -> Value {
     let reply = get(&format!("{base}{path}"), Some(TOKEN));
@@ -671,51 +629,40 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
 
 /// A listener on a public address needs a token: `run` refuses to start without one, and
 /// its error names neither a token nor a secret.
-#[test]
-fn an_exposed_listener_without_a_token_is_refused() {
+/// `linewatch run` with `args`, expected to fail at start: what it printed.
+fn failed_start(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_linewatch"))
-        .args([
-            "run",
-            "--bootstrap-servers",
-            "127.0.0.1:1",
-            "--http-listen",
-            "0.0.0.0:0",
-            "-X",
-            &format!("sasl.password={SASL_PASSWORD}"),
-        ])
+        .arg("run")
+        .args(["--bootstrap-servers", "127.0.0.1:1"])
+        .args(args)
         .env_remove("LINEWATCH_HTTP_TOKEN")
         .env_remove("LINEWATCH_HTTP_TOKEN_FILE")
         .output()
         .expect("linewatch runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("not a loopback address"), "{stderr}");
-    assert!(!stderr.contains(SASL_PASSWORD));
+    assert!(!output.status.success(), "it should not start");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A listener on a public address needs a token: `run` refuses to start without one, and
+/// its error names neither a token nor a secret.
+#[test]
+fn an_exposed_listener_without_a_token_is_refused() {
+    let sasl = format!("sasl.password={SASL_PASSWORD}");
+    let printed = failed_start(&["--http-listen", "0.0.0.0:0", "-X", &sasl]);
+    assert!(printed.contains("not a loopback address"), "{printed}");
+    assert!(!printed.contains(SASL_PASSWORD));
 }
 
 /// A client property librdkafka refuses is named in the error, and its value, which may
 /// be a password, is not.
 #[test]
 fn a_refused_kafka_property_does_not_show_its_value() {
-    let output = Command::new(env!("CARGO_BIN_EXE_linewatch"))
-        .args([
-            "run",
-            "--bootstrap-servers",
-            "127.0.0.1:1",
-            "--http-listen",
-            "127.0.0.1:0",
-            "-X",
-            &format!("sasl.pasword={SASL_PASSWORD}"),
-        ])
-        .env_remove("LINEWATCH_HTTP_TOKEN")
-        .output()
-        .expect("linewatch runs");
-    assert!(!output.status.success());
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(all.contains("sasl.pasword"), "{all}");
-    assert!(!all.contains(SASL_PASSWORD), "{all}");
+    let misspelt = format!("sasl.pasword={SASL_PASSWORD}");
+    let printed = failed_start(&["--http-listen", "127.0.0.1:0", "-X", &misspelt]);
+    assert!(printed.contains("sasl.pasword"), "{printed}");
+    assert!(!printed.contains(SASL_PASSWORD), "{printed}");
 }

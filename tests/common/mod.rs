@@ -12,6 +12,8 @@
 //! Each test binary uses only some of these helpers.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
