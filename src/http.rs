@@ -175,7 +175,7 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// A running listener; dropping it (or [`HttpServer::stop`]) stops it.
+/// A running listener; dropping it stops it (requests in flight get [`SHUTDOWN_GRACE`]).
 pub struct HttpServer {
     pub local_addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -249,10 +249,6 @@ impl HttpServer {
             stop: Some(stop),
             thread: Some(thread),
         })
-    }
-
-    pub fn stop(mut self) {
-        self.shutdown();
     }
 
     fn shutdown(&mut self) {

@@ -386,11 +386,6 @@ impl Views {
         counts.open_incidents = self.incidents.len() as u64;
         counts
     }
-
-    /// Number of circuits with a view.
-    pub fn circuit_count(&self) -> usize {
-        self.circuits.len()
-    }
 }
 
 #[cfg(test)]
