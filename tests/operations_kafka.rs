@@ -184,7 +184,7 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
     )
     .expect("config file");
     let sasl = format!("sasl.password={SASL_PASSWORD}");
-    let start = |name: &str| {
+    let start = |name: &str, log_format: &str| {
         Instance::start_full(
             &setup.bootstrap,
             &setup.prefix,
@@ -199,12 +199,15 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
                 config.to_str().expect("utf-8 path"),
                 "-X",
                 &sasl,
+                "--log-format",
+                log_format,
             ],
             &[("LINEWATCH_HTTP_TOKEN", TOKEN)],
         )
     };
-    let a = start("a");
-    let b = start("b");
+    let a = start("a", "text");
+    // b logs JSON, one object per line.
+    let b = start("b", "json");
     let (url_a, url_b) = (a.http_url(), b.http_url());
     // Both ready, with the circuit partitions split between them.
     wait_until(Duration::from_secs(120), "both instances ready", || {
@@ -625,6 +628,19 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
         logs.contains("unauthorized request"),
         "refused requests are logged"
     );
+    let b_log = std::fs::read_to_string(setup.dir.join("b.log")).expect("b's log");
+    let mut b_ticket_lines = 0;
+    for line in b_log.lines() {
+        let entry: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("b logs JSON lines ({e}): {line}"));
+        if entry["fields"]["message"] == "ticket event" {
+            b_ticket_lines += 1;
+            for field in ["ticket", "circuit", "event", "status"] {
+                assert!(entry["fields"][field].is_string(), "{field} in {line}");
+            }
+        }
+    }
+    assert!(b_ticket_lines > 0, "b logged its ticket events as JSON");
 }
 
 /// A listener on a public address needs a token: `run` refuses to start without one, and

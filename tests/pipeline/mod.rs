@@ -457,10 +457,16 @@ impl Instance {
             .lines()
             .find(|l| l.contains(marker))
             .expect("the listener's log line");
+        // Text (`address=...`) or JSON (`"address":"..."`) logs.
         let address = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("address="))
-            .expect("address= in the listener's log line");
+            .or_else(|| {
+                line.split("\"address\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+            })
+            .expect("the address in the listener's log line");
         format!("http://{address}")
     }
 
