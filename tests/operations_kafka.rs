@@ -360,6 +360,18 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
         0.0
     );
     assert!(m("linewatch_transactions_total", &[("outcome", "committed")]) > 0.0);
+    // Lag comes from librdkafka's statistics every 5 s: present per stage and input topic,
+    // and small once the pipeline has settled (a transaction marker may count as one).
+    let lag = scrapes
+        .iter()
+        .flat_map(|s| samples(s, "linewatch_consumer_lag_records"))
+        .filter(|(l, _)| l.get("topic").map(String::as_str) == Some(alarms_topic))
+        .collect::<Vec<_>>();
+    assert!(!lag.is_empty(), "consumer lag of the alarms topic");
+    assert!(
+        lag.iter().all(|(_, v)| *v <= f64::from(PARTITIONS)),
+        "settled: {lag:?}"
+    );
     assert!(
         scrapes.iter().all(
             |s| s.contains("linewatch_transaction_duration_seconds_bucket")
