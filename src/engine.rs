@@ -374,12 +374,17 @@ impl CircuitStates {
     /// What the query API shows of a circuit: its line state, open ticket and latest year
     /// and month figures, with its customer from `network` where the inventory still has
     /// it. `None` for a circuit with neither state nor inventory record.
+    ///
+    /// With `now` (the partition's event-time clock), a circuit that is down shows its
+    /// figures as of `now`, its outage counted up to then; otherwise the figures last
+    /// emitted.
     pub fn view(
         &self,
         circuit_id: &str,
         partition: i32,
         network: &Network,
         policy: &Policy,
+        now: Option<DateTime<Utc>>,
     ) -> Option<CircuitView> {
         let entry = self.circuits.get(circuit_id);
         let circuit = network.circuit(circuit_id);
@@ -397,6 +402,14 @@ impl CircuitStates {
         };
         let fault = entry.and_then(|e| e.fault.as_ref());
         let ident = entry.and_then(|e| e.ident.as_ref());
+        let emitted_as_of = latest(true).map(|f| f.as_of);
+        let live = now
+            .filter(|now| emitted_as_of.is_none_or(|at| *now >= at))
+            .and_then(|now| self.figures_as_of(circuit_id, now, policy));
+        let (year_to_date, month) = match live {
+            Some((year, month)) => (Some(year), Some(month)),
+            None => (latest(true), latest(false)),
+        };
         Some(CircuitView {
             circuit_id: circuit_id.to_string(),
             partition,
@@ -415,8 +428,8 @@ impl CircuitStates {
             open_ticket: fault
                 .filter(|f| f.status != TicketStatus::Closed)
                 .map(|f| TicketView::of(f, entry.and_then(|e| e.incident_key.as_deref()), policy)),
-            year_to_date: latest(true),
-            month: latest(false),
+            year_to_date,
+            month,
         })
     }
 
@@ -583,6 +596,39 @@ impl CircuitStates {
         }
         self.windows.insert(window.window_id.clone(), window);
         Ok(out)
+    }
+
+    /// A down circuit's year and month figures as of `as_of` (at or after its last event),
+    /// as [`CircuitStates::refresh_figures`] would compute them, without changing any state:
+    /// what the NOC sees of an outage's growing cost between two figure records. `None`
+    /// for a circuit that is not down.
+    pub fn figures_as_of(
+        &self,
+        circuit_id: &str,
+        as_of: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<(CircuitFigures, CircuitFigures)> {
+        let entry = self.circuits.get(circuit_id)?;
+        let fault = entry.fault.as_ref().filter(|f| f.is_down())?;
+        let mut faults = entry.history.clone();
+        faults.push(fault_facts(fault, as_of));
+        let mut excluded = entry.excluded.clone();
+        excluded.extend(excluded_spans(fault));
+        let facts = CircuitFacts {
+            circuit_id,
+            customer_id: Some(&fault.customer_id),
+            assurance_level: fault.assurance_level,
+            faults: &faults,
+            excluded: &excluded,
+            open_fault: true,
+        };
+        let tz = policy.time_zone();
+        let year = Period::containing(PeriodKind::Year, as_of, tz);
+        let month = Period::containing(PeriodKind::Month, as_of, tz);
+        Some((
+            circuit_figures(policy, &facts, &year, as_of),
+            circuit_figures(policy, &facts, &month, as_of),
+        ))
     }
 
     /// Recompute the SLA figures of a circuit as of `as_of` for the year and the month (and

@@ -343,3 +343,51 @@ fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
         ]
     );
 }
+
+#[test]
+fn a_down_circuit_shows_its_outage_as_of_the_clock_between_figure_records() {
+    // The circuit of the test above, down from 09:00; the engine's clock at 09:59, past the
+    // last figure record (the breach's, as of 09:52:34).
+    let a = alarm(
+        "W1",
+        "PTN-NMS",
+        "PTN-4/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 4, 2, 9, 0, 0),
+    );
+    let inputs = vec![
+        upsert(
+            "RW1",
+            CustomerLevel::Bronze,
+            AssuranceLevel::Aaa,
+            "PTN-4/1/1",
+        ),
+        Input::Alarm(a),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    run(&mut engine, inputs, sh(2026, 4, 2, 9, 59, 0));
+    let states = engine.states();
+    let (policy, network) = (engine.policy(), engine.network());
+
+    // As of the clock: 59 min down = 3540 s, past the limit.
+    let live = states
+        .view("RW1", 0, network, policy, Some(sh(2026, 4, 2, 9, 59, 0)))
+        .and_then(|v| v.year_to_date)
+        .expect("figures");
+    assert_eq!((live.outage_seconds, live.status), (3540, Status::Breached));
+    assert!(live.open_fault);
+    // At 09:45 (2700 s): past the at-risk point (2523 s), not the limit (3154 s).
+    let (year, month) = states
+        .figures_as_of("RW1", sh(2026, 4, 2, 9, 45, 0), policy)
+        .expect("down");
+    assert_eq!((year.outage_seconds, year.status), (2700, Status::AtRisk));
+    assert_eq!(
+        (month.period.as_str(), month.outage_seconds),
+        ("2026-04", 2700)
+    );
+    // An up circuit has no running outage.
+    assert!(states
+        .figures_as_of("nope", sh(2026, 4, 2, 9, 45, 0), policy)
+        .is_none());
+}

@@ -230,6 +230,8 @@ pub struct RunSummary {
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the views of down circuits are refreshed to the partition's clock.
+const VIEW_REFRESH: Duration = Duration::from_secs(5);
 const BATCH_MAX: usize = 500;
 /// Key of the records that carry a fan-out partition's watermark to stage 2 (on
 /// `linewatch.impacts`). Keys starting with `~` are the runtime's own: no circuit id may.
@@ -407,7 +409,7 @@ struct ReplicaInventory {
 impl Inventory for ReplicaInventory {
     fn circuit(&self, circuit_id: &str, partition: i32) -> Option<CircuitView> {
         let r = read(&self.replica);
-        CircuitStates::new().view(circuit_id, partition, &r.network, &self.config.policy)
+        CircuitStates::new().view(circuit_id, partition, &r.network, &self.config.policy, None)
     }
 }
 
@@ -707,6 +709,7 @@ fn run_stage(
             config: config.clone(),
             live: env.live.clone(),
             views: Vec::new(),
+            views_refreshed: Instant::now(),
             batch: BatchStats::default(),
             replica: env.replica.clone(),
             summary: env.summary.clone(),
@@ -826,6 +829,8 @@ struct Core {
     live: Arc<Live>,
     /// View changes of the batch in flight.
     views: Vec<ViewUpdate>,
+    /// When the views of down circuits were last brought to the partition's clock.
+    views_refreshed: Instant,
     batch: BatchStats,
     replica: Arc<RwLock<Replica>>,
     summary: Arc<Mutex<RunSummary>>,
@@ -1942,6 +1947,10 @@ impl Core {
         for (topic, n) in out {
             counter!(telemetry::MESSAGES_OUT, "topic" => topic.to_string()).increment(n);
         }
+        if self.kind == StageKind::Circuits && self.views_refreshed.elapsed() >= VIEW_REFRESH {
+            self.views_refreshed = Instant::now();
+            self.refresh_down_views();
+        }
         let views = &self.live.views;
         for update in self.views.drain(..) {
             match update {
@@ -1968,16 +1977,45 @@ impl Core {
         }
     }
 
+    /// The views of the circuits now down, their figures as of the partition's clock (their
+    /// outage grows between two figure records). Called after a commit, when the state
+    /// in memory is the committed state.
+    fn refresh_down_views(&self) {
+        let replica = read(&self.replica);
+        for (p, part) in &self.circuits {
+            let Some(clock) = part.buf.meta.clock else {
+                continue;
+            };
+            let down: Vec<&str> = part
+                .states
+                .faults()
+                .filter(|f| f.is_down())
+                .map(|f| f.circuit_id.as_str())
+                .collect();
+            for id in down {
+                if let Some(view) =
+                    part.states
+                        .view(id, *p, &replica.network, &self.config.policy, Some(clock))
+                {
+                    self.live.views.put_circuit(view);
+                }
+            }
+        }
+    }
+
     /// After a restore: publish the views of everything restored.
     fn publish_all_views(&mut self) {
         let views = &self.live.views;
         let replica = read(&self.replica);
         for (p, part) in &self.circuits {
             for id in part.states.ids() {
-                if let Some(view) = part
-                    .states
-                    .view(id, *p, &replica.network, &self.config.policy)
-                {
+                if let Some(view) = part.states.view(
+                    id,
+                    *p,
+                    &replica.network,
+                    &self.config.policy,
+                    part.buf.meta.clock,
+                ) {
                     views.put_circuit(view);
                 }
             }
@@ -2011,7 +2049,13 @@ impl Core {
                 let value = part.states.export(&key).ok().flatten();
                 let view = part
                     .states
-                    .view(&key, *p, &network.network, &self.config.policy)
+                    .view(
+                        &key,
+                        *p,
+                        &network.network,
+                        &self.config.policy,
+                        part.buf.meta.clock,
+                    )
                     .map(Box::new);
                 self.views.push(ViewUpdate::Circuit(key.clone(), view));
                 records.push((*p, key, value));
