@@ -304,11 +304,9 @@ fn a_refailure_after_the_hold_down_is_a_second_failure_and_both_count() {
     assert_eq!((f.failures, f.outage_seconds), (2, 6000));
 }
 
-#[test]
-fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
-    // AAA circuit of a bronze customer (no feedback timers), down from 09:00 and not
-    // restored. Year budget 3153.6 s: at risk at 0.8 × 3153.6 = 2522.88 s → 2523 s
-    // (09:42:03), breached past 3153.6 s → 3154 s (09:52:34).
+/// AAA circuit RW1 of a bronze customer (no feedback timers), down from 09:00 Shanghai
+/// time on 2 April 2026 and not restored; the engine run to 09:59.
+fn down_from_nine() -> (Engine, Vec<Output>) {
     let a = alarm(
         "W1",
         "PTN-NMS",
@@ -328,6 +326,15 @@ fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
     ];
     let mut engine = Engine::new(Policy::builtin());
     let out = run(&mut engine, inputs, sh(2026, 4, 2, 9, 59, 0));
+    (engine, out)
+}
+
+#[test]
+fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
+    // AAA circuit of a bronze customer (no feedback timers), down from 09:00 and not
+    // restored. Year budget 3153.6 s: at risk at 0.8 × 3153.6 = 2522.88 s → 2523 s
+    // (09:42:03), breached past 3153.6 s → 3154 s (09:52:34).
+    let (_, out) = down_from_nine();
     let risks: Vec<_> = out
         .iter()
         .filter_map(|o| match o {
@@ -348,25 +355,7 @@ fn an_ongoing_outage_warns_when_it_crosses_the_threshold_and_the_limit() {
 fn a_down_circuit_shows_its_outage_as_of_the_clock_between_figure_records() {
     // The circuit of the test above, down from 09:00; the engine's clock at 09:59, past the
     // last figure record (the breach's, as of 09:52:34).
-    let a = alarm(
-        "W1",
-        "PTN-NMS",
-        "PTN-4/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 4, 2, 9, 0, 0),
-    );
-    let inputs = vec![
-        upsert(
-            "RW1",
-            CustomerLevel::Bronze,
-            AssuranceLevel::Aaa,
-            "PTN-4/1/1",
-        ),
-        Input::Alarm(a),
-    ];
-    let mut engine = Engine::new(Policy::builtin());
-    run(&mut engine, inputs, sh(2026, 4, 2, 9, 59, 0));
+    let (engine, _) = down_from_nine();
     let states = engine.states();
     let (policy, network) = (engine.policy(), engine.network());
 
