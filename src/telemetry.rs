@@ -146,12 +146,7 @@ pub fn describe() {
 pub fn set_state_gauges(counts: &Counts) {
     use crate::levels::AssuranceLevel;
     use crate::ticket::TicketStatus;
-    for level in [
-        AssuranceLevel::Aaa,
-        AssuranceLevel::Aa,
-        AssuranceLevel::A,
-        AssuranceLevel::Ordinary,
-    ] {
+    for level in AssuranceLevel::ALL {
         for status in [
             TicketStatus::Acknowledged,
             TicketStatus::InProgress,
@@ -162,7 +157,7 @@ pub fn set_state_gauges(counts: &Counts) {
                 .iter()
                 .find(|(key, _)| *key == (level, status))
                 .map_or(0, |(_, n)| *n);
-            gauge!(OPEN_TICKETS, "assurance_level" => serde_name(&level), "status" => serde_name(&status))
+            gauge!(OPEN_TICKETS, "assurance_level" => level.as_str(), "status" => serde_name(&status))
                 .set(n as f64);
         }
     }
@@ -174,7 +169,8 @@ pub fn set_state_gauges(counts: &Counts) {
     gauge!(OPEN_INCIDENTS).set(counts.open_incidents as f64);
 }
 
-/// The name a unit enum serialises to (its wire name, used as a label value).
+/// The wire name of a ticket status or SLA event (the `kind` of a tagged one), used as a
+/// label value.
 pub fn serde_name<T: serde::Serialize>(value: &T) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(s)) => s,

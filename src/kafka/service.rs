@@ -817,7 +817,7 @@ enum ViewUpdate {
 struct BatchStats {
     messages_in: BTreeMap<String, u64>,
     ticket_events: BTreeMap<String, u64>,
-    rejections: BTreeMap<String, u64>,
+    rejections: BTreeMap<&'static str, u64>,
     /// Kafka timestamps (ms) of the records consumed.
     timestamps: Vec<i64>,
 }
@@ -1922,7 +1922,7 @@ impl Core {
         *self
             .batch
             .rejections
-            .entry(telemetry::serde_name(&rej.reason_code))
+            .entry(rej.reason_code.as_str())
             .or_default() += 1;
         if let Ok(mut s) = self.summary.lock() {
             s.rejected += 1;
