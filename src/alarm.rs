@@ -188,8 +188,8 @@ pub struct ParsedAlarms {
 
 impl ParsedAlarms {
     /// The [`Rejection`] records to write for the failed results: one per failed element,
-    /// each with the whole message as `original` and, for a batch, the element's
-    /// `batch_index`. `key` is the Kafka key, if any.
+    /// each with, for a batch, the element alone as `original` and its `batch_index`
+    /// (otherwise the whole message). `key` is the Kafka key, if any.
     pub fn rejections(
         &self,
         original: &[u8],
@@ -197,13 +197,19 @@ impl ParsedAlarms {
         source: &Source,
         rejected_at: DateTime<Utc>,
     ) -> Vec<Rejection> {
+        let elements = if self.batch {
+            crate::rejection::batch_elements(original).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         self.results
             .iter()
             .enumerate()
             .filter_map(|(i, r)| r.as_ref().err().map(|reason| (i, reason)))
             .map(|(i, reason)| {
-                let r = Rejection::new(reason, Some(original), source.clone(), rejected_at)
-                    .with_key(key);
+                let bytes = elements.get(i).map_or(original, |e| e.get().as_bytes());
+                let r =
+                    Rejection::new(reason, Some(bytes), source.clone(), rejected_at).with_key(key);
                 if self.batch {
                     r.with_batch_index(i)
                 } else {
@@ -988,7 +994,24 @@ mod tests {
         let rs = parsed.rejections(batch.as_bytes(), None, &src, now);
         assert_eq!(rs.len(), 1);
         assert_eq!(rs[0].batch_index, Some(0));
-        assert_eq!(rs[0].original.as_deref(), Some(batch.as_str()));
+        let element = inner(VES_STND).to_string();
+        assert_eq!(rs[0].original.as_deref(), Some(element.as_str()));
+
+        // Many bad elements: each rejection carries its own element, not the batch.
+        let bad: Vec<Value> = (0..50).map(|_| inner(VES_STND)).collect();
+        let big = json!({ "eventList": bad }).to_string();
+        let rs = parse_alarms(big.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES).rejections(
+            big.as_bytes(),
+            None,
+            &src,
+            now,
+        );
+        assert_eq!(rs.len(), 50);
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.batch_index, Some(i));
+            assert_eq!(r.original.as_deref(), Some(element.as_str()));
+            assert_eq!(r.original_size, element.len());
+        }
 
         let parsed = parse_alarms(VES_STND.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES);
         assert!(!parsed.batch);

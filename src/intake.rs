@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alarm::parse_alarm_message;
 use crate::engine::{CommandAction, Input, TicketCommand};
-use crate::inventory::parse_circuit_record;
+use crate::inventory::{parse_circuit_record, InventoryChange};
 use crate::maintenance::parse_maintenance_window;
 use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES, MAX_YEAR, MIN_YEAR};
 
@@ -24,9 +24,152 @@ pub enum Stream {
     Alarms,
 }
 
+/// Longest identifier accepted (alarm ids, alarmed objects, source systems, circuit,
+/// customer, window and ticket ids), in bytes. Ids become Kafka keys and are repeated in
+/// every record about them; an NMS sending a kilobyte-long id is broken, not verbose.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// Longest free text kept (an alarm's probable cause, type, specific problem and object
+/// type; a customer's name; a command's author and note), in bytes. Longer alarm text is
+/// cut (the alarm still counts: a critical fault with a rambling probable cause must still
+/// open its tickets); longer text elsewhere is rejected.
+pub const MAX_TEXT_BYTES: usize = 1024;
+
 /// Decode one record of `stream`. A VES batch gives one result per element; every other
-/// record gives exactly one.
+/// record gives exactly one. Every input passes [`admit`]: ids the service cannot use are
+/// rejected, over-long alarm text is cut.
 pub fn decode(
+    stream: Stream,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Vec<Result<Input, RejectReason>> {
+    let mut results = decode_only(stream, key, value);
+    for r in &mut results {
+        if let Ok(input) = r {
+            if let Err(reason) = admit(input) {
+                *r = Err(reason);
+            }
+        }
+    }
+    results
+}
+
+/// The limits every input is held to once parsed, whatever its format: identifiers are
+/// at most [`MAX_ID_BYTES`] and hold no control characters; alarm text over
+/// [`MAX_TEXT_BYTES`] is cut (with a trailing `…`), other text over it is rejected.
+///
+/// # Errors
+/// [`RejectReason::Invalid`] naming the field and the limit.
+pub fn admit(input: &mut Input) -> Result<(), RejectReason> {
+    match input {
+        Input::Alarm(a) => {
+            check_id("id", &a.id)?;
+            check_id("sourceSystemId", &a.source_system)?;
+            check_id("alarmedObject.id", &a.object)?;
+            cut_text(&mut a.probable_cause);
+            cut_text(&mut a.alarm_type);
+            if let Some(t) = &mut a.specific_problem {
+                cut_text(t);
+            }
+            if let Some(t) = &mut a.object_type {
+                cut_text(t);
+            }
+        }
+        Input::Inventory(InventoryChange::Delete { circuit_id }) => {
+            check_id("circuitId", circuit_id)?;
+        }
+        Input::Inventory(InventoryChange::Upsert(c)) => {
+            check_id("circuitId", &c.circuit_id)?;
+            check_id("customer.id", &c.customer.id)?;
+            check_text("customer.name", &c.customer.name)?;
+            for (r, route) in c.routes.iter().enumerate() {
+                for (e, el) in route.path.iter().enumerate() {
+                    let at = |f: &str| format!("routes[{r}].path[{e}].{f}");
+                    check_id(&at("id"), &el.id)?;
+                    for (name, v) in [
+                        ("domain", &el.domain),
+                        ("neType", &el.ne_type),
+                        ("ne", &el.ne),
+                        ("card", &el.card),
+                    ] {
+                        if let Some(v) = v {
+                            check_id(&at(name), v)?;
+                        }
+                    }
+                }
+            }
+        }
+        Input::Maintenance(w) => {
+            check_id("windowId", &w.window_id)?;
+            for (i, o) in w.objects.iter().enumerate() {
+                check_id(&format!("objects[{i}]"), o)?;
+            }
+            for (i, c) in w.circuits.iter().enumerate() {
+                check_id(&format!("circuits[{i}]"), c)?;
+            }
+        }
+        Input::CancelWindow { window_id } => check_id("key", window_id)?,
+        Input::Command(c) => {
+            check_id("ticketId", &c.ticket_id)?;
+            check_id("circuitId", &c.circuit_id)?;
+            if let Some(by) = &c.by {
+                check_text("by", by)?;
+            }
+            if let Some(note) = &c.note {
+                check_text("note", note)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), RejectReason> {
+    let problem = if id.len() > MAX_ID_BYTES {
+        format!(
+            "an identifier of {} bytes; at most {MAX_ID_BYTES} are accepted",
+            id.len()
+        )
+    } else if let Some(c) = id.chars().find(|c| c.is_control()) {
+        format!(
+            "an identifier with the control character U+{:04X}; ids are printable text",
+            u32::from(c)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(RejectReason::Invalid {
+        field: field.into(),
+        problem,
+    })
+}
+
+fn check_text(field: &str, text: &str) -> Result<(), RejectReason> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(RejectReason::Invalid {
+            field: field.into(),
+            problem: format!(
+                "{} bytes of text; at most {MAX_TEXT_BYTES} are accepted",
+                text.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Cut `text` to at most [`MAX_TEXT_BYTES`], on a character boundary, marking the cut.
+fn cut_text(text: &mut String) {
+    if text.len() <= MAX_TEXT_BYTES {
+        return;
+    }
+    let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+}
+
+fn decode_only(
     stream: Stream,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
@@ -137,6 +280,56 @@ mod tests {
             parse_command(b"{nope").expect_err("not json").code(),
             RejectCode::NotJson
         );
+    }
+
+    fn alarm(id: &str, object: &str, cause: &str) -> Vec<u8> {
+        serde_json::json!({
+            "id": id, "state": "raised", "perceivedSeverity": "critical",
+            "probableCause": cause, "alarmType": "communicationsAlarm",
+            "alarmedObject": { "id": object }, "alarmRaisedTime": "2026-01-01T00:00:00Z",
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn ids_the_service_cannot_use_are_rejected_naming_the_field() {
+        let long = "N".repeat(MAX_ID_BYTES + 1);
+        for (bytes, field) in [
+            (alarm(&long, "NE1", "LOS"), "id"),
+            (alarm("A-1", "NE1\u{0}", "LOS"), "alarmedObject.id"),
+            (alarm("A-1\n", "NE1", "LOS"), "id"),
+        ] {
+            let got = decode(Stream::Alarms, None, Some(&bytes));
+            match &got[0] {
+                Err(RejectReason::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        // Ids that merely look like the runtime's own keys are ordinary ids.
+        for id in ["~meta", "~pending/1", "~watermark"] {
+            assert!(decode(Stream::Alarms, None, Some(&alarm(id, id, "LOS")))[0].is_ok());
+        }
+        let cmd = format!(
+            r#"{{"ticketId":"TT-1","circuitId":"{long}","action":"acknowledge","at":"2026-01-01T00:00:00Z"}}"#
+        );
+        let got = decode(Stream::Commands, None, Some(cmd.as_bytes()));
+        assert!(
+            matches!(&got[0], Err(RejectReason::Invalid { field, .. }) if field == "circuitId"),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn overlong_alarm_text_is_cut_and_the_alarm_still_counts() {
+        let cause = "é".repeat(500_000);
+        let got = decode(Stream::Alarms, None, Some(&alarm("A-1", "NE1", &cause)));
+        let Ok(Input::Alarm(a)) = &got[0] else {
+            panic!("{got:?}");
+        };
+        assert!(a.probable_cause.len() <= MAX_TEXT_BYTES);
+        assert!(a.probable_cause.ends_with('…'));
+        assert!(a.probable_cause.starts_with("éé"));
     }
 
     #[test]

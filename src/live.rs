@@ -53,6 +53,11 @@ pub struct Live {
     replica_ready: AtomicBool,
     inventory_circuits: AtomicU64,
     stages: DashMap<&'static str, StageInfo>,
+    /// Committed transactions per stage (in [`STAGES`] order), to tell a stage that fails
+    /// again and again from one that fails now and then.
+    commits: [AtomicU64; 3],
+    /// Stages failing without progress, with the last reason.
+    stalled: DashMap<&'static str, String>,
 }
 
 impl Live {
@@ -64,7 +69,40 @@ impl Live {
             replica_ready: AtomicBool::new(false),
             inventory_circuits: AtomicU64::new(0),
             stages: STAGES.iter().map(|s| (*s, StageInfo::default())).collect(),
+            commits: Default::default(),
+            stalled: DashMap::new(),
         }
+    }
+
+    /// A stage committed a transaction: it makes progress.
+    pub fn note_commit(&self, stage: &str) {
+        if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+            self.commits[i].fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.stalled.is_empty() {
+            self.stalled.remove(stage);
+        }
+    }
+
+    /// How many transactions the stage has committed.
+    pub fn commits(&self, stage: &str) -> u64 {
+        STAGES
+            .iter()
+            .position(|s| *s == stage)
+            .map_or(0, |i| self.commits[i].load(Ordering::Relaxed))
+    }
+
+    /// The stage failed again without committing anything since its last failure.
+    pub fn mark_stalled(&self, stage: &'static str, reason: String) {
+        self.stalled.insert(stage, reason);
+    }
+
+    /// Stages failing without progress, with their last reason.
+    pub fn stalled(&self) -> Vec<(&'static str, String)> {
+        self.stalled
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect()
     }
 
     pub fn set_replica_ready(&self, circuits: usize) {
@@ -98,6 +136,7 @@ impl Live {
     /// and restored the state of what it was assigned.
     pub fn ready(&self) -> bool {
         self.replica_ready.load(Ordering::Relaxed)
+            && self.stalled.is_empty()
             && STAGES.iter().all(|s| {
                 let info = self.stage(s);
                 info.joined && !info.restoring
@@ -116,6 +155,12 @@ impl Live {
                 reasons.push(format!("stage {s} has no assignment yet"));
             } else if info.restoring {
                 reasons.push(format!("stage {s} restoring state"));
+            }
+            if let Some(reason) = self.stalled.get(s) {
+                reasons.push(format!(
+                    "stage {s} cannot make progress (restarted without committing): {}",
+                    reason.value()
+                ));
             }
         }
         reasons
@@ -144,6 +189,14 @@ mod tests {
             live.update_stage(s, |i| i.restoring = false);
         }
         assert!(live.ready(), "{:?}", live.not_ready_reasons());
+        live.mark_stalled("circuits", "Message size too large".into());
+        assert!(!live.ready());
+        assert!(live.not_ready_reasons()[0].contains("Message size too large"));
+        live.note_commit("fanout");
+        assert!(!live.ready(), "another stage's progress does not count");
+        live.note_commit("circuits");
+        assert!(live.ready());
+        assert_eq!(live.commits("circuits"), 1);
     }
 }
 

@@ -47,6 +47,47 @@ pub const MAX_YEAR: i32 = 2100;
 /// tells the full size.
 pub const ORIGINAL_BUDGET_BYTES: usize = 512 * 1024;
 
+/// At most this many bytes of a Kafka key are kept in a [`Rejection`] (its `key` field)
+/// and in the key of the rejection record. With [`ORIGINAL_BUDGET_BYTES`] this bounds a
+/// rejection record well under Kafka's 1 MB default, whatever the input's key and value.
+pub const KEY_BUDGET_BYTES: usize = 4 * 1024;
+
+/// The key to write a rejection record under: the input's key, cut to
+/// [`KEY_BUDGET_BYTES`] (on a character boundary when it is text).
+pub fn rejection_record_key(key: Option<&[u8]>) -> Vec<u8> {
+    let Some(key) = key else {
+        return Vec::new();
+    };
+    if key.len() <= KEY_BUDGET_BYTES {
+        return key.to_vec();
+    }
+    match std::str::from_utf8(key) {
+        Ok(text) => {
+            let mut end = KEY_BUDGET_BYTES;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.as_bytes().get(..end).unwrap_or_default().to_vec()
+        }
+        Err(_) => key.get(..KEY_BUDGET_BYTES).unwrap_or_default().to_vec(),
+    }
+}
+
+/// The elements of a VES `eventList` batch as their own JSON text, for rejections that
+/// carry the bad element rather than the whole batch (a batch of a thousand bad elements
+/// would otherwise be copied a thousand times). `None` when `original` is not such a batch.
+pub fn batch_elements(original: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
+    #[derive(Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow, rename = "eventList")]
+        event_list: Vec<&'a serde_json::value::RawValue>,
+    }
+    let body = original.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(original);
+    serde_json::from_slice::<Batch<'_>>(body)
+        .ok()
+        .map(|b| b.event_list)
+}
+
 /// Machine-readable kind of a rejection: a stable name for dashboards, alerts and tests.
 /// The human explanation is [`RejectReason`]'s `Display`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -341,7 +382,7 @@ impl Rejection {
     /// the budget is cut like the original).
     pub fn with_key(mut self, key: Option<&[u8]>) -> Self {
         if let Some(k) = key {
-            let (text, b64, _) = encode_bytes(k, ORIGINAL_BUDGET_BYTES / 8);
+            let (text, b64, _) = encode_bytes(k, KEY_BUDGET_BYTES);
             self.key = text;
             self.key_base64 = b64;
         }

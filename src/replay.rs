@@ -106,15 +106,24 @@ pub fn replay(
             }
             let results = decode(stream, None, Some(&line));
             let batch = results.len() > 1;
+            // A bad element of a batch is rejected with that element, not the whole line.
+            let elements = (batch && results.iter().any(Result::is_err))
+                .then(|| crate::rejection::batch_elements(&line))
+                .flatten()
+                .unwrap_or_default();
             for (i, parsed) in results.into_iter().enumerate() {
                 let keep =
                     parsed.is_err() || matches!(stream, Stream::Commands | Stream::Maintenance);
+                let raw = match elements.get(i) {
+                    Some(element) if parsed.is_err() => element.get().as_bytes().to_vec(),
+                    _ => line.clone(),
+                };
                 records.push(Record {
                     time: parsed.as_ref().ok().and_then(event_time),
                     stream,
                     line: n as u64 + 1,
                     file: name,
-                    raw: keep.then(|| line.clone()),
+                    raw: keep.then_some(raw),
                     parsed,
                     batch_index: batch.then_some(i),
                 });

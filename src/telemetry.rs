@@ -17,6 +17,8 @@ pub const TICKET_EVENTS: &str = "linewatch_ticket_events_total";
 pub const TRANSACTIONS: &str = "linewatch_transactions_total";
 pub const RESTORE_RECORDS: &str = "linewatch_restore_records_total";
 pub const STAGE_RESTARTS: &str = "linewatch_stage_restarts_total";
+pub const STAGE_STALLED: &str = "linewatch_stage_stalled";
+pub const OVERSIZED_RECORDS: &str = "linewatch_oversized_records_total";
 pub const TRANSACTION_DURATION: &str = "linewatch_transaction_duration_seconds";
 pub const PROCESSING_LATENCY: &str = "linewatch_processing_latency_seconds";
 pub const CONSUMER_LAG: &str = "linewatch_consumer_lag_records";
@@ -41,6 +43,8 @@ pub const METRIC_NAMES: &[&str] = &[
     TRANSACTIONS,
     RESTORE_RECORDS,
     STAGE_RESTARTS,
+    STAGE_STALLED,
+    OVERSIZED_RECORDS,
     TRANSACTION_DURATION,
     PROCESSING_LATENCY,
     CONSUMER_LAG,
@@ -90,6 +94,14 @@ pub fn describe() {
     describe_counter!(
         STAGE_RESTARTS,
         "Stage restarts from the last commit (after an abort or a fence)"
+    );
+    describe_gauge!(
+        STAGE_STALLED,
+        "1 while a stage keeps failing without committing anything between its restarts"
+    );
+    describe_counter!(
+        OVERSIZED_RECORDS,
+        "Output records over the producer's size limit, left out of their transaction (a bug: every output is bounded at intake)"
     );
     describe_histogram!(
         TRANSACTION_DURATION,

@@ -72,7 +72,7 @@ use crate::live::Live;
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
 use crate::policy::Policy;
-use crate::rejection::{RejectReason, Rejection, Source};
+use crate::rejection::{batch_elements, rejection_record_key, RejectReason, Rejection, Source};
 use crate::telemetry;
 use crate::views::CircuitView;
 
@@ -233,13 +233,26 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the views of down circuits are refreshed to the partition's clock.
 const VIEW_REFRESH: Duration = Duration::from_secs(5);
 const BATCH_MAX: usize = 500;
-/// Key of the records that carry a fan-out partition's watermark to stage 2 (on
-/// `linewatch.impacts`). Keys starting with `~` are the runtime's own: no circuit id may.
-pub const WATERMARK_KEY: &str = "~watermark";
-/// Stage 2's changelog key of a partition's bookkeeping (watermarks, clock).
-const META_KEY: &str = "~meta";
-/// Stage 2's changelog key prefix of an input waiting for the clock.
-const PENDING_PREFIX: &str = "~pending/";
+/// Largest record (key and value) the stages write: under librdkafka's and the broker's
+/// 1 000 000-byte defaults (`message.max.bytes`), with room for headers and framing.
+const MAX_RECORD_BYTES: usize = 990_000;
+/// First byte of the keys of the runtime's own records (watermarks between stages, a
+/// partition's bookkeeping in its changelog). The byte 0xFF never occurs in UTF-8 text,
+/// and every key derived from input (circuit ids, alarm keys, root alarms) is UTF-8 text:
+/// no input can produce a key of the runtime's, whatever ids the NMS or the inventory use.
+pub const INTERNAL_KEY_BYTE: u8 = 0xFF;
+/// Key of the records that carry a partition's watermark to the next stage (on
+/// `linewatch.impacts` and `linewatch.incident-facts`).
+pub const WATERMARK_KEY: &[u8] = b"\xFFwatermark";
+/// The watermark key of releases before 0.2 (`~watermark`), still read from topics
+/// written then, when the record is a watermark record.
+const LEGACY_WATERMARK_KEY: &[u8] = b"~watermark";
+/// Changelog key of a partition's bookkeeping (watermarks, clock).
+const META_KEY: &[u8] = b"\xFFmeta";
+/// Changelog key prefix of an input waiting for the clock.
+const PENDING_PREFIX: &[u8] = b"\xFFpending/";
+/// The pending-input prefix of releases before 0.2, for their tombstones.
+const LEGACY_PENDING_PREFIX: &[u8] = b"~pending/";
 
 /// The replicated inventory and maintenance windows, shared by the stages of an instance.
 #[derive(Debug, Default)]
@@ -504,6 +517,8 @@ fn supervise(
 ) -> Result<(), ServiceError> {
     let changes = changes.unwrap_or_else(|| channel().1);
     let mut fences: Vec<Instant> = Vec::new();
+    // Commits of the stage when it last failed: a failure with none since is a stall.
+    let mut commits_at_failure: Option<u64> = None;
     loop {
         let reason = match run_stage(kind, env, &changes) {
             Ok(()) => return Ok(()),
@@ -520,6 +535,17 @@ fn supervise(
         };
         warn!(stage = kind.name(), %reason, "restarting the stage from the last commit");
         counter!(telemetry::STAGE_RESTARTS, "stage" => kind.name()).increment(1);
+        let commits = env.live.commits(kind.name());
+        if commits_at_failure == Some(commits) {
+            error!(
+                stage = kind.name(),
+                %reason,
+                "the stage keeps failing without committing anything; not ready"
+            );
+            env.live.mark_stalled(kind.name(), reason.clone());
+            gauge!(telemetry::STAGE_STALLED, "stage" => kind.name()).set(1.0);
+        }
+        commits_at_failure = Some(commits);
         // Not ready, and nothing to show, until the new member has restored its share.
         env.live.update_stage(kind.name(), |info| {
             info.partitions.clear();
@@ -544,7 +570,7 @@ fn supervise(
 struct Out {
     topic: String,
     partition: Option<i32>,
-    key: String,
+    key: Vec<u8>,
     value: Option<Vec<u8>>,
 }
 
@@ -557,6 +583,15 @@ struct StageContext {
 }
 
 impl ClientContext for StageContext {
+    /// librdkafka's errors, logged as its default context does, except the end-of-partition
+    /// notices the stage asks for (they are not errors).
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        error!("librdkafka: {}: {}", crate::kafka::redacted(&error), reason);
+    }
+
     /// librdkafka's statistics (every few seconds): the consumer lag of the assigned
     /// partitions, summed per topic.
     fn stats(&self, statistics: Statistics) {
@@ -661,6 +696,7 @@ fn run_stage(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
         .set("partition.assignment.strategy", "range")
         .set("fetch.queue.backoff.ms", "20")
         // How other instances find this one's HTTP listener (see kafka::directory).
@@ -727,6 +763,7 @@ fn run_stage(
             facts_partitions,
             last_alarm: BTreeMap::new(),
             reported: BTreeMap::new(),
+            at_end: BTreeSet::new(),
             impact_partitions,
             alarm_partitions,
         })),
@@ -775,7 +812,9 @@ fn stage_loop(
             core.restore_assigned(consumer)?;
             match polled {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    core.at_end.insert(p);
+                }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
                 Some(Err(e)) => warn!(stage = kind.name(), error = %e, "consumer error; retrying"),
                 Some(Ok(msg)) => {
@@ -859,6 +898,10 @@ struct Core {
     last_alarm: BTreeMap<i32, Instant>,
     /// Stage 1: the watermark last sent for each alarms partition.
     reported: BTreeMap<i32, DateTime<Utc>>,
+    /// Stage 1: partitions the consumer reported at their end since their last record
+    /// (librdkafka names the partition, not the topic: a hint, checked against the
+    /// partition's high watermark).
+    at_end: BTreeSet<i32>,
     impact_partitions: i32,
     alarm_partitions: i32,
 }
@@ -946,8 +989,10 @@ struct PendingRecord<T> {
     item: T,
 }
 
-fn pending_key(seq: u64) -> String {
-    format!("{PENDING_PREFIX}{seq:020}")
+fn pending_key(seq: u64) -> Vec<u8> {
+    let mut key = PENDING_PREFIX.to_vec();
+    key.extend_from_slice(format!("{seq:020}").as_bytes());
+    key
 }
 
 impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
@@ -1009,35 +1054,53 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
         true
     }
 
-    /// Read one of the buffer's changelog records; false when the key is not one.
-    fn restore(&mut self, key: &str, value: Option<&[u8]>) -> Result<bool, String> {
-        if key == META_KEY {
-            if let Some(bytes) = value {
-                self.meta = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    /// Read one of the buffer's changelog records, by the kind its envelope names.
+    fn restore(&mut self, kind: StateKind, body: &[u8]) -> Result<(), String> {
+        match kind {
+            StateKind::Meta => {
+                self.meta = serde_json::from_slice(body).map_err(|e| e.to_string())?;
             }
-            return Ok(true);
-        }
-        let Some(seq) = key.strip_prefix(PENDING_PREFIX) else {
-            return Ok(false);
-        };
-        match value {
-            Some(bytes) => {
+            StateKind::Pending => {
                 let r: PendingRecord<T> =
-                    serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                    serde_json::from_slice(body).map_err(|e| e.to_string())?;
                 self.pending.insert((r.time, r.class, r.seq), r.item);
             }
-            None => {
-                let seq = seq.parse::<u64>().ok();
-                self.pending.retain(|k, _| Some(k.2) != seq);
-            }
+            StateKind::Entity => return Err("not a record of the partition's buffer".into()),
         }
-        Ok(true)
+        Ok(())
+    }
+
+    /// A tombstone under `key`: true when it is one of the buffer's (a pending input
+    /// applied), false when it is an entity's. A key of a release before 0.2
+    /// (`~pending/<seq>`) counts only when such an input is held: an entity may be named
+    /// like that.
+    fn restore_tombstone(&mut self, key: &[u8]) -> bool {
+        if key == META_KEY {
+            return true;
+        }
+        let (seq, legacy) = match key.strip_prefix(PENDING_PREFIX) {
+            Some(seq) => (seq, false),
+            None => match key.strip_prefix(LEGACY_PENDING_PREFIX) {
+                Some(seq) => (seq, true),
+                None => return false,
+            },
+        };
+        let seq = std::str::from_utf8(seq)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        let before = self.pending.len();
+        self.pending.retain(|k, _| Some(k.2) != seq);
+        !legacy || self.pending.len() < before
     }
 
     /// The changelog records of what changed since the last call.
-    fn changelog(&mut self, out: &mut Vec<(String, Option<Vec<u8>>)>) {
+    fn changelog(&mut self, out: &mut Vec<StateRecord>) {
         if std::mem::take(&mut self.meta_dirty) {
-            out.push((META_KEY.to_string(), serde_json::to_vec(&self.meta).ok()));
+            out.push((
+                META_KEY.to_vec(),
+                StateKind::Meta,
+                serde_json::to_vec(&self.meta).ok(),
+            ));
         }
         for key in std::mem::take(&mut self.pending_dirty) {
             let value = self.pending.get(&key).and_then(|item| {
@@ -1049,7 +1112,7 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 })
                 .ok()
             });
-            out.push((pending_key(key.2), value));
+            out.push((pending_key(key.2), StateKind::Pending, value));
         }
     }
 }
@@ -1091,6 +1154,7 @@ impl Core {
         self.circuits.clear();
         self.incidents.clear();
         self.reported.clear();
+        self.at_end.clear();
         self.to_restore.clear();
         self.last_alarm.clear();
         self.owned.clear();
@@ -1256,35 +1320,35 @@ impl Core {
 
     fn restore_record(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ServiceError> {
         let p = msg.partition();
-        let key = msg
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
+        let raw_key = msg.key().unwrap_or_default();
+        let key = String::from_utf8_lossy(raw_key).into_owned();
         let bad = |error: String| ServiceError::BadState {
             topic: msg.topic().to_string(),
             partition: p,
-            key: key.clone(),
+            key: key.escape_debug().to_string(),
             error,
         };
         let cfg = Arc::clone(&self.config);
         let policy = &cfg.policy;
-        let payload = msg
+        let entity = entity_kind(self.kind);
+        let opened = msg
             .payload()
-            .map(|bytes| open_state(bytes, state_kind(self.kind, &key)))
+            .map(|bytes| open_state(bytes, entity))
             .transpose()
             .map_err(bad)?;
-        let payload = payload.as_deref();
+        let bookkeeping = |kind: StateKind| kind != StateKind::Entity;
         match self.kind {
             StageKind::FanOut => {
                 let Some(fanout) = self.fanout.get_mut(&p) else {
                     return Ok(());
                 };
-                match payload {
-                    Some(bytes) => {
+                match opened {
+                    Some((StateKind::Entity, body)) => {
                         let record: AlarmRecord =
-                            serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+                            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
                         fanout.import(&key, record);
                     }
+                    Some(_) => return Err(bad("bookkeeping in the fan-out changelog".into())),
                     None => fanout.import(&key, AlarmRecord::default()),
                 }
             }
@@ -1292,13 +1356,18 @@ impl Core {
                 let Some(part) = self.circuits.get_mut(&p) else {
                     return Ok(());
                 };
-                if !part.buf.restore(&key, payload).map_err(bad)? {
-                    match payload {
-                        Some(bytes) => part
-                            .states
-                            .import(&key, bytes, policy)
-                            .map_err(|e| bad(e.to_string()))?,
-                        None => part.states.forget(&key),
+                match opened {
+                    Some((kind, body)) if bookkeeping(kind) => {
+                        part.buf.restore(kind, &body).map_err(bad)?;
+                    }
+                    Some((_, body)) => part
+                        .states
+                        .import(&key, &body, policy)
+                        .map_err(|e| bad(e.to_string()))?,
+                    None => {
+                        if !part.buf.restore_tombstone(raw_key) {
+                            part.states.forget(&key);
+                        }
                     }
                 }
                 part.states.take_dirty();
@@ -1307,14 +1376,19 @@ impl Core {
                 let Some(part) = self.incidents.get_mut(&p) else {
                     return Ok(());
                 };
-                if !part.buf.restore(&key, payload).map_err(bad)? {
-                    match payload {
-                        Some(bytes) => {
-                            let incident =
-                                serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-                            part.book.restore(incident);
+                match opened {
+                    Some((kind, body)) if bookkeeping(kind) => {
+                        part.buf.restore(kind, &body).map_err(bad)?;
+                    }
+                    Some((_, body)) => {
+                        let incident =
+                            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+                        part.book.restore(incident);
+                    }
+                    None => {
+                        if !part.buf.restore_tombstone(raw_key) {
+                            part.book.forget_key(&key);
                         }
-                        None => part.book.forget_key(&key),
                     }
                 }
                 part.book.take_dirty();
@@ -1356,6 +1430,7 @@ impl Core {
             StageKind::FanOut => {
                 if msg.topic() == t.alarms {
                     self.last_alarm.insert(p, Instant::now());
+                    self.at_end.remove(&p);
                 }
                 let stream = if msg.topic() == t.alarms {
                     Stream::Alarms
@@ -1366,9 +1441,22 @@ impl Core {
                 };
                 let results = decode(stream, msg.key(), msg.payload());
                 let batch = results.len() > 1;
+                let mut failed = Vec::new();
                 for (i, result) in results.into_iter().enumerate() {
                     if let Err(reason) = result.and_then(|input| self.fan_out(p, input)) {
-                        self.reject(msg, &reason, batch.then_some(i));
+                        failed.push((i, reason));
+                    }
+                }
+                if batch && !failed.is_empty() {
+                    // Each rejection carries its own element, not the whole batch.
+                    let elements = msg.payload().and_then(batch_elements).unwrap_or_default();
+                    for (i, reason) in failed {
+                        let element = elements.get(i).map(|e| e.get().as_bytes());
+                        self.reject_with(msg, element.or(msg.payload()), &reason, Some(i));
+                    }
+                } else {
+                    for (_, reason) in failed {
+                        self.reject(msg, &reason, None);
                     }
                 }
             }
@@ -1379,9 +1467,9 @@ impl Core {
                             self.reject(msg, &reason, None);
                         }
                     }
-                } else if msg.key() == Some(WATERMARK_KEY.as_bytes()) {
-                    match msg.payload().map(serde_json::from_slice::<WatermarkRecord>) {
-                        Some(Ok(w)) => {
+                } else if let Some(w) = watermark_record(msg) {
+                    match w {
+                        Ok(w) => {
                             let upstream = self.alarm_partitions;
                             let known = self
                                 .circuit_partition(p)
@@ -1392,7 +1480,7 @@ impl Core {
                                 self.reject(msg, &bad_watermark(&w, upstream), None);
                             }
                         }
-                        _ => self.reject(msg, &not_json("a watermark record"), None),
+                        Err(()) => self.reject(msg, &not_json("a watermark record"), None),
                     }
                 } else {
                     match msg.payload().map(serde_json::from_slice::<Impact>) {
@@ -1413,9 +1501,9 @@ impl Core {
                     .map(|k| String::from_utf8_lossy(k).into_owned())
                     .unwrap_or_default();
                 let upstream = self.impact_partitions;
-                if key == WATERMARK_KEY {
-                    match msg.payload().map(serde_json::from_slice::<WatermarkRecord>) {
-                        Some(Ok(w)) => {
+                if let Some(w) = watermark_record(msg) {
+                    match w {
+                        Ok(w) => {
                             let known = self
                                 .incident_partition(p)
                                 .is_some_and(|part| part.buf.report(&w, upstream));
@@ -1425,7 +1513,7 @@ impl Core {
                                 self.reject(msg, &bad_watermark(&w, upstream), None);
                             }
                         }
-                        _ => self.reject(msg, &not_json("a watermark record"), None),
+                        Err(()) => self.reject(msg, &not_json("a watermark record"), None),
                     }
                     return;
                 }
@@ -1490,7 +1578,7 @@ impl Core {
                 Ok(bytes) => self.pending.push(Out {
                     topic: topic.clone(),
                     partition: None,
-                    key: impact.circuit_id.clone(),
+                    key: impact.circuit_id.clone().into_bytes(),
                     value: Some(bytes),
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize an impact"),
@@ -1594,7 +1682,7 @@ impl Core {
                 };
                 let rej = Rejection::new(&reason, Some(original.as_bytes()), source, Utc::now())
                     .with_key(key.as_deref().map(str::as_bytes));
-                self.push_rejection(rej, key.unwrap_or_default());
+                self.push_rejection(rej, rejection_record_key(key.as_deref().map(str::as_bytes)));
             }
         }
         let Some(part) = self.circuits.get_mut(&p) else {
@@ -1685,7 +1773,7 @@ impl Core {
                 Ok(bytes) => self.pending.push(Out {
                     topic: facts_topic.clone(),
                     partition: None,
-                    key,
+                    key: key.into_bytes(),
                     value: Some(bytes),
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize ticket facts"),
@@ -1762,24 +1850,37 @@ impl Core {
                         .last_alarm
                         .get(&p)
                         .is_some_and(|t| t.elapsed() >= idle_after);
-                    // Quiet, and read to the end (a trailing transaction marker aside).
-                    let idle = quiet
-                        && positions.as_ref().is_some_and(|tpl| {
-                            let position = tpl.find_partition(&alarms, p).map(|e| e.offset());
-                            // Asked through a client of its own: on the stage consumer's
-                            // connection the request waits behind a fetch long-poll
-                            // (fetch.wait.max.ms), which stalled the stage for seconds.
-                            match self
-                                .probe
-                                .fetch_watermarks(&alarms, p, Duration::from_secs(2))
-                            {
-                                Ok((low, high)) => match position {
-                                    Some(Offset::Offset(o)) => o >= high,
-                                    _ => low == high,
-                                },
-                                Err(_) => false,
-                            }
+                    // Quiet, and read to the end. Where the stage is in the partition is
+                    // the consumer's position once it has read a record, else the offset
+                    // it resumed from: after a restart on a quiet network nothing is read,
+                    // and the position stays unknown however old the partition's data.
+                    let position = positions
+                        .as_ref()
+                        .and_then(|tpl| tpl.find_partition(&alarms, p))
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
                         });
+                    let resumed = self.offsets.get(&(alarms.clone(), p)).copied();
+                    let next = position.max(resumed);
+                    let at_end = self.at_end.contains(&p);
+                    let idle = quiet && {
+                        // Asked through a client of its own: on the stage consumer's
+                        // connection the request waits behind a fetch long-poll
+                        // (fetch.wait.max.ms), which stalled the stage for seconds.
+                        match self
+                            .probe
+                            .fetch_watermarks(&alarms, p, Duration::from_secs(2))
+                        {
+                            // One record past the position is a transaction's closing
+                            // marker when the consumer has been told it is at the end.
+                            Ok((low, high)) => match next {
+                                Some(o) => o >= high || (at_end && o + 1 >= high),
+                                None => low == high,
+                            },
+                            Err(_) => false,
+                        }
+                    };
                     let event_time = self.fanout.get(&p).and_then(FanOut::watermark);
                     let mark = if idle {
                         Some(event_time.map_or(now, |w| w.max(now)))
@@ -1848,7 +1949,7 @@ impl Core {
             self.pending.push(Out {
                 topic: topic.clone(),
                 partition: Some(target),
-                key: WATERMARK_KEY.to_string(),
+                key: WATERMARK_KEY.to_vec(),
                 value: Some(bytes.clone()),
             });
         }
@@ -1891,7 +1992,7 @@ impl Core {
                 Ok(bytes) => self.pending.push(Out {
                     topic,
                     partition: None,
-                    key: output.key(),
+                    key: output.key().into_bytes(),
                     value: Some(bytes),
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize an output"),
@@ -1901,23 +2002,31 @@ impl Core {
 
     /// A rejection carrying the reason, the original bytes and where the record came from.
     fn reject(&mut self, msg: &BorrowedMessage<'_>, reason: &RejectReason, index: Option<usize>) {
+        self.reject_with(msg, msg.payload(), reason, index);
+    }
+
+    /// [`Core::reject`] with `original` standing for the record's value (a batch's
+    /// element).
+    fn reject_with(
+        &mut self,
+        msg: &BorrowedMessage<'_>,
+        original: Option<&[u8]>,
+        reason: &RejectReason,
+        index: Option<usize>,
+    ) {
         let source = Source::Kafka {
             topic: msg.topic().into(),
             partition: msg.partition(),
             offset: msg.offset(),
         };
-        let mut rej = Rejection::new(reason, msg.payload(), source, Utc::now()).with_key(msg.key());
+        let mut rej = Rejection::new(reason, original, source, Utc::now()).with_key(msg.key());
         if let Some(i) = index {
             rej = rej.with_batch_index(i);
         }
-        let key = msg
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
-        self.push_rejection(rej, key);
+        self.push_rejection(rej, rejection_record_key(msg.key()));
     }
 
-    fn push_rejection(&mut self, rej: Rejection, key: String) {
+    fn push_rejection(&mut self, rej: Rejection, key: Vec<u8>) {
         warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
         *self
             .batch
@@ -2039,7 +2148,7 @@ impl Core {
                 let value = fanout
                     .export(&key)
                     .and_then(|r| serde_json::to_vec(&r).ok());
-                records.push((*p, key, value));
+                records.push((*p, key.into_bytes(), StateKind::Entity, value));
             }
         }
         let replica = self.replica.clone();
@@ -2058,11 +2167,11 @@ impl Core {
                     )
                     .map(Box::new);
                 self.views.push(ViewUpdate::Circuit(key.clone(), view));
-                records.push((*p, key, value));
+                records.push((*p, key.into_bytes(), StateKind::Entity, value));
             }
             let mut buffered = Vec::new();
             part.buf.changelog(&mut buffered);
-            records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
+            records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
         }
         for (p, part) in &mut self.incidents {
             for key in part.book.take_dirty() {
@@ -2070,15 +2179,15 @@ impl Core {
                 let value = incident.and_then(|i| serde_json::to_vec(i).ok());
                 let record = incident.and_then(|i| i.record()).map(Box::new);
                 self.views.push(ViewUpdate::Incident(key.clone(), record));
-                records.push((*p, key, value));
+                records.push((*p, key.into_bytes(), StateKind::Entity, value));
             }
             let mut buffered = Vec::new();
             part.buf.changelog(&mut buffered);
-            records.extend(buffered.into_iter().map(|(k, v)| (*p, k, v)));
+            records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
         }
         drop(network);
-        for (p, key, value) in records {
-            let value = value.map(|state| seal_state(state_kind(self.kind, &key), &state));
+        for (p, key, kind, value) in records {
+            let value = value.map(|state| seal_state(kind.name(self.kind), &state));
             self.pending.push(Out {
                 topic: changelog.clone(),
                 partition: Some(p),
@@ -2110,6 +2219,10 @@ impl Core {
                 if let Ok(mut s) = self.summary.lock() {
                     s.transactions += 1;
                 }
+                if self.live.stalled().iter().any(|(s, _)| *s == stage) {
+                    gauge!(telemetry::STAGE_STALLED, "stage" => stage).set(0.0);
+                }
+                self.live.note_commit(stage);
                 self.committed();
                 debug!(
                     stage = self.kind.name(),
@@ -2128,6 +2241,19 @@ impl Core {
         let producer = &self.producer;
         producer.begin_transaction().map_err(classify)?;
         for out in &self.pending {
+            let size = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
+            if size > MAX_RECORD_BYTES {
+                // Inputs are bounded at intake so that no output gets here; one that does
+                // anyway is left out rather than fail every retry of the transaction.
+                error!(
+                    topic = %out.topic,
+                    key = %String::from_utf8_lossy(out.key.get(..64).unwrap_or(&out.key)),
+                    bytes = size,
+                    "an output record over the size limit is left out (a bug; please report it)"
+                );
+                counter!(telemetry::OVERSIZED_RECORDS, "topic" => out.topic.clone()).increment(1);
+                continue;
+            }
             let mut record = BaseRecord::to(&out.topic).key(&out.key);
             if let Some(v) = &out.value {
                 record = record.payload(v);
@@ -2183,17 +2309,34 @@ impl Core {
 /// than guess (see `topics/schemas/state.schema.json`).
 const STATE_VERSION: u32 = 1;
 
-/// The kind of state a changelog record of `stage` under `key` holds.
-fn state_kind(stage: StageKind, key: &str) -> &'static str {
-    if key == META_KEY {
-        "meta"
-    } else if key.starts_with(PENDING_PREFIX) {
-        "pending"
-    } else {
-        match stage {
-            StageKind::FanOut => "fanout",
-            StageKind::Circuits => "circuit",
-            StageKind::Incidents => "incident",
+/// A changelog record to write: key, what it holds, value (`None`: a tombstone).
+type StateRecord = (Vec<u8>, StateKind, Option<Vec<u8>>);
+
+/// What a changelog record holds: an entity of the stage (an alarm's fan-out, a circuit,
+/// an incident), or the partition's bookkeeping. The envelope names it, so that a record
+/// is read for what it is whatever its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    Entity,
+    Meta,
+    Pending,
+}
+
+/// The envelope name of the entities of `stage`'s changelog.
+fn entity_kind(stage: StageKind) -> &'static str {
+    match stage {
+        StageKind::FanOut => "fanout",
+        StageKind::Circuits => "circuit",
+        StageKind::Incidents => "incident",
+    }
+}
+
+impl StateKind {
+    fn name(self, stage: StageKind) -> &'static str {
+        match self {
+            StateKind::Entity => entity_kind(stage),
+            StateKind::Meta => "meta",
+            StateKind::Pending => "pending",
         }
     }
 }
@@ -2201,31 +2344,58 @@ fn state_kind(stage: StageKind, key: &str) -> &'static str {
 /// Wrap a state body in its changelog envelope: `{"kind", "version", "state"}`.
 fn seal_state(kind: &str, state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(state.len() + 48);
-    out.extend_from_slice(
-        format!("{{\"kind\":\"{kind}\",\"version\":{STATE_VERSION},\"state\":").as_bytes(),
-    );
+    out.extend_from_slice(b"{\"kind\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"version\":");
+    out.extend_from_slice(STATE_VERSION.to_string().as_bytes());
+    out.extend_from_slice(b",\"state\":");
     out.extend_from_slice(state);
     out.push(b'}');
     out
 }
 
-/// The state body of a changelog record, if its kind and version are the expected ones.
-fn open_state(bytes: &[u8], kind: &str) -> Result<Vec<u8>, String> {
+/// The kind and state body of a changelog record, if its kind is `entity` or the
+/// bookkeeping's and its version the expected one.
+fn open_state(bytes: &[u8], entity: &str) -> Result<(StateKind, Vec<u8>), String> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
-        kind: String,
+        #[serde(borrow)]
+        kind: std::borrow::Cow<'a, str>,
         version: u32,
         #[serde(borrow)]
         state: &'a serde_json::value::RawValue,
     }
     let e: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if e.kind != kind || e.version != STATE_VERSION {
-        return Err(format!(
-            "state of kind {:?} version {}, expected {kind:?} version {STATE_VERSION}",
+    let kind = match &*e.kind {
+        k if k == entity => Some(StateKind::Entity),
+        "meta" => Some(StateKind::Meta),
+        "pending" => Some(StateKind::Pending),
+        _ => None,
+    };
+    match kind {
+        Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes().to_vec())),
+        _ => Err(format!(
+            "state of kind {:?} version {}, expected {entity:?}, \"meta\" or \"pending\" \
+             version {STATE_VERSION}",
             e.kind, e.version
-        ));
+        )),
     }
-    Ok(e.state.get().as_bytes().to_vec())
+}
+
+/// A watermark record between stages: `Some(Ok)` for one, `Some(Err)` for a record under
+/// the watermark key that is not one, `None` for any other record. A record under the key
+/// of releases before 0.2 counts only when it reads as a watermark (an entity may be named
+/// `~watermark`).
+fn watermark_record(msg: &BorrowedMessage<'_>) -> Option<Result<WatermarkRecord, ()>> {
+    let parsed = || {
+        msg.payload()
+            .and_then(|bytes| serde_json::from_slice::<WatermarkRecord>(bytes).ok())
+    };
+    match msg.key() {
+        Some(WATERMARK_KEY) => Some(parsed().ok_or(())),
+        Some(LEGACY_WATERMARK_KEY) => parsed().map(Ok),
+        _ => None,
+    }
 }
 
 fn bad_watermark(w: &WatermarkRecord, upstream: i32) -> RejectReason {
@@ -2422,10 +2592,21 @@ mod tests {
         let _ = buf.next_ready(t(9));
         buf.changelog(&mut records);
         let mut back: Buffer<String> = Buffer::default();
-        for (key, value) in &records {
-            assert!(back.restore(key, value.as_deref()).expect("readable"));
+        for (key, kind, value) in &records {
+            assert_eq!(
+                key.first(),
+                Some(&INTERNAL_KEY_BYTE),
+                "a key no input can have"
+            );
+            match value {
+                Some(body) => back.restore(*kind, body).expect("readable"),
+                None => assert!(back.restore_tombstone(key), "a buffer key"),
+            }
         }
-        assert!(!back.restore("DL-0001", None).expect("not a buffer key"));
+        assert!(!back.restore_tombstone(b"DL-0001"), "not a buffer key");
+        // An entity named like a bookkeeping key of an older release stays an entity.
+        assert!(!back.restore_tombstone(b"~pending/77"));
+        assert!(!back.restore_tombstone(b"~meta"));
         assert_eq!(back.pending, buf.pending);
         assert_eq!(back.meta.next_seq, 2);
         assert_eq!(back.meta.watermarks, buf.meta.watermarks);
@@ -2439,14 +2620,19 @@ mod tests {
         assert_eq!(value["version"], STATE_VERSION);
         assert_eq!(
             open_state(&sealed, "circuit").expect("opens"),
-            br#"{"fault":null}"#.to_vec()
+            (StateKind::Entity, br#"{"fault":null}"#.to_vec())
         );
         assert!(open_state(&sealed, "fanout").is_err());
         let future = br#"{"kind":"circuit","version":99,"state":{}}"#;
         let err = open_state(future, "circuit").expect_err("unknown version");
         assert!(err.contains("version 99"), "{err}");
-        assert_eq!(state_kind(StageKind::Circuits, META_KEY), "meta");
-        assert_eq!(state_kind(StageKind::Circuits, &pending_key(3)), "pending");
-        assert_eq!(state_kind(StageKind::Incidents, "nms-1:LOS-1"), "incident");
+        // The kind comes from the envelope, never from the key.
+        let meta = seal_state(StateKind::Meta.name(StageKind::Circuits), b"{}");
+        assert_eq!(
+            open_state(&meta, "circuit").expect("opens").0,
+            StateKind::Meta
+        );
+        assert_eq!(StateKind::Pending.name(StageKind::Incidents), "pending");
+        assert_eq!(StateKind::Entity.name(StageKind::Incidents), "incident");
     }
 }
