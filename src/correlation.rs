@@ -73,6 +73,10 @@ pub struct FanOut {
     /// Clears that arrived before their raise: alarm key → cleared at. Kept for the
     /// policy's late-alarm allowance, then forgotten.
     early_clears: HashMap<String, EarlyClear>,
+    /// The early clears in the order they expire (cleared at, key), so that expiring costs
+    /// what expires rather than a sweep of every remembered clear per alarm. An entry whose
+    /// clear has since been replaced or dropped is skipped when it comes up.
+    expiry: BTreeSet<(DateTime<Utc>, String)>,
     /// The latest alarm event time seen: early clears expire against it, not against the
     /// wall clock, so that a backlog read after a restart is treated as replay treats it.
     watermark: Option<DateTime<Utc>>,
@@ -139,7 +143,7 @@ impl FanOut {
             self.watermark = Some(self.watermark.map_or(w, |old| old.max(w)));
         }
         if let Some((cleared_at, replayed)) = record.early_clear {
-            self.early_clears.insert(
+            self.remember_clear(
                 key.to_string(),
                 EarlyClear {
                     cleared_at,
@@ -193,7 +197,7 @@ impl FanOut {
                     if alarm.state == AlarmState::Cleared {
                         // Remember the clear, so that a late duplicate of the raise (an NMS
                         // resync, a producer retry) does not bring the alarm back.
-                        self.early_clears.insert(
+                        self.remember_clear(
                             key,
                             EarlyClear {
                                 cleared_at: at,
@@ -204,11 +208,14 @@ impl FanOut {
                     impacts_for(&prev, network, ImpactKind::Clear, at)
                 }
                 None => {
-                    if alarm.state == AlarmState::Cleared {
-                        self.early_clears.entry(key).or_insert(EarlyClear {
-                            cleared_at: at,
-                            replayed: false,
-                        });
+                    if alarm.state == AlarmState::Cleared && !self.early_clears.contains_key(&key) {
+                        self.remember_clear(
+                            key,
+                            EarlyClear {
+                                cleared_at: at,
+                                replayed: false,
+                            },
+                        );
                     }
                     Vec::new()
                 }
@@ -302,16 +309,28 @@ impl FanOut {
     fn expire(&mut self, event_time: DateTime<Utc>, policy: &Policy) {
         let latest = self.watermark.map_or(event_time, |w| w.max(event_time));
         self.watermark = Some(latest);
-        if let Some(horizon) = latest.checked_sub_signed(policy.late_alarm_allowance()) {
-            let dirty = &mut self.dirty;
-            self.early_clears.retain(|k, e| {
-                let keep = e.cleared_at >= horizon;
-                if !keep {
-                    dirty.insert(k.clone());
-                }
-                keep
-            });
+        let Some(horizon) = latest.checked_sub_signed(policy.late_alarm_allowance()) else {
+            return;
+        };
+        while self.expiry.first().is_some_and(|(at, _)| *at < horizon) {
+            let Some((at, key)) = self.expiry.pop_first() else {
+                break;
+            };
+            if self
+                .early_clears
+                .get(&key)
+                .is_some_and(|e| e.cleared_at == at)
+            {
+                self.early_clears.remove(&key);
+                self.dirty.insert(key);
+            }
         }
+    }
+
+    /// Remember an early clear (replacing any other of the same key).
+    fn remember_clear(&mut self, key: String, clear: EarlyClear) {
+        self.expiry.insert((clear.cleared_at, key.clone()));
+        self.early_clears.insert(key, clear);
     }
 
     fn insert(&mut self, facts: AlarmFacts, network: &Network) -> Vec<Impact> {
