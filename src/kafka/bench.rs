@@ -18,10 +18,12 @@ use crate::kafka::{client_config, ClientOverride};
 /// A record's key and value, as read.
 type KeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 
-/// The raw pipe: consume `input` and produce every record unchanged to `output`, with the
-/// service's transactional settings (batches of up to 500 records or 100 ms, offsets sent
-/// to each transaction, `read_committed`). Returns the seconds from the first record read
-/// to the commit of the `expected`-th.
+/// The raw pipe: consume `input` and produce every record unchanged to `output`, as a
+/// Kafka engineer would tune an exactly-once copy: one transaction per 100 ms carrying
+/// everything read in that time (no record cap), offsets sent to each transaction,
+/// `read_committed`, large producer batches, in-flight records drained before each commit
+/// ([`crate::kafka::commit_drained`]). Returns the seconds from the first record read to
+/// the commit of the `expected`-th.
 ///
 /// # Errors
 /// Kafka errors, or a pipe that does not see `expected` records within 10 minutes.
@@ -45,8 +47,8 @@ pub fn raw_pipe(
     pcfg.set("transactional.id", format!("{group}-tx"))
         .set("transaction.timeout.ms", "20000")
         .set("message.timeout.ms", "15000")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
+        .set("partitioner", "murmur2_random");
+    crate::kafka::throughput_producer(&mut pcfg);
     let producer: BaseProducer = pcfg.create()?;
     producer.init_transactions(Duration::from_secs(30))?;
     consumer.subscribe(&[input])?;
@@ -60,8 +62,8 @@ pub fn raw_pipe(
         }
         let batch_end = Instant::now() + Duration::from_millis(100);
         let mut batch: Vec<KeyValue> = Vec::new();
-        while batch.len() < 500 && Instant::now() < batch_end {
-            match consumer.poll(Duration::from_millis(20)) {
+        while Instant::now() < batch_end {
+            match consumer.poll(batch_end.saturating_duration_since(Instant::now())) {
                 Some(Ok(m)) => {
                     first.get_or_insert_with(Instant::now);
                     offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
@@ -104,7 +106,7 @@ pub fn raw_pipe(
         }
         let metadata = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
         producer.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(30))?;
-        producer.commit_transaction(Duration::from_secs(30))?;
+        crate::kafka::commit_drained(&producer, Duration::from_secs(30))?;
         seen += batch.len() as u64;
     }
     Ok(first.map_or(0.0, |t| t.elapsed().as_secs_f64()))

@@ -232,7 +232,15 @@ pub struct RunSummary {
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the views of down circuits are refreshed to the partition's clock.
 const VIEW_REFRESH: Duration = Duration::from_secs(5);
-const BATCH_MAX: usize = 500;
+/// How long a stage reads before it commits what it read (a transaction's interval).
+const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// A transaction is committed early once it has read this many bytes of input...
+const BATCH_MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
+/// ...or holds this many output records (a storm's outputs come from few inputs).
+const BATCH_MAX_OUTPUTS: usize = 200_000;
+/// Attempts at an ambiguous (retriable) commit before the stage gives up on it and starts
+/// again from the last commit (its new producer settles the transaction).
+const COMMIT_ATTEMPTS: u32 = 5;
 /// Largest record (key and value) the stages write: under librdkafka's and the broker's
 /// 1 000 000-byte defaults (`message.max.bytes`), with room for headers and framing.
 const MAX_RECORD_BYTES: usize = 990_000;
@@ -713,8 +721,8 @@ fn run_stage(
         )
         .set("transaction.timeout.ms", "20000")
         .set("message.timeout.ms", "15000")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5");
+        .set("partitioner", "murmur2_random");
+    crate::kafka::throughput_producer(&mut producer_cfg);
     let producer: BaseProducer = producer_cfg.create()?;
     with_retries(|| producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
 
@@ -791,11 +799,21 @@ fn stage_loop(
     let config = &env.config;
     let mut last_tick = Instant::now();
     while !env.shutdown.load(Ordering::Relaxed) {
-        let deadline = Instant::now() + Duration::from_millis(100);
+        // A transaction carries everything read in its interval, up to a size bound that
+        // keeps it well inside the producer's queue and the transaction timeout.
+        let deadline = Instant::now() + BATCH_INTERVAL;
         let mut consumed = false;
-        let mut taken = 0;
-        while taken < BATCH_MAX && Instant::now() < deadline {
-            let polled = consumer.poll(Duration::from_millis(20));
+        let mut taken_bytes = 0usize;
+        let mut outputs = 0usize;
+        while Instant::now() < deadline
+            && taken_bytes < BATCH_MAX_INPUT_BYTES
+            && outputs < BATCH_MAX_OUTPUTS
+        {
+            let polled = consumer.poll(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
             if let Some(e) = consumer
                 .context()
                 .revoke_error
@@ -819,8 +837,9 @@ fn stage_loop(
                 Some(Err(e)) => warn!(stage = kind.name(), error = %e, "consumer error; retrying"),
                 Some(Ok(msg)) => {
                     consumed = true;
-                    taken += 1;
+                    taken_bytes += msg.payload_len() + msg.key_len();
                     core.handle(&msg);
+                    outputs = core.pending.len();
                 }
             }
         }
@@ -2292,12 +2311,23 @@ impl Core {
                 return Err(abort(producer, e));
             }
         }
+        let mut attempts = 0;
         loop {
-            match producer.commit_transaction(TXN_TIMEOUT) {
+            attempts += 1;
+            match crate::kafka::commit_drained(producer, TXN_TIMEOUT) {
                 Ok(()) => return Ok(()),
-                // An ambiguous commit is retried, never reprocessed (librdkafka #4558).
+                // An ambiguous commit is retried, never reprocessed (librdkafka #4558)...
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && attempts < COMMIT_ATTEMPTS =>
+                {
+                    warn!(error = %e, attempts, "retrying transaction commit");
+                }
+                // ...a bounded number of times: then the stage starts again from the last
+                // commit, and its new producer (same transactional id) settles this one.
                 Err(KafkaError::Transaction(e)) if e.is_retriable() => {
-                    warn!(error = %e, "retrying transaction commit");
+                    return Err(ServiceError::Aborted(format!(
+                        "transaction commit still ambiguous after {attempts} attempts: {e}"
+                    )));
                 }
                 Err(e) => return Err(abort(producer, e)),
             }
