@@ -712,11 +712,27 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 
 /// The system allocator, counting the bytes it holds, so that `bench` can tell how much
 /// memory the engine keeps per circuit (resident size alone cannot: freed memory stays
-/// resident and is reused). One relaxed atomic add per allocation.
+/// resident and is reused). One relaxed atomic add per allocation: only in builds with the
+/// `heap-stats` feature, never in the service's default build.
+#[cfg(feature = "heap-stats")]
 struct Counting;
 
+#[cfg(feature = "heap-stats")]
 static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Bytes held on the heap, in a `heap-stats` build.
+fn held_bytes() -> Option<usize> {
+    #[cfg(feature = "heap-stats")]
+    {
+        Some(HELD.load(Ordering::Relaxed))
+    }
+    #[cfg(not(feature = "heap-stats"))]
+    {
+        None
+    }
+}
+
+#[cfg(feature = "heap-stats")]
 // SAFETY: every call is passed to the system allocator unchanged; only a counter is kept.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
@@ -737,6 +753,7 @@ unsafe impl std::alloc::GlobalAlloc for Counting {
     }
 }
 
+#[cfg(feature = "heap-stats")]
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
@@ -780,7 +797,12 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     drop(topo);
 
     let mut engine = Engine::new(Policy::builtin());
-    let before = HELD.load(Ordering::Relaxed);
+    if held_bytes().is_none() {
+        eprintln!(
+            "bench: heap figures need a build with `--features heap-stats` (they are null here)"
+        );
+    }
+    let before = held_bytes();
     let loaded = std::time::Instant::now();
     for (key, bytes) in &inventory {
         for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(bytes))
@@ -791,7 +813,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let load_seconds = loaded.elapsed().as_secs_f64();
-    let after = HELD.load(Ordering::Relaxed);
+    let after = held_bytes();
     drop(inventory);
 
     let mut outputs = 0u64;
@@ -816,6 +838,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let seconds = timed.elapsed().as_secs_f64();
+    let heap = |now: Option<usize>| Some(now?.saturating_sub(before?));
     let figures = serde_json::json!({
         "circuits": args.circuits,
         "alarms": alarms.len(),
@@ -824,9 +847,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "engineSeconds": seconds,
         "alarmsPerSecondPerCore": alarms.len() as f64 / seconds.max(1e-9),
         "inventoryLoadSeconds": load_seconds,
-        "engineHeapAfterInventoryBytes": after.saturating_sub(before),
-        "bytesPerCircuit": after.saturating_sub(before) as f64 / args.circuits.max(1) as f64,
-        "engineHeapAfterTrafficBytes": HELD.load(Ordering::Relaxed).saturating_sub(before),
+        "engineHeapAfterInventoryBytes": heap(after),
+        "bytesPerCircuit": heap(after).map(|b| b as f64 / args.circuits.max(1) as f64),
+        "engineHeapAfterTrafficBytes": heap(held_bytes()),
         "peakRssBytes": rss_bytes(),
     });
     println!("{figures}");
@@ -931,6 +954,27 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     let service_seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64()).max(1e-9);
     let service_rate = n as f64 / service_seconds;
     eprintln!("bench: service {n} in {service_seconds:.2} s = {service_rate:.0}/s");
+    // What the service wrote for those alarms, internal topics and changelogs included
+    // (the last stage may still be writing incidents; counted as it stands).
+    let (_, input_bytes) = linewatch::kafka::bench::written(b, x, &[&names.alarms])?;
+    let out_topics = [
+        &names.tickets,
+        &names.line_status,
+        &names.warnings,
+        &names.figures,
+        &names.incidents,
+        &names.rejected,
+        &names.impacts,
+        &names.incident_facts,
+        &names.fanout_changelog,
+        &names.circuit_changelog,
+        &names.incident_changelog,
+    ];
+    let out_topics: Vec<&str> = out_topics.iter().map(|t| t.as_str()).collect();
+    let (out_records, out_bytes) = linewatch::kafka::bench::written(b, x, &out_topics)?;
+    eprintln!(
+        "bench: {out_records} records, {out_bytes} bytes written for {input_bytes} bytes of alarms"
+    );
 
     // 3. Latency at half that rate: fresh alarms, paced; a ticketing-system reader sees
     // each ticket open.
@@ -942,6 +986,13 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     };
     let mut live = traffic(&latency_cfg, &topo);
     live.retain(|r| r.stream == SimStream::Alarms);
+    // Ids of their own: the simulator numbers its alarms from 1 in every run, and a
+    // ticket of the throughput traffic must not be timed from a latency alarm.
+    for r in &mut live {
+        if let Some(id) = r.value["id"].as_str().map(|id| format!("lat-{id}")) {
+            r.value["id"] = serde_json::Value::String(id);
+        }
+    }
     let rate = (service_rate / 2.0).max(1.0);
     let count = ((rate * args.latency_seconds as f64) as usize).min(live.len());
     live.truncate(count);
@@ -1069,6 +1120,8 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         "serviceSeconds": service_seconds,
         "serviceAlarmsPerSecond": service_rate,
         "ratioToRawPipe": service_rate / raw_rate,
+        "writtenRecordsPerAlarm": out_records as f64 / n.max(1) as f64,
+        "writtenBytesPerInputByte": out_bytes as f64 / input_bytes.max(1) as f64,
         "latencyRate": rate,
         "latencyTickets": latencies.len(),
         "latencyP50Ms": pct(0.50),
