@@ -6,14 +6,21 @@
 //! bearer token when one is configured. The listener binds to loopback unless told
 //! otherwise, and [`check_exposure`] refuses a non-loopback address without a token.
 //! No token, presented or configured, is ever logged or echoed.
+//!
+//! A connection has [`Timeouts::header_read`] to send each request's head, and is closed
+//! after [`Timeouts::idle`] without a request; a request being answered is never cut.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -24,7 +31,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::{debug, info, warn};
 
 use crate::levels::AssuranceLevel;
 use crate::live::{partition_for_key, Directory, Live, Member};
@@ -44,6 +52,26 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long the membership of another stage's group is reused before asking again.
 const DIRECTORY_TTL: Duration = Duration::from_secs(3);
+
+/// How long a client may take over a request's head, and keep a connection without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// From a new connection, or from the first byte of a further request on it, until
+    /// the request's head has been read; a connection still short of it is closed.
+    pub header_read: Duration,
+    /// How long a kept-alive connection may wait for its next request after an answer.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    /// 10 s to send a request's head, 30 s between requests.
+    fn default() -> Timeouts {
+        Timeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
 
 /// A bearer token: compared in constant time, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -154,13 +182,6 @@ pub fn check_exposure(listen: SocketAddr, token: Option<&Token>) -> Result<(), S
 
 /// The routes.
 pub fn router(app: App) -> Router {
-    let api = Router::new()
-        .route("/api/v1/instance", get(instance))
-        .route("/api/v1/tickets", get(tickets))
-        .route("/api/v1/circuits", get(circuits))
-        .route("/api/v1/circuits/{id}", get(circuit))
-        .route("/api/v1/incidents", get(incidents))
-        .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .route("/", get(|| async { Html(NOC_PAGE) }))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -170,9 +191,22 @@ pub fn router(app: App) -> Router {
             "/openapi.json",
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
-        .merge(api)
+        .route("/api/v1/instance", get(instance))
+        .route("/api/v1/tickets", get(tickets))
+        .route("/api/v1/circuits", get(circuits))
+        .route("/api/v1/circuits/{id}", get(circuit))
+        .route("/api/v1/incidents", get(incidents))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        // Around every route, the fallback and a wrong method alike: a path under /api/v1/
+        // that does not exist is refused exactly as one that does, and says nothing more.
+        .layer(middleware::from_fn_with_state(app.clone(), authorize))
+        .layer(middleware::from_fn(answering))
         .with_state(app)
+}
+
+/// Whether `path` is the query API's (the token, or a local Host, is needed).
+fn in_api(path: &str) -> bool {
+    path == "/api/v1" || path.starts_with("/api/v1/")
 }
 
 /// A running listener; dropping it stops it (requests in flight get [`SHUTDOWN_GRACE`]).
@@ -189,7 +223,19 @@ impl HttpServer {
     /// # Errors
     /// When the address cannot be bound or the runtime cannot start.
     pub fn start(listen: SocketAddr, app: App) -> std::io::Result<HttpServer> {
-        Self::serve(TcpListener::bind(listen)?, app)
+        Self::start_with(listen, app, Timeouts::default())
+    }
+
+    /// [`HttpServer::start`] with other timeouts.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the runtime cannot start.
+    pub fn start_with(
+        listen: SocketAddr,
+        app: App,
+        timeouts: Timeouts,
+    ) -> std::io::Result<HttpServer> {
+        Self::serve_with(TcpListener::bind(listen)?, app, timeouts)
     }
 
     /// Serve on a listener already bound.
@@ -197,6 +243,18 @@ impl HttpServer {
     /// # Errors
     /// When the listener or the runtime cannot be set up.
     pub fn serve(listener: TcpListener, app: App) -> std::io::Result<HttpServer> {
+        Self::serve_with(listener, app, Timeouts::default())
+    }
+
+    /// [`HttpServer::serve`] with other timeouts.
+    ///
+    /// # Errors
+    /// When the listener or the runtime cannot be set up.
+    pub fn serve_with(
+        listener: TcpListener,
+        app: App,
+        timeouts: Timeouts,
+    ) -> std::io::Result<HttpServer> {
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -206,7 +264,10 @@ impl HttpServer {
             .build()?;
         let listener = {
             let _context = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
+            TimedListener {
+                inner: tokio::net::TcpListener::from_std(listener)?,
+                timeouts,
+            }
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let upkeep = app.metrics.clone();
@@ -225,7 +286,8 @@ impl HttpServer {
                         });
                     }
                     let (drain, draining) = tokio::sync::oneshot::channel::<()>();
-                    let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async {
+                    let service = router(app).into_make_service_with_connect_info::<Activity>();
+                    let serve = axum::serve(listener, service).with_graceful_shutdown(async {
                         let _ = draining.await;
                     });
                     let server = tokio::spawn(async move {
@@ -267,6 +329,229 @@ impl Drop for HttpServer {
     }
 }
 
+/// The listener's connections, each with its [`Timeouts`].
+struct TimedListener {
+    inner: tokio::net::TcpListener,
+    timeouts: Timeouts,
+}
+
+impl axum::serve::Listener for TimedListener {
+    type Io = TimedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TimedStream, SocketAddr) {
+        // axum's own accept loop: errors (too many open files, ...) are logged and retried.
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+        let activity = Activity::new(self.timeouts);
+        let deadline = activity
+            .deadline()
+            .unwrap_or_else(tokio::time::Instant::now);
+        let stream = TimedStream {
+            inner: stream,
+            activity,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        (stream, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// What a connection is doing, shared by its stream (which sees its bytes) and the
+/// requests read from it (which know when a request's head has been read and answered).
+#[derive(Clone)]
+struct Activity(Arc<Mutex<Phase>>);
+
+struct Phase {
+    timeouts: Timeouts,
+    /// Requests being answered: the connection then has no deadline (a slow answer is
+    /// ours, not the client's).
+    answering: u32,
+    /// Whether bytes of a request have come since the last answer (or this is a new
+    /// connection): the deadline is then the header-read one, which further bytes do not
+    /// push back.
+    reading_head: bool,
+    deadline: tokio::time::Instant,
+}
+
+impl Activity {
+    fn new(timeouts: Timeouts) -> Activity {
+        Activity(Arc::new(Mutex::new(Phase {
+            timeouts,
+            answering: 0,
+            reading_head: true,
+            deadline: tokio::time::Instant::now() + timeouts.header_read,
+        })))
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// When the connection is to be closed if nothing happens; `None` while answering.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let phase = self.phase();
+        (phase.answering == 0).then_some(phase.deadline)
+    }
+
+    /// Bytes have come in: the first of a request starts its header-read time.
+    fn read_some(&self) {
+        let mut phase = self.phase();
+        if phase.answering == 0 && !phase.reading_head {
+            phase.reading_head = true;
+            phase.deadline = tokio::time::Instant::now() + phase.timeouts.header_read;
+        }
+    }
+
+    /// An answer is going out: the connection is idle from now on.
+    fn wrote_some(&self) {
+        let mut phase = self.phase();
+        if phase.answering == 0 {
+            phase.reading_head = false;
+            phase.deadline = tokio::time::Instant::now() + phase.timeouts.idle;
+        }
+    }
+
+    /// A request's head has been read; until the guard is dropped it is being answered.
+    fn answering(&self) -> Answering {
+        self.phase().answering += 1;
+        Answering(self.clone())
+    }
+}
+
+impl Connected<axum::serve::IncomingStream<'_, TimedListener>> for Activity {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TimedListener>) -> Activity {
+        stream.io().activity.clone()
+    }
+}
+
+/// A request being answered (see [`Activity::answering`]).
+struct Answering(Activity);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut phase = self.0.phase();
+        phase.answering = phase.answering.saturating_sub(1);
+        if phase.answering == 0 {
+            phase.reading_head = false;
+            phase.deadline = tokio::time::Instant::now() + phase.timeouts.idle;
+        }
+    }
+}
+
+/// Marks each request as being answered, so that its connection's timeouts wait for it.
+async fn answering(request: Request, next: Next) -> Response {
+    let _answering = request
+        .extensions()
+        .get::<ConnectInfo<Activity>>()
+        .map(|ConnectInfo(activity)| activity.answering());
+    next.run(request).await
+}
+
+/// A connection that fails its reads and writes once its [`Activity`]'s deadline has
+/// passed with nothing to read or write: hyper then closes it.
+struct TimedStream {
+    inner: tokio::net::TcpStream,
+    activity: Activity,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedStream {
+    /// Whether the connection is out of time; if not, the task is woken at its deadline.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(deadline) = self.activity.deadline() else {
+            return false;
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        if self.timer.as_mut().poll(cx).is_ready() {
+            debug!("closing an HTTP connection that sent no complete request in time");
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "no complete request in time")
+}
+
+impl AsyncRead for TimedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    self.activity.read_some();
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for TimedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.activity.wrote_some();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // A client that does not read its answer is as idle as one that sends nothing.
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    self.activity.wrote_some();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if self.expired(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(json!({"error": code, "message": message}))).into_response()
 }
@@ -281,16 +566,14 @@ impl IntoResponse for BadRequest {
 }
 
 async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
+    if !in_api(request.uri().path()) {
+        return next.run(request).await;
+    }
     let Some(token) = &app.token else {
         // No token, so a loopback listener: only pages of this machine may ask. A page of
         // another site whose name has been re-pointed at 127.0.0.1 (DNS rebinding) still
         // sends its own name as the Host.
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if local_host(host, &app.live.url) {
+        if addressed_here(&request, &app.live.url) {
             return next.run(request).await;
         }
         info!(path = %request.uri().path(), "request for another host name refused");
@@ -304,8 +587,8 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented.is_some_and(|p| token.matches(p.trim())) {
+        .and_then(bearer);
+    if presented.is_some_and(|p| token.matches(p)) {
         return next.run(request).await;
     }
     info!(
@@ -563,33 +846,85 @@ fn unavailable(body: Value) -> Response {
         .into_response()
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header, the scheme's name in any
+/// case (RFC 7235); `None` for another scheme or no token.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    let credentials = credentials.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
+}
+
+/// Whether a request is addressed to this machine: one well-formed Host header naming it,
+/// and, for a request in absolute form, the same of its URI's authority.
+fn addressed_here(request: &Request, advertised: &str) -> bool {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        _ => None,
+    };
+    host.is_some_and(|h| local_host(h, advertised))
+        && request
+            .uri()
+            .authority()
+            .is_none_or(|a| local_host(a.as_str(), advertised))
+}
+
 /// Whether a Host header names this machine's loopback or the advertised URL's host.
 fn local_host(host: &str, advertised: &str) -> bool {
-    let name = |h: &str| -> String {
-        let h = h.trim();
-        let bare = if let Some(rest) = h.strip_prefix('[') {
-            rest.split(']').next().unwrap_or_default()
-        } else if h.matches(':').count() == 1 {
-            h.split(':').next().unwrap_or_default()
-        } else {
-            h
-        };
-        bare.to_ascii_lowercase()
-    };
-    let host = name(host);
-    if host.is_empty() {
+    let Some(host) = authority_host(host) else {
         return false;
-    }
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let advertised_host = advertised
+    };
+    let loopback = match &host {
+        Host::Name(name) => name == "localhost",
+        Host::Ip(ip) => ip.is_loopback(),
+    };
+    let advertised = advertised
         .split_once("://")
-        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
-        .map(name)
-        .unwrap_or_default();
-    loopback || (!advertised_host.is_empty() && host == advertised_host)
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(authority_host);
+    loopback || advertised.is_some_and(|a| a == host)
+}
+
+/// The host named by a Host header or a URL's authority.
+#[derive(Debug, PartialEq, Eq)]
+enum Host {
+    /// A name, lowercased.
+    Name(String),
+    Ip(IpAddr),
+}
+
+/// The host of `host[:port]`, read strictly: a name of letters, digits, `-` and `.`, an
+/// IPv4 address, or an IPv6 address in brackets; then nothing, or `:` and a port from 1 to
+/// 65535 in digits. `None` for anything else (user info, a second colon, an empty or
+/// named port, a bare IPv6 address).
+fn authority_host(authority: &str) -> Option<Host> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (literal, port) = rest.split_once(']')?;
+        (
+            Host::Ip(IpAddr::V6(literal.parse::<Ipv6Addr>().ok()?)),
+            port,
+        )
+    } else {
+        let (name, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+        let name_like = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+        if name.is_empty() || !name.bytes().all(name_like) {
+            return None;
+        }
+        let host = match name.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(name.to_ascii_lowercase()),
+        };
+        (host, port)
+    };
+    if !port.is_empty() {
+        let digits = port.strip_prefix(':')?;
+        let numeric =
+            !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit());
+        if !numeric || !(1..=65535).contains(&digits.parse::<u32>().ok()?) {
+            return None;
+        }
+    }
+    Some(host)
 }
 
 /// Percent-encode a path segment.
@@ -634,10 +969,14 @@ mod tests {
         let url = "http://noc-1.example:9464";
         for ok in [
             "127.0.0.1:9464",
+            "127.0.0.2",
             "localhost",
             "LOCALHOST:1",
+            "localhost:65535",
             "[::1]:9464",
+            "[0:0:0:0:0:0:0:1]",
             "noc-1.example:9464",
+            "NOC-1.example",
         ] {
             assert!(local_host(ok, url), "{ok}");
         }
@@ -647,8 +986,58 @@ mod tests {
             "evil.example:9464",
             "10.0.0.1:9464",
             "[::2]:1",
+            "localhost:evil",
+            "localhost:",
+            "localhost:0",
+            "localhost:65536",
+            "localhost:123456",
+            "localhost:+80",
+            "localhost:80:80",
+            "localhost:80/x",
+            " localhost",
+            "localhost ",
+            "user@localhost",
+            "localhost@evil.example",
+            "local host",
+            "localhost%00",
+            "::1",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:evil",
+            "[localhost]",
+            "[fe80::1%25lo]",
+            ":9464",
         ] {
-            assert!(!local_host(bad, url), "{bad}");
+            assert!(!local_host(bad, url), "{bad:?}");
+        }
+        // The advertised URL is read with the same rules; a malformed one names nothing.
+        assert!(local_host("noc-1.example", "http://noc-1.example/x?y"));
+        assert!(local_host("[::1]", "http://[::1]:9464"));
+        assert!(local_host("[2001:db8::1]:1", "https://[2001:db8::1]"));
+        assert!(!local_host("noc-1.example", "http://noc-1.example:evil"));
+        assert!(!local_host("noc-1.example", "http://u@noc-1.example"));
+        assert!(!local_host("noc-1.example", "noc-1.example"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("Bearerabc"), None);
+    }
+
+    #[test]
+    fn the_api_is_everything_under_its_prefix() {
+        for path in ["/api/v1", "/api/v1/", "/api/v1/tickets", "/api/v1/nope/x"] {
+            assert!(in_api(path), "{path}");
+        }
+        for path in ["/", "/healthz", "/api/v10", "/api", "/api/v2/x"] {
+            assert!(!in_api(path), "{path}");
         }
     }
 

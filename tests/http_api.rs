@@ -4,19 +4,25 @@
 
 mod common;
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use linewatch::http::{App, HttpServer, Inventory, Token};
+use linewatch::http::{App, HttpServer, Inventory, Timeouts, Token};
 use linewatch::live::{partition_for_key, Directory, Live, Member, STAGES};
 use linewatch::views::CircuitView;
 use serde_json::{json, Value};
 
 struct Fake {
     members: Vec<Member>,
+    /// How long each look-up takes.
+    delay: Duration,
 }
 
 impl Directory for Fake {
     fn members(&self, _stage: &str) -> Result<Vec<Member>, String> {
+        std::thread::sleep(self.delay);
         Ok(self.members.clone())
     }
 }
@@ -31,6 +37,15 @@ impl Inventory for NoInventory {
 
 /// An instance owning partitions 0 and 1 of 4; "other" owns 2; nobody owns 3.
 fn serve(token: Option<&str>) -> (HttpServer, Arc<Live>, String) {
+    serve_with(token, Timeouts::default(), Duration::ZERO)
+}
+
+/// [`serve`] with other timeouts, and a directory answering after `delay`.
+fn serve_with(
+    token: Option<&str>,
+    timeouts: Timeouts,
+    delay: Duration,
+) -> (HttpServer, Arc<Live>, String) {
     let live = Arc::new(Live::new("me", "http://127.0.0.1:1"));
     let directory = Fake {
         members: vec![
@@ -45,6 +60,7 @@ fn serve(token: Option<&str>) -> (HttpServer, Arc<Live>, String) {
                 partitions: vec![2],
             },
         ],
+        delay,
     };
     let app = App::new(
         live.clone(),
@@ -53,7 +69,8 @@ fn serve(token: Option<&str>) -> (HttpServer, Arc<Live>, String) {
         token.and_then(Token::new),
         None,
     );
-    let server = HttpServer::start("127.0.0.1:0".parse().unwrap(), app).expect("listens");
+    let server =
+        HttpServer::start_with("127.0.0.1:0".parse().unwrap(), app, timeouts).expect("listens");
     let base = format!("http://{}", server.local_addr);
     (server, live, base)
 }
@@ -190,4 +207,256 @@ fn without_a_token_only_local_host_names_are_answered() {
     stream.read_to_string(&mut reply).expect("reads");
     assert!(reply.starts_with("HTTP/1.1 403"), "{reply}");
     assert!(!reply.contains("tickets\""), "{reply}");
+}
+
+/// Send `request` (a whole request, `Connection: close`) as it is, and read the reply.
+fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("sets a timeout");
+    stream.write_all(request.as_bytes()).expect("writes");
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The status of a raw reply (0 when there is none).
+fn status(reply: &str) -> u16 {
+    reply
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A Host header is read strictly: a name or an address, then nothing or a port in digits.
+#[test]
+fn without_a_token_a_malformed_host_is_refused() {
+    let (server, live, _base) = serve(None);
+    own(&live, &[0, 1]);
+    let ask = |head: &str| {
+        let reply = raw(
+            server.local_addr,
+            &format!("GET /api/v1/tickets HTTP/1.1\r\n{head}Connection: close\r\n\r\n"),
+        );
+        if status(&reply) != 200 {
+            assert!(!reply.contains("tickets\""), "{reply}");
+        }
+        status(&reply)
+    };
+    for host in ["localhost:9464", "LOCALHOST", "127.0.0.1:1", "[::1]:65535"] {
+        assert_eq!(ask(&format!("Host: {host}\r\n")), 200, "{host}");
+    }
+    for host in [
+        "localhost:evil",
+        "localhost:",
+        "localhost:0",
+        "localhost:65536",
+        "localhost:80:80",
+        "127.0.0.1:9464:evil",
+        "[::1]evil",
+        "[::1]:x",
+        "evil@localhost",
+        "localhost@evil.example",
+    ] {
+        assert_eq!(ask(&format!("Host: {host}\r\n")), 403, "{host}");
+    }
+    // One Host, and the same rule for the authority of a request in absolute form.
+    assert_eq!(
+        ask("Host: localhost\r\nHost: evil.example\r\n"),
+        403,
+        "two hosts"
+    );
+    let reply = raw(
+        server.local_addr,
+        "GET http://evil.example/api/v1/tickets HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&reply), 403, "{reply}");
+}
+
+/// A path under /api/v1/ that does not exist is refused like one that does: nobody
+/// without the token learns which paths exist.
+#[test]
+fn unknown_api_paths_need_the_token_too() {
+    let (server, live, base) = serve(Some("t0ken"));
+    own(&live, &[0, 1]);
+    for path in [
+        "/api/v1",
+        "/api/v1/",
+        "/api/v1/nope",
+        "/api/v1/tickets/x",
+        "/api/v1/circuits/C-1/x",
+    ] {
+        for token in [None, Some("wrong")] {
+            let reply = common::http::get(&format!("{base}{path}"), token);
+            assert_eq!(reply.status, 401, "{path} {token:?}");
+            assert_eq!(reply.json(), json!({"error": "unauthorized"}), "{path}");
+            assert_eq!(
+                reply.www_authenticate.as_deref(),
+                Some("Bearer realm=\"linewatch\"")
+            );
+        }
+        assert_eq!(
+            get(&format!("{base}{path}"), Some("t0ken")).0,
+            404,
+            "{path}"
+        );
+    }
+    // Nor another method on a known path.
+    let reply = raw(
+        server.local_addr,
+        "DELETE /api/v1/tickets HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&reply), 401, "{reply}");
+    // Without a token, a request for another host is refused before any routing too.
+    let (server, _live, _base) = serve(None);
+    let reply = raw(
+        server.local_addr,
+        "GET /api/v1/nope HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&reply), 403, "{reply}");
+}
+
+/// The scheme's name is case-insensitive (RFC 7235); the token itself is not.
+#[test]
+fn the_bearer_scheme_is_accepted_in_any_case() {
+    let (server, _live, _base) = serve(Some("t0ken"));
+    let ask = |authorization: &str| {
+        status(&raw(
+            server.local_addr,
+            &format!(
+                "GET /api/v1/instance HTTP/1.1\r\nHost: localhost\r\n\
+                 Authorization: {authorization}\r\nConnection: close\r\n\r\n"
+            ),
+        ))
+    };
+    for ok in [
+        "Bearer t0ken",
+        "bearer t0ken",
+        "BEARER t0ken",
+        "bEaReR t0ken",
+    ] {
+        assert_eq!(ask(ok), 200, "{ok}");
+    }
+    for bad in [
+        "bearer T0KEN",
+        "bearer wrong",
+        "Basic t0ken",
+        "bearer",
+        "bearert0ken",
+    ] {
+        assert_eq!(ask(bad), 401, "{bad}");
+    }
+}
+
+/// Timeouts of a second, for the tests of slow clients.
+const SHORT: Timeouts = Timeouts {
+    header_read: Duration::from_secs(1),
+    idle: Duration::from_secs(1),
+};
+
+/// How long after its timeout a connection must be closed by.
+const MARGIN: Duration = Duration::from_secs(3);
+
+/// Wait for the server to close `stream`, writing `trickle` (if any) a byte every 200 ms
+/// meanwhile; how long it took, or a panic if it stays open past the timeout's margin.
+fn closed_within(mut stream: TcpStream, trickle: &[u8], what: &str) -> Duration {
+    let start = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("sets a timeout");
+    let mut trickle = trickle.iter().cycle();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            start.elapsed() < SHORT.header_read + MARGIN,
+            "{what}: still open after {:?}",
+            start.elapsed()
+        );
+        if let Some(byte) = trickle.next() {
+            if stream.write_all(&[*byte]).is_err() {
+                return start.elapsed();
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(n) => panic!(
+                "{what}: unexpected reply {}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return start.elapsed(),
+        }
+    }
+}
+
+/// A client that sends part of a request and then nothing (or a byte now and then) is
+/// closed once the header-read timeout has passed, and so is one that sends nothing.
+#[test]
+fn a_partial_request_is_closed_after_the_header_read_timeout() {
+    let (server, _live, _base) = serve_with(None, SHORT, Duration::ZERO);
+    for (what, sent, trickle) in [
+        ("nothing", &b""[..], &b""[..]),
+        ("half a request line", b"GET /heal", b""),
+        (
+            "headers without their end",
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n",
+            b"",
+        ),
+        (
+            "a header a byte at a time",
+            b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ",
+            b"a",
+        ),
+    ] {
+        let mut stream = TcpStream::connect(server.local_addr).expect("connects");
+        stream.write_all(sent).expect("writes");
+        let took = closed_within(stream, trickle, what);
+        assert!(
+            took >= Duration::from_millis(500),
+            "{what}: closed after {took:?}"
+        );
+    }
+}
+
+/// A kept-alive connection serves further requests, and is closed after the idle timeout
+/// without one.
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let (server, _live, _base) = serve_with(None, SHORT, Duration::ZERO);
+    let mut stream = TcpStream::connect(server.local_addr).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("sets a timeout");
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .expect("writes");
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&reply).contains("{\"status\":\"ok\"}") {
+            let n = stream.read(&mut buf).expect("reads the answer");
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&reply));
+            reply.extend_from_slice(&buf[..n]);
+        }
+        // Less than the idle timeout between requests: the connection stays.
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    let took = closed_within(stream, b"", "idle");
+    assert!(took >= Duration::from_millis(100), "closed after {took:?}");
+}
+
+/// The timeouts are the client's: an answer that takes longer than them is not cut.
+#[test]
+fn a_slow_answer_outlasts_the_timeouts() {
+    let (_server, live, base) = serve_with(None, SHORT, Duration::from_millis(2500));
+    own(&live, &[0, 1]);
+    let started = Instant::now();
+    let (status, _, body) = get(&format!("{base}/api/v1/tickets"), None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the directory was asked"
+    );
 }
