@@ -530,6 +530,20 @@ impl CircuitStates {
             .as_mut()
             .filter(|f| f.ticket_id == cmd.ticket_id)
             .ok_or_else(unknown)?;
+        // An operator cannot act on a ticket before it existed: such a date is a clock or
+        // a form gone wrong, and applying it would date events (and figures) before the
+        // fault.
+        let opened = fault.opened_at();
+        if cmd.at < opened {
+            return Err(RejectReason::Inconsistent {
+                detail: format!(
+                    "the command is dated {}, before ticket {:?} was opened at {}",
+                    crate::rejection::fmt_time(cmd.at),
+                    cmd.ticket_id,
+                    crate::rejection::fmt_time(opened)
+                ),
+            });
+        }
         let event = match cmd.action {
             CommandAction::Acknowledge => fault.acknowledge(cmd.at, policy),
             CommandAction::Reclassify => {

@@ -274,6 +274,18 @@ fn acknowledge_and_reclassify_commands_reach_the_ticket() {
             note: None,
         })
     };
+    // Dated before the ticket was opened (10:00): rejected, nothing changes.
+    for action in [CommandAction::Acknowledge, CommandAction::Close] {
+        let mut early = cmd(action, None, 0);
+        if let Input::Command(c) = &mut early {
+            c.at = sh(2000, 1, 1, 0, 0, 0);
+        }
+        let err = engine
+            .handle(early, sh(2026, 2, 2, 10, 1, 0))
+            .expect_err("a command dated before its ticket");
+        assert_eq!(err.code(), linewatch::rejection::RejectCode::Inconsistent);
+        assert!(err.to_string().contains("before ticket"), "{err}");
+    }
     let inputs = vec![
         cmd(CommandAction::Acknowledge, None, 5),
         cmd(CommandAction::Reclassify, Some(FaultCause::Customer), 20),
