@@ -178,11 +178,13 @@ pub fn written(
     let consumer: BaseConsumer = client_config(bootstrap, overrides)
         .set("group.id", "linewatch-bench-written")
         .set("isolation.level", "read_uncommitted")
-        .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut tpl = TopicPartitionList::new();
-    let mut open = 0;
+    // The high watermark of each partition with records: read until its last record, or,
+    // for a partition that ends in a transaction marker (never delivered), until nothing
+    // more comes for two seconds.
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     for topic in topics {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
         for t in md.topics() {
@@ -191,7 +193,7 @@ pub fn written(
                     consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
                 if high > low {
                     tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                    open += 1;
+                    ends.insert(((*topic).to_string(), p.id()), high);
                 }
             }
         }
@@ -199,13 +201,19 @@ pub fn written(
     consumer.assign(&tpl)?;
     let (mut records, mut bytes) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while open > 0 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
+    let mut quiet_since = Instant::now();
+    while !ends.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
+                quiet_since = Instant::now();
                 records += 1;
                 bytes += (m.key_len() + m.payload_len()) as u64;
+                let key = (m.topic().to_string(), m.partition());
+                if ends.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
+                    ends.remove(&key);
+                }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            _ if quiet_since.elapsed() > Duration::from_secs(2) => break,
             _ => {}
         }
     }
