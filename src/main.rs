@@ -971,7 +971,18 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         &names.incident_changelog,
     ];
     let out_topics: Vec<&str> = out_topics.iter().map(|t| t.as_str()).collect();
-    let (out_records, out_bytes) = linewatch::kafka::bench::written(b, x, &out_topics)?;
+    let per_topic = linewatch::kafka::bench::written_per_topic(b, x, &out_topics)?;
+    let (mut out_records, mut out_bytes) = (0u64, 0u64);
+    for (topic, (records, bytes)) in &per_topic {
+        out_records += records;
+        out_bytes += bytes;
+        eprintln!(
+            "bench: {:>9} records {:>12} bytes  {}",
+            records,
+            bytes,
+            topic.strip_prefix(&prefix).unwrap_or(topic)
+        );
+    }
     eprintln!(
         "bench: {out_records} records, {out_bytes} bytes written for {input_bytes} bytes of alarms"
     );

@@ -323,3 +323,45 @@ async fn after_a_restart_on_a_quiet_network_a_new_alarm_gets_its_ticket() {
     );
     b.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_that_do_not_fit_together_stop_the_service_with_their_names() {
+    use rdkafka::admin::{AdminOptions, NewPartitions};
+    let setup = setup("edge-topology").await;
+    let t = &setup.topics;
+    // tickets.commands must be co-partitioned with linewatch.impacts.
+    let admin = common::admin(&setup.bootstrap);
+    let results = admin
+        .create_partitions(
+            &[NewPartitions::new(&t.commands, (PARTITIONS + 1) as usize)],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("CreatePartitions request");
+    for r in results {
+        r.expect("partitions added");
+    }
+    let mut a = live_instance(&setup, "a");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Ok(Some(status)) = a.child.try_wait() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service kept running with mismatched topics (log: {})",
+            a.log.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!status.success(), "a failure exit status");
+    let log = std::fs::read_to_string(&a.log).expect("log");
+    assert!(
+        log.contains(&t.commands) && log.contains(&t.impacts) && log.contains("co-partitioned"),
+        "the error names the topics: {log}"
+    );
+    assert!(
+        !log.contains("restarting the stage"),
+        "not restarted over and over"
+    );
+}

@@ -175,6 +175,21 @@ pub fn written(
     overrides: &[ClientOverride],
     topics: &[&str],
 ) -> Result<(u64, u64), KafkaError> {
+    let per_topic = written_per_topic(bootstrap, overrides, topics)?;
+    Ok(per_topic
+        .values()
+        .fold((0, 0), |(r, b), (tr, tb)| (r + tr, b + tb)))
+}
+
+/// [`written`], per topic.
+///
+/// # Errors
+/// Kafka errors.
+pub fn written_per_topic(
+    bootstrap: &str,
+    overrides: &[ClientOverride],
+    topics: &[&str],
+) -> Result<std::collections::BTreeMap<String, (u64, u64)>, KafkaError> {
     let consumer: BaseConsumer = client_config(bootstrap, overrides)
         .set("group.id", "linewatch-bench-written")
         .set("isolation.level", "read_uncommitted")
@@ -199,15 +214,18 @@ pub fn written(
         }
     }
     consumer.assign(&tpl)?;
-    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut counts: std::collections::BTreeMap<String, (u64, u64)> =
+        topics.iter().map(|t| ((*t).to_string(), (0, 0))).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut quiet_since = Instant::now();
     while !ends.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 quiet_since = Instant::now();
-                records += 1;
-                bytes += (m.key_len() + m.payload_len()) as u64;
+                if let Some((records, bytes)) = counts.get_mut(m.topic()) {
+                    *records += 1;
+                    *bytes += (m.key_len() + m.payload_len()) as u64;
+                }
                 let key = (m.topic().to_string(), m.partition());
                 if ends.get(&key).is_some_and(|high| m.offset() + 1 >= *high) {
                     ends.remove(&key);
@@ -217,7 +235,7 @@ pub fn written(
             _ => {}
         }
     }
-    Ok((records, bytes))
+    Ok(counts)
 }
 
 /// A `linewatch run` started by the bench: killed when dropped while still running, so

@@ -212,6 +212,8 @@ pub enum ServiceError {
         key: String,
         error: String,
     },
+    #[error("the topics do not fit together (fix them and start again; `linewatch topics check` lists every difference from topics/): {0}")]
+    Topology(String),
     #[error("stage {0} stopped unexpectedly")]
     StagePanicked(&'static str),
     #[error("HTTP listener: {0}")]
@@ -739,10 +741,24 @@ fn run_stage(
     let facts_partitions = partition_count(&probe, &t.incident_facts)?;
     let commands_partitions = partition_count(&probe, &t.commands)?;
     if commands_partitions != impact_partitions {
-        return Err(ServiceError::Aborted(format!(
+        return Err(ServiceError::Topology(format!(
             "{} has {commands_partitions} partitions and {} has {impact_partitions}: they must \
              be co-partitioned (equal counts)",
             t.commands, t.impacts
+        )));
+    }
+    // State is restored per partition number: each changelog needs a partition for every
+    // partition of the input that keys its stage.
+    let (keyed, keyed_count, changelog) = match kind {
+        StageKind::FanOut => (&t.alarms, alarm_partitions, &t.fanout_changelog),
+        StageKind::Circuits => (&t.impacts, impact_partitions, &t.circuit_changelog),
+        StageKind::Incidents => (&t.incident_facts, facts_partitions, &t.incident_changelog),
+    };
+    let changelog_count = partition_count(&probe, changelog)?;
+    if changelog_count < keyed_count {
+        return Err(ServiceError::Topology(format!(
+            "{changelog} has {changelog_count} partitions and {keyed} has {keyed_count}: a \
+             changelog needs at least as many partitions as the input its state is kept for"
         )));
     }
 
@@ -951,6 +967,9 @@ struct Buffer<T> {
     pending: BTreeMap<PendingKey, T>,
     /// Pending entries added or removed since the last changelog flush.
     pending_dirty: BTreeSet<PendingKey>,
+    /// Pending entries added since the last changelog flush: one also released before it
+    /// was never written, so neither it nor its tombstone goes to the changelog.
+    pending_new: BTreeSet<PendingKey>,
 }
 
 impl<T> Default for Buffer<T> {
@@ -960,6 +979,7 @@ impl<T> Default for Buffer<T> {
             meta_dirty: false,
             pending: BTreeMap::new(),
             pending_dirty: BTreeSet::new(),
+            pending_new: BTreeSet::new(),
         }
     }
 }
@@ -1032,6 +1052,7 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
         self.meta_dirty = true;
         self.pending.insert(key, item);
         self.pending_dirty.insert(key);
+        self.pending_new.insert(key);
     }
 
     /// An upstream partition reports its watermark; false for a partition that does not
@@ -1121,7 +1142,11 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 serde_json::to_vec(&self.meta).ok(),
             ));
         }
+        let new = std::mem::take(&mut self.pending_new);
         for key in std::mem::take(&mut self.pending_dirty) {
+            if new.contains(&key) && !self.pending.contains_key(&key) {
+                continue; // held and released within one transaction
+            }
             let value = self.pending.get(&key).and_then(|item| {
                 serde_json::to_vec(&PendingRecord {
                     time: key.0,
@@ -2640,6 +2665,28 @@ mod tests {
         assert_eq!(back.pending, buf.pending);
         assert_eq!(back.meta.next_seq, 2);
         assert_eq!(back.meta.watermarks, buf.meta.watermarks);
+    }
+
+    #[test]
+    fn an_input_held_and_released_within_one_transaction_is_never_written() {
+        let mut buf: Buffer<String> = Buffer::default();
+        buf.report(&wm(0, 9), 1);
+        buf.hold(t(2), 1, "gone".into());
+        buf.hold(t(12), 1, "kept".into());
+        let released = buf.next_ready(t(9)).map(|(_, item)| item);
+        assert_eq!(released.as_deref(), Some("gone"));
+        let mut records = Vec::new();
+        buf.changelog(&mut records);
+        let kinds: Vec<StateKind> = records.iter().map(|r| r.1).collect();
+        assert_eq!(kinds, [StateKind::Meta, StateKind::Pending], "{records:?}");
+        assert!(records[1].2.is_some(), "only the input still held");
+        // Released in a later transaction: now its tombstone is written.
+        let _ = buf.next_ready(t(13));
+        let mut later = Vec::new();
+        buf.changelog(&mut later);
+        assert!(later.iter().any(|(k, kind, v)| *kind == StateKind::Pending
+            && v.is_none()
+            && *k == pending_key(1)));
     }
 
     #[test]
