@@ -333,6 +333,22 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_keys_last_wins_except_in_commands_which_are_rejected() {
+        let dup = br#"{"id":"A-1","state":"raised","perceivedSeverity":"critical","probableCause":"AIS","probableCause":"LOS","alarmType":"x","alarmedObject":{"id":"NE1"},"alarmRaisedTime":"2026-01-01T00:00:00Z"}"#;
+        let got = decode(Stream::Alarms, None, Some(dup));
+        let Ok(Input::Alarm(a)) = &got[0] else {
+            panic!("{got:?}");
+        };
+        assert_eq!(a.probable_cause, "LOS", "the last value wins");
+        let cmd = br#"{"ticketId":"TT-1","ticketId":"TT-2","circuitId":"C1","action":"acknowledge","at":"2026-01-01T00:00:00Z"}"#;
+        let got = decode(Stream::Commands, None, Some(cmd));
+        assert!(
+            matches!(&got[0], Err(e) if e.to_string().contains("duplicate field")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn a_missing_value_is_rejected_not_dropped() {
         for stream in [Stream::Alarms, Stream::Commands] {
             let got = decode(stream, Some(b"k"), None);
