@@ -135,6 +135,11 @@ pub struct Fault {
     pub timers: FiredTimers,
     /// Sequence of the next event of this ticket (event ids are `<ticket>-<seq>`).
     pub next_event: u32,
+    /// The worst severity the root alarm has reached since it became the root, when worse
+    /// than `root.severity` (an alarm upgraded, e.g. major to critical, while it stays the
+    /// root). The ticket's severity follows it. Absent in state written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_severity: Option<Severity>,
 }
 
 /// Which timers have fired, so each fires once.
@@ -250,7 +255,14 @@ impl Fault {
             planned_works: Vec::new(),
             timers: FiredTimers::default(),
             next_event: 0,
+            worst_severity: None,
         }
+    }
+
+    /// The worst severity of the fault's root alarm (severities order most severe first).
+    pub fn severity(&self) -> Severity {
+        self.worst_severity
+            .map_or(self.root.severity, |w| w.min(self.root.severity))
     }
 
     /// When the circuit first went down in this fault.
@@ -513,11 +525,20 @@ impl Fault {
         policy: &Policy,
     ) -> Option<TicketEvent> {
         let new_root = root_of(root);
+        let same_alarm = new_root.alarm_key == self.root.alarm_key;
+        if same_alarm && new_root.severity < self.severity() {
+            // The root alarm got worse (severities order most severe first): the ticket's
+            // severity follows it from the ticket's next event on.
+            self.worst_severity = Some(new_root.severity);
+        }
         let rank = |r: &RootCause| (r.cause_class, r.raised_at, r.alarm_key.clone());
         if rank(&new_root) >= rank(&self.root) {
             return None;
         }
         self.root = new_root;
+        if !same_alarm {
+            self.worst_severity = None;
+        }
         self.lead_team = lead_team_for(root, policy);
         self.notified_teams = policy.notify_teams(self.important, &self.lead_team);
         Some(self.event(SlaEvent::RootCauseRevised, at, policy))
@@ -585,8 +606,8 @@ impl Fault {
                 self.root.probable_cause, self.root.object, self.customer_name
             ),
             ticket_type: "fault".into(),
-            severity: "critical".into(),
-            priority: restoration_priority(self.assurance_level),
+            severity: tmf_severity(self.severity()).into(),
+            priority: restoration_priority(self.assurance_level).to_string(),
             status: self.status,
             creation_date: opened,
             last_update: at,
@@ -608,16 +629,19 @@ impl Fault {
                 id: self.customer_id.clone(),
                 name: Some(self.customer_name.clone()),
                 role: "customer".into(),
+                referred_type: PARTY_CUSTOMER.into(),
             })
             .chain(std::iter::once(RelatedParty {
                 id: self.lead_team.clone(),
                 name: None,
                 role: "leadTeam".into(),
+                referred_type: PARTY_TEAM.into(),
             }))
             .chain(self.notified_teams.iter().map(|t| RelatedParty {
                 id: t.clone(),
                 name: None,
                 role: "notifiedTeam".into(),
+                referred_type: PARTY_TEAM.into(),
             }))
             .collect(),
             root_cause: self.root.clone(),
@@ -655,6 +679,8 @@ impl Fault {
                 down_minutes: self.down_time(at).num_minutes(),
                 planned_works: self.planned_works.clone(),
             },
+            at_type: TICKET_TYPE.into(),
+            base_type: TICKET_BASE_TYPE.into(),
         }
     }
 }
@@ -680,6 +706,15 @@ fn lead_team_for(root: &Impact, policy: &Policy) -> String {
             &root.alarm.probable_cause,
         )
         .to_string()
+}
+
+/// TMF621's severity is free text; a ticket's is the one of its root alarm, by name.
+/// A root alarm is active, so never cleared; were it, the ticket says `indeterminate`.
+pub fn tmf_severity(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Cleared => Severity::Indeterminate.as_str(),
+        s => s.as_str(),
+    }
 }
 
 /// Restoration priority in a mass outage: by assurance level, AAA first (DOMAIN.md).
@@ -731,8 +766,19 @@ pub struct TicketEventBody {
     pub trouble_ticket: TroubleTicket,
 }
 
-/// The ticket as TMF621 describes it, extended (`@type` DedicatedLineFaultTicket) with
-/// the root cause and the SLA fields.
+/// `@type` of the ticket: TMF621's TroubleTicket extended with the root cause and the SLA.
+pub const TICKET_TYPE: &str = "DedicatedLineFaultTicket";
+/// `@baseType` of the ticket.
+pub const TICKET_BASE_TYPE: &str = "TroubleTicket";
+/// `@referredType` of the customer party (a TMF629 Customer, by its id).
+pub const PARTY_CUSTOMER: &str = "Customer";
+/// `@referredType` of a team party (lead or notified team: an organisation unit).
+pub const PARTY_TEAM: &str = "Organization";
+
+/// The ticket as TMF621 v4.0.0 describes it, extended (`@type` DedicatedLineFaultTicket,
+/// `@baseType` TroubleTicket) with the root cause and the SLA fields. Every event is valid
+/// against the official TMF621 v4.0.0 event schemas (tests/tmf621_conformance.rs): TMF
+/// fields that are unknown are left out, never null.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TroubleTicket {
@@ -740,17 +786,26 @@ pub struct TroubleTicket {
     pub name: String,
     pub description: String,
     pub ticket_type: String,
+    /// The worst severity of the root alarm: critical, major, minor, warning (TMF621 free
+    /// text).
     pub severity: String,
-    pub priority: u8,
+    /// Restoration priority as TMF621's string: "1" for AAA through "4" for ordinary.
+    pub priority: String,
     pub status: TicketStatus,
     pub creation_date: DateTime<Utc>,
     pub last_update: DateTime<Utc>,
     pub expected_resolution_date: DateTime<Utc>,
+    /// When service came back; absent while the circuit is down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution_date: Option<DateTime<Utc>>,
     pub related_entity: Vec<RelatedEntity>,
     pub related_party: Vec<RelatedParty>,
     pub root_cause: RootCause,
     pub sla: SlaFields,
+    #[serde(rename = "@type")]
+    pub at_type: String,
+    #[serde(rename = "@baseType")]
+    pub base_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -767,6 +822,9 @@ pub struct RelatedParty {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub name: Option<String>,
     pub role: String,
+    /// `Customer` or `Organization` (a team); TMF621 v4 requires it.
+    #[serde(rename = "@referredType")]
+    pub referred_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
