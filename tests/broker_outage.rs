@@ -1,0 +1,149 @@
+//! A broker that stops answering (paused past every timeout, as a hung or partitioned broker
+//! is) must not hold a SIGTERM hostage: the instance stops within seconds, commits nothing
+//! it cannot, and a new instance goes on from the last commit. On a broker of its own (this
+//! test pauses it).
+
+mod common;
+mod pipeline;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pipeline::*;
+
+struct Broker {
+    dir: std::path::PathBuf,
+    pid: String,
+    bootstrap: String,
+}
+
+impl Broker {
+    fn start(name: &str) -> Broker {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-broker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+        let out = Command::new(&script)
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .args(["--owner-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("kafka-local start");
+        assert!(out.status.success(), "a broker of the test's own starts");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let bootstrap = line
+            .strip_prefix("KAFKA_BOOTSTRAP_SERVERS=")
+            .expect("the broker's address")
+            .to_string();
+        let state = std::fs::read_to_string(dir.join("kafka-local.state")).expect("state");
+        let pid = state
+            .lines()
+            .find_map(|l| l.strip_prefix("pid="))
+            .expect("broker pid")
+            .to_string();
+        Broker {
+            dir,
+            pid,
+            bootstrap,
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill").args([sig, &self.pid]).status();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-local");
+        let _ = Command::new(script)
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(self.dir.join("data"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_obeyed_within_seconds_while_the_broker_does_not_answer() {
+    let broker = Broker::start("outage");
+    let prefix = format!("{}.", common::unique_name("outage"));
+    common::create_service_topics(&broker.bootstrap, &prefix, PARTITIONS).await;
+    let topics = linewatch::kafka::service::TopicNames::with_prefix(&prefix);
+    let group = common::unique_name("outage-lw");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let scenario = storm(3, 40, 30);
+    produce(&broker.bootstrap, &topics.inventory, &scenario.inventory);
+    produce(&broker.bootstrap, &topics.alarms, &scenario.phase1);
+    let mut a = Instance::start_with(
+        &broker.bootstrap,
+        &prefix,
+        &group,
+        "a",
+        &dir,
+        &["--idle-after-ms", "1000"],
+    );
+    a.wait_for_log(Duration::from_secs(120), |log| {
+        log.matches("state restored").count() >= 3
+    });
+    // Busy with the storm, then the broker stops answering.
+    std::thread::sleep(Duration::from_secs(3));
+    broker.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(5));
+    a.signal("TERM");
+    let asked = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = a.child.try_wait() {
+            break Some(status);
+        }
+        if asked.elapsed() > Duration::from_secs(45) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = asked.elapsed();
+    eprintln!("SIGTERM with the broker paused: exit after {took:?}");
+    broker.signal("-CONT");
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "no exit {took:?} after SIGTERM with the broker paused (log: {})",
+            a.log.display()
+        )
+    });
+    assert!(
+        took < Duration::from_secs(15),
+        "SIGTERM took {took:?} with the broker paused (log: {})",
+        a.log.display()
+    );
+    assert!(
+        status.code().is_some(),
+        "an exit, not a signal death: {status}"
+    );
+    drop(a);
+    // The resumed broker takes a moment to lead its partitions again.
+    std::thread::sleep(Duration::from_secs(10));
+    // Nothing lost: a new instance finishes the work from the last commit, and every
+    // ticket history is whole (no event twice, none missing).
+    let b = Instance::start(&broker.bootstrap, &prefix, &group, "b", &dir);
+    wait_quiescent(
+        &broker.bootstrap,
+        &group,
+        &topics,
+        SETTLE,
+        Duration::from_secs(240),
+    );
+    let run = read_outputs(&broker.bootstrap, &topics);
+    b.stop();
+    ticket_histories(&run.tickets);
+    assert!(
+        run.tickets
+            .iter()
+            .any(|e| e["slaEvent"]["kind"] == "opened"),
+        "the storm's tickets are there"
+    );
+}
