@@ -665,6 +665,18 @@ impl CircuitStates {
         let Some((customer_id, level)) = entry.ident.clone() else {
             return Vec::new();
         };
+        // Figures never go back in time: a step's ticket events are followed by their
+        // figures after the step's figure timers have fired, and a late command or alarm
+        // carries an earlier event time. Figures as of an earlier time would replace newer
+        // ones already published (and warned about), so that the next refresh would warn
+        // again from the older status; they are computed as of the last figures instead,
+        // with every fact known now.
+        let as_of = entry
+            .figures
+            .values()
+            .map(|f| f.as_of)
+            .max()
+            .map_or(as_of, |last| last.max(as_of));
         let year_start = Period::containing(PeriodKind::Year, as_of, policy.time_zone()).start;
         let last_year_start = Period::containing(
             PeriodKind::Year,
@@ -693,6 +705,12 @@ impl CircuitStates {
             excluded: &excluded,
             open_fault: entry.fault.as_ref().is_some_and(Fault::is_down),
         };
+        // Only an outage that counts grows towards a threshold: a customer-caused or
+        // interconnection fault needs no figure timer (its figures do not change).
+        let outage_grows = entry
+            .fault
+            .as_ref()
+            .is_some_and(|f| f.is_down() && f.cause == FaultCause::Network);
         let mut periods: Vec<Period> = Vec::new();
         for kind in [PeriodKind::Year, PeriodKind::Month] {
             for t in &started {
@@ -706,7 +724,7 @@ impl CircuitStates {
         let mut next_crossing = None;
         for period in periods {
             let new = circuit_figures(policy, &facts, &period, as_of);
-            if facts.open_fault && period.contains(as_of) {
+            if outage_grows && period.contains(as_of) {
                 let limits = Limits::for_period(policy, level, &period);
                 let crossing = next_threshold(&limits, new.outage_seconds)
                     .and_then(|secs| as_of.checked_add_signed(Duration::seconds(secs)))

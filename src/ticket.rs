@@ -381,12 +381,15 @@ impl Fault {
                     due.push((self.restore_by(policy), Timer::Breach));
                 }
             }
+            // The escalation ladder and the joint-handling bulletins follow the
+            // restoration clock: a customer-caused or interconnection fault does not
+            // escalate (issue 15).
             let steps = policy.escalation_steps(self.important);
             let taken = usize::from(self.timers.escalations);
-            if let Some(step) = steps.get(taken) {
+            if let Some(step) = steps.get(taken).filter(|_| self.clock_runs()) {
                 due.push((opened + step.after, Timer::Escalation(taken)));
             }
-            if let Some(since) = self.timers.joint_since {
+            if let Some(since) = self.timers.joint_since.filter(|_| self.clock_runs()) {
                 let n = i32::try_from(self.timers.bulletins + 1).unwrap_or(i32::MAX);
                 due.push((since + policy.joint_bulletin_every() * n, Timer::Bulletin));
             }
@@ -656,8 +659,15 @@ impl Fault {
                 accept_by: self.accept_by(policy),
                 restore_by: self.restore_by(policy),
                 at_risk_at: self.at_risk_at(policy),
+                // While the clock is stopped, only the steps already taken: none is to
+                // come.
                 escalations: steps
                     .iter()
+                    .take(if self.clock_runs() {
+                        steps.len()
+                    } else {
+                        usize::from(self.timers.escalations)
+                    })
                     .enumerate()
                     .map(|(i, s)| EscalationDue {
                         level: u8::try_from(i + 1).unwrap_or(u8::MAX),

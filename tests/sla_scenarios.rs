@@ -11,7 +11,7 @@ use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use linewatch::maintenance::MaintenanceWindow;
 use linewatch::policy::Policy;
 use linewatch::sla::{CircuitFigures, Status};
-use linewatch::ticket::FaultCause;
+use linewatch::ticket::{FaultCause, SlaEvent};
 use scenario::*;
 
 /// The last figures emitted for `circuit` and `period`.
@@ -379,4 +379,207 @@ fn a_down_circuit_shows_its_outage_as_of_the_clock_between_figure_records() {
     assert!(states
         .figures_as_of("nope", sh(2026, 4, 2, 9, 45, 0), policy)
         .is_none());
+}
+
+#[test]
+fn a_breach_by_a_figure_timer_is_not_warned_again_at_the_next_ticket_event() {
+    // Issue 15, defect 1. The circuit of the tests above breaches its 2026 budget at
+    // 09:52:34 through a figure timer; the acceptance timer (09:10) fired in the same step.
+    // The escalations at 10:00 and 11:00 and the bulletin at 11:00 are ticket events: none
+    // of them may warn again, and every warning's `from` is the status last warned.
+    let (mut engine, mut out) = down_from_nine();
+    out.extend(engine.advance(sh(2026, 4, 2, 11, 30, 0)));
+    let warnings = risk_warnings(&out);
+    assert_eq!(warning_chain_breaks(&warnings), Vec::<String>::new());
+    let year: Vec<_> = warnings
+        .iter()
+        .filter(|w| w["period"] == "2026")
+        .map(|w| (w["from"].clone(), w["to"].clone()))
+        .collect();
+    assert_eq!(
+        year,
+        vec![
+            ("ok".into(), "at_risk".into()),
+            ("at_risk".into(), "breached".into())
+        ]
+    );
+    // The figures of a circuit and period never go back in time.
+    let mut last = std::collections::BTreeMap::new();
+    for o in &out {
+        if let Output::Figures(f) = o {
+            let key = (f.circuit_id.clone(), f.period.clone());
+            if let Some(before) = last.insert(key, f.as_of) {
+                assert!(
+                    before <= f.as_of,
+                    "{} {}: {before} then {}",
+                    f.circuit_id,
+                    f.period,
+                    f.as_of
+                );
+            }
+        }
+    }
+}
+
+/// A gold customer's AAA circuit (important: joint handling at 1 h, all teams on site at
+/// 2 h), down from 09:00 on 2 September 2026, reclassified as customer-caused at 09:20.
+fn customer_caused_from_nine(level: AssuranceLevel, customer: CustomerLevel) -> (Engine, String) {
+    let los = alarm(
+        "CU",
+        "PTN-NMS",
+        "PTN-8/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 9, 2, 9, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert("CU1", customer, level, "PTN-8/1/1"),
+            Input::Alarm(los),
+        ],
+        sh(2026, 9, 2, 9, 0, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    (engine, id)
+}
+
+fn command(
+    ticket_id: &str,
+    circuit: &str,
+    action: CommandAction,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Input {
+    Input::Command(TicketCommand {
+        ticket_id: ticket_id.into(),
+        circuit_id: circuit.into(),
+        action,
+        cause: (action == CommandAction::Reclassify).then_some(FaultCause::Customer),
+        at,
+        by: Some("noc".into()),
+        note: None,
+    })
+}
+
+#[test]
+fn a_customer_caused_fault_does_not_escalate() {
+    // Issue 15, defect 4: once the clock is stopped, no joint handling, no all teams on
+    // site, no hourly bulletins; the ticket shows no escalation still to come.
+    let (mut engine, id) = customer_caused_from_nine(AssuranceLevel::Aaa, CustomerLevel::Gold);
+    let out = run(
+        &mut engine,
+        vec![command(
+            &id,
+            "CU1",
+            CommandAction::Reclassify,
+            sh(2026, 9, 2, 9, 20, 0),
+        )],
+        sh(2026, 9, 2, 13, 0, 0),
+    );
+    let events: Vec<_> = tickets(&out);
+    let reclassified = events
+        .iter()
+        .find(|t| matches!(t.sla_event, SlaEvent::Reclassified { .. }))
+        .expect("reclassified");
+    assert!(!reclassified.ticket().sla.clock_runs);
+    assert!(
+        reclassified.ticket().sla.escalations.is_empty(),
+        "no escalation to come"
+    );
+    let escalating: Vec<_> = events
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.sla_event,
+                SlaEvent::Escalated { .. } | SlaEvent::BulletinDue { .. }
+            )
+        })
+        .map(|t| (t.event_time, t.sla_event.clone()))
+        .collect();
+    assert_eq!(escalating, vec![]);
+    // The gold customer is still told of progress every 30 min.
+    assert!(events
+        .iter()
+        .any(|t| matches!(t.sla_event, SlaEvent::FeedbackDue { .. })));
+}
+
+#[test]
+fn a_customer_caused_outage_does_not_re_emit_its_figures() {
+    // Issue 15, defect 5. An AA circuit of a bronze customer (not important: joint
+    // handling at 3 h; no progress feedback) was down 08:00-08:20 (1200 s counted). Its
+    // next fault, from 09:00, is acknowledged at 09:04 and found customer-caused at 09:05.
+    // Nothing of its figures changes while it stays down: no record until the restoration
+    // (before the fix, a figure timer re-emitted them every 1323 s = 2523 s at risk minus
+    // 1200 s used).
+    let first = alarm(
+        "F0",
+        "PTN-NMS",
+        "PTN-8/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 9, 2, 8, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    run(
+        &mut engine,
+        vec![
+            upsert(
+                "CU1",
+                CustomerLevel::Bronze,
+                AssuranceLevel::Aa,
+                "PTN-8/1/1",
+            ),
+            Input::Alarm(first.clone()),
+            Input::Alarm(clear(&first, sh(2026, 9, 2, 8, 20, 0))),
+        ],
+        sh(2026, 9, 2, 9, 0, 0),
+    );
+    let second = alarm(
+        "CU",
+        "PTN-NMS",
+        "PTN-8/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 9, 2, 9, 0, 0),
+    );
+    let out = run(
+        &mut engine,
+        vec![Input::Alarm(second.clone())],
+        sh(2026, 9, 2, 9, 0, 0),
+    );
+    let id = tickets(&out)
+        .last()
+        .map(|t| t.ticket().id.clone())
+        .expect("second ticket");
+    let out = run(
+        &mut engine,
+        vec![
+            command(
+                &id,
+                "CU1",
+                CommandAction::Acknowledge,
+                sh(2026, 9, 2, 9, 4, 0),
+            ),
+            command(
+                &id,
+                "CU1",
+                CommandAction::Reclassify,
+                sh(2026, 9, 2, 9, 5, 0),
+            ),
+        ],
+        sh(2026, 9, 2, 11, 30, 0),
+    );
+    let f = last_figures(&out, "CU1", "2026");
+    assert_eq!((f.failures, f.outage_seconds), (1, 1200));
+    let later: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Figures(f) if f.as_of > sh(2026, 9, 2, 9, 5, 0) => {
+                Some((f.period.clone(), f.as_of))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(later, vec![]);
 }

@@ -132,3 +132,42 @@ pub fn tickets(out: &[Output]) -> Vec<&TicketEvent> {
 pub fn minutes(n: i64) -> Duration {
     Duration::minutes(n)
 }
+
+/// Where risk warnings break their chain: for each circuit and period, every warning's
+/// `from` must be the previous warning's `to` ("ok" for the first), and its `to` must
+/// differ from the previous `to` (a warning only when the standing got worse). Works on
+/// warnings as JSON values (`circuitId`, `period`, `from`, `to`), so that it checks the
+/// engine's outputs and the replay's `warnings.jsonl` alike. Returns one line per break.
+pub fn warning_chain_breaks<'a>(
+    warnings: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> Vec<String> {
+    let mut last: std::collections::BTreeMap<(String, String), String> = Default::default();
+    let mut breaks = Vec::new();
+    for w in warnings {
+        let (Some(circuit), Some(period), Some(from), Some(to)) = (
+            w["circuitId"].as_str(),
+            w["period"].as_str(),
+            w["from"].as_str(),
+            w["to"].as_str(),
+        ) else {
+            continue; // not a risk warning
+        };
+        let key = (circuit.to_string(), period.to_string());
+        let previous = last.get(&key).map_or("ok", String::as_str);
+        if from != previous || to == previous {
+            breaks.push(format!("{circuit} {period}: after {previous}, {w}"));
+        }
+        last.insert(key, to.to_string());
+    }
+    breaks
+}
+
+/// The risk warnings among `out`, as JSON values for [`warning_chain_breaks`].
+pub fn risk_warnings(out: &[Output]) -> Vec<serde_json::Value> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Warning(linewatch::engine::Warning::Risk(r)) => serde_json::to_value(r).ok(),
+            _ => None,
+        })
+        .collect()
+}
