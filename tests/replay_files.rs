@@ -172,3 +172,61 @@ proptest::proptest! {
         }
     }
 }
+
+/// Issue 15, "done means": the replay of a day of the simulator's traffic over 2 000
+/// circuits warns in a chain: per circuit and period, every risk warning's `from` is the
+/// previous warning's `to` ("ok" for the first), and no two consecutive warnings have the
+/// same `to`.
+#[test]
+fn replay_of_simulated_traffic_warns_each_worsening_once() {
+    use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
+    use std::io::Write;
+    let cfg = SimConfig {
+        seed: 15,
+        circuits: 2_000,
+        start: sh(2026, 3, 10, 0, 0, 0),
+        duration: chrono::Duration::hours(24),
+        ..SimConfig::default()
+    };
+    let topo = topology(&cfg);
+    let records = traffic(&cfg, &topo);
+    let input = tempfile::tempdir().expect("tempdir");
+    let open = |name: &str| {
+        std::io::BufWriter::new(fs::File::create(input.path().join(name)).expect("create"))
+    };
+    let mut inventory = open("inventory.jsonl");
+    for (_, c) in &topo.circuits {
+        writeln!(inventory, "{c}").expect("write");
+    }
+    let (mut alarms, mut works) = (open("alarms.jsonl"), open("maintenance.jsonl"));
+    for r in &records {
+        match r.stream {
+            SimStream::Alarms => writeln!(alarms, "{}", r.value),
+            SimStream::Maintenance => writeln!(works, "{}", r.value),
+        }
+        .expect("write");
+    }
+    for mut f in [inventory, alarms, works] {
+        f.flush().expect("flush");
+    }
+    let output = tempfile::tempdir().expect("tempdir");
+    replay(input.path(), output.path(), Policy::builtin(), None).expect("replay");
+
+    let text = fs::read_to_string(output.path().join("warnings.jsonl")).expect("read");
+    let warnings: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let risks = warnings
+        .iter()
+        .filter(|w| w["circuitId"].is_string())
+        .count();
+    assert!(risks > 0, "the day has risk warnings to check");
+    let breaks = warning_chain_breaks(&warnings);
+    assert!(
+        breaks.is_empty(),
+        "{} of {risks} risk warnings break the chain, e.g. {:?}",
+        breaks.len(),
+        &breaks[..breaks.len().min(5)]
+    );
+}

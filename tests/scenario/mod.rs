@@ -134,14 +134,29 @@ pub fn minutes(n: i64) -> Duration {
 }
 
 /// Where risk warnings break their chain: for each circuit and period, every warning's
-/// `from` must be the previous warning's `to` ("ok" for the first), and its `to` must
-/// differ from the previous `to` (a warning only when the standing got worse). Works on
-/// warnings as JSON values (`circuitId`, `period`, `from`, `to`), so that it checks the
-/// engine's outputs and the replay's `warnings.jsonl` alike. Returns one line per break.
+/// `from` must be the previous warning's `to` ("ok" for the first), and its `to` must be
+/// worse than the previous `to` (a warning only when the standing got worse), except that
+/// a breached circuit is warned again, breached to breached, when it exceeds one more
+/// limit (`topics/schemas/risk-warning.schema.json`): its `breaches` must then hold every
+/// limit of the previous warning and more. Works on warnings as JSON values (`circuitId`,
+/// `period`, `from`, `to`, `breaches`), so that it checks the engine's outputs and the
+/// replay's `warnings.jsonl` alike. Returns one line per break.
 pub fn warning_chain_breaks<'a>(
     warnings: impl IntoIterator<Item = &'a serde_json::Value>,
 ) -> Vec<String> {
-    let mut last: std::collections::BTreeMap<(String, String), String> = Default::default();
+    let rank = |s: &str| ["ok", "at_risk", "breached"].iter().position(|x| *x == s);
+    let limits = |w: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        w["breaches"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut last: std::collections::BTreeMap<(String, String), &serde_json::Value> =
+        Default::default();
     let mut breaks = Vec::new();
     for w in warnings {
         let (Some(circuit), Some(period), Some(from), Some(to)) = (
@@ -153,11 +168,17 @@ pub fn warning_chain_breaks<'a>(
             continue; // not a risk warning
         };
         let key = (circuit.to_string(), period.to_string());
-        let previous = last.get(&key).map_or("ok", String::as_str);
-        if from != previous || to == previous {
-            breaks.push(format!("{circuit} {period}: after {previous}, {w}"));
+        let previous = last.get(&key).copied();
+        let previous_to = previous.and_then(|p| p["to"].as_str()).unwrap_or("ok");
+        let worse = rank(to) > rank(previous_to)
+            || (to == "breached"
+                && previous_to == "breached"
+                && previous
+                    .is_some_and(|p| limits(w).is_superset(&limits(p)) && limits(w) != limits(p)));
+        if from != previous_to || !worse {
+            breaks.push(format!("{circuit} {period}: after {previous_to}, {w}"));
         }
-        last.insert(key, to.to_string());
+        last.insert(key, w);
     }
     breaks
 }
