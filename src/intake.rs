@@ -8,7 +8,7 @@ use crate::alarm::parse_alarm_message;
 use crate::engine::{CommandAction, Input, TicketCommand};
 use crate::inventory::{parse_circuit_record, InventoryChange};
 use crate::maintenance::parse_maintenance_window;
-use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES, MAX_YEAR, MIN_YEAR};
+use crate::rejection::{RejectReason, MAX_YEAR, MIN_YEAR};
 
 /// The input streams of the service (one topic each, one file each in replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,6 +34,12 @@ pub const MAX_ID_BYTES: usize = 256;
 /// cut (the alarm still counts: a critical fault with a rambling probable cause must still
 /// open its tickets); longer text elsewhere is rejected.
 pub const MAX_TEXT_BYTES: usize = 1024;
+
+/// Largest ticket command accepted, in bytes. A command is a few ids, a time and a short
+/// note (at most [`MAX_TEXT_BYTES`] each); one waiting for the event-time clock is kept,
+/// original bytes included, in the circuit stage's changelog, whose records must stay
+/// well under Kafka's 1 MB.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 
 /// Decode one record of `stream`. A VES batch gives one result per element; every other
 /// record gives exactly one. Every input passes [`admit`]: ids the service cannot use are
@@ -219,10 +225,10 @@ fn decode_only(
 /// [`RejectReason::TooLarge`], [`RejectReason::NotJson`] or [`RejectReason::Invalid`] with
 /// serde's account of what is wrong and where.
 pub fn parse_command(bytes: &[u8]) -> Result<TicketCommand, RejectReason> {
-    if bytes.len() > DEFAULT_MAX_MESSAGE_BYTES {
+    if bytes.len() > MAX_COMMAND_BYTES {
         return Err(RejectReason::TooLarge {
             size: bytes.len(),
-            limit: DEFAULT_MAX_MESSAGE_BYTES,
+            limit: MAX_COMMAND_BYTES,
         });
     }
     let cmd = serde_json::from_slice::<TicketCommand>(bytes).map_err(|e| {
@@ -330,6 +336,17 @@ mod tests {
         assert!(a.probable_cause.len() <= MAX_TEXT_BYTES);
         assert!(a.probable_cause.ends_with('…'));
         assert!(a.probable_cause.starts_with("éé"));
+    }
+
+    #[test]
+    fn a_command_padded_past_its_limit_is_rejected_unread() {
+        let mut cmd = br#"{"ticketId":"TT-1","circuitId":"C1","action":"acknowledge","at":"2026-01-01T00:00:00Z"}"#.to_vec();
+        cmd.extend(std::iter::repeat_n(b' ', MAX_COMMAND_BYTES));
+        let got = decode(Stream::Commands, None, Some(&cmd));
+        assert!(
+            matches!(&got[0], Err(RejectReason::TooLarge { limit, .. }) if *limit == MAX_COMMAND_BYTES),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -232,6 +232,9 @@ pub struct RunSummary {
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a partition-count mismatch between co-partitioned topics may last before it
+/// stops the service (an operator adding partitions does one topic after the other).
+const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
 /// How long a transaction call may still wait once the service is stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the views of down circuits are refreshed to the partition's clock.
@@ -738,10 +741,26 @@ fn run_stage(
     let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)
         .set("group.id", format!("{}-probe", config.group_id))
         .create()?;
-    let impact_partitions = partition_count(&probe, &t.impacts)?;
+    let mut impact_partitions = partition_count(&probe, &t.impacts)?;
     let alarm_partitions = partition_count(&probe, &t.alarms)?;
     let facts_partitions = partition_count(&probe, &t.incident_facts)?;
-    let commands_partitions = partition_count(&probe, &t.commands)?;
+    let mut commands_partitions = partition_count(&probe, &t.commands)?;
+    // Partitions being added by an operator reach the topics one after the other: a
+    // mismatch stops the service only if it lasts.
+    let settling = Instant::now() + TOPOLOGY_SETTLE;
+    while commands_partitions != impact_partitions
+        && Instant::now() < settling
+        && !env.shutdown.load(Ordering::Relaxed)
+    {
+        warn!(
+            commands = commands_partitions,
+            impacts = impact_partitions,
+            "tickets.commands and linewatch.impacts differ in partitions; checking again"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        commands_partitions = partition_count(&probe, &t.commands)?;
+        impact_partitions = partition_count(&probe, &t.impacts)?;
+    }
     if commands_partitions != impact_partitions {
         return Err(ServiceError::Topology(format!(
             "{} has {commands_partitions} partitions and {} has {impact_partitions}: they must \
@@ -976,6 +995,10 @@ struct Buffer<T> {
     /// Pending entries added since the last changelog flush: one also released before it
     /// was never written, so neither it nor its tombstone goes to the changelog.
     pending_new: BTreeSet<PendingKey>,
+    /// Sequence numbers of pending inputs read back from keys of a release before 0.2
+    /// (`~pending/<seq>`): their tombstones go under that key too, or compaction would keep
+    /// the old record and a later restore would apply the input again.
+    legacy: BTreeSet<u64>,
 }
 
 impl<T> Default for Buffer<T> {
@@ -986,6 +1009,7 @@ impl<T> Default for Buffer<T> {
             pending: BTreeMap::new(),
             pending_dirty: BTreeSet::new(),
             pending_new: BTreeSet::new(),
+            legacy: BTreeSet::new(),
         }
     }
 }
@@ -1100,8 +1124,9 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
         true
     }
 
-    /// Read one of the buffer's changelog records, by the kind its envelope names.
-    fn restore(&mut self, kind: StateKind, body: &[u8]) -> Result<(), String> {
+    /// Read one of the buffer's changelog records under `key`, by the kind its envelope
+    /// names.
+    fn restore(&mut self, key: &[u8], kind: StateKind, body: &[u8]) -> Result<(), String> {
         match kind {
             StateKind::Meta => {
                 self.meta = serde_json::from_slice(body).map_err(|e| e.to_string())?;
@@ -1109,6 +1134,11 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
             StateKind::Pending => {
                 let r: PendingRecord<T> =
                     serde_json::from_slice(body).map_err(|e| e.to_string())?;
+                if key.starts_with(LEGACY_PENDING_PREFIX) {
+                    self.legacy.insert(r.seq);
+                } else {
+                    self.legacy.remove(&r.seq);
+                }
                 self.pending.insert((r.time, r.class, r.seq), r.item);
             }
             StateKind::Entity => return Err("not a record of the partition's buffer".into()),
@@ -1118,25 +1148,29 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
 
     /// A tombstone under `key`: true when it is one of the buffer's (a pending input
     /// applied), false when it is an entity's. A key of a release before 0.2
-    /// (`~pending/<seq>`) counts only when such an input is held: an entity may be named
-    /// like that.
+    /// (`~pending/<seq>`) removes only an input read back from such a key, and counts as
+    /// an entity's too (an entity may be named like that): the caller forgets the entity
+    /// as well.
     fn restore_tombstone(&mut self, key: &[u8]) -> bool {
         if key == META_KEY {
             return true;
         }
-        let (seq, legacy) = match key.strip_prefix(PENDING_PREFIX) {
-            Some(seq) => (seq, false),
-            None => match key.strip_prefix(LEGACY_PENDING_PREFIX) {
-                Some(seq) => (seq, true),
-                None => return false,
-            },
+        let parse = |seq: &[u8]| {
+            std::str::from_utf8(seq)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
         };
-        let seq = std::str::from_utf8(seq)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
-        let before = self.pending.len();
-        self.pending.retain(|k, _| Some(k.2) != seq);
-        !legacy || self.pending.len() < before
+        if let Some(seq) = key.strip_prefix(PENDING_PREFIX) {
+            let seq = parse(seq);
+            self.pending.retain(|k, _| Some(k.2) != seq);
+            return true;
+        }
+        if let Some(seq) = key.strip_prefix(LEGACY_PENDING_PREFIX).and_then(parse) {
+            if self.legacy.remove(&seq) {
+                self.pending.retain(|k, _| k.2 != seq);
+            }
+        }
+        false
     }
 
     /// The changelog records of what changed since the last call.
@@ -1162,6 +1196,11 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 })
                 .ok()
             });
+            if value.is_none() && self.legacy.remove(&key.2) {
+                let mut old = LEGACY_PENDING_PREFIX.to_vec();
+                old.extend_from_slice(format!("{:020}", key.2).as_bytes());
+                out.push((old, StateKind::Pending, None));
+            }
             out.push((pending_key(key.2), StateKind::Pending, value));
         }
     }
@@ -1412,13 +1451,14 @@ impl Core {
                 let Some(fanout) = self.fanout.get_mut(&p) else {
                     return Ok(());
                 };
+                // The fan-out keeps no bookkeeping: every record is an alarm's (releases
+                // before 0.2 sealed an alarm keyed `~meta` or `~pending/…` as bookkeeping).
                 match opened {
-                    Some((StateKind::Entity, body)) => {
+                    Some((_, body)) => {
                         let record: AlarmRecord =
                             serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
                         fanout.import(&key, record);
                     }
-                    Some(_) => return Err(bad("bookkeeping in the fan-out changelog".into())),
                     None => fanout.import(&key, AlarmRecord::default()),
                 }
             }
@@ -1428,7 +1468,15 @@ impl Core {
                 };
                 match opened {
                     Some((kind, body)) if bookkeeping(kind) => {
-                        part.buf.restore(kind, &body).map_err(bad)?;
+                        if let Err(e) = part.buf.restore(raw_key, kind, &body) {
+                            // A release before 0.2 sealed a circuit keyed `~meta` or
+                            // `~pending/…` as bookkeeping: read it as what it holds.
+                            if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
+                                || part.states.import(&key, &body, policy).is_err()
+                            {
+                                return Err(bad(e));
+                            }
+                        }
                     }
                     Some((_, body)) => part
                         .states
@@ -1448,7 +1496,16 @@ impl Core {
                 };
                 match opened {
                     Some((kind, body)) if bookkeeping(kind) => {
-                        part.buf.restore(kind, &body).map_err(bad)?;
+                        if let Err(e) = part.buf.restore(raw_key, kind, &body) {
+                            // As for circuits: an incident of a release before 0.2 keyed
+                            // like bookkeeping.
+                            match serde_json::from_slice(&body) {
+                                Ok(incident) if raw_key.first() != Some(&INTERNAL_KEY_BYTE) => {
+                                    part.book.restore(incident);
+                                }
+                                _ => return Err(bad(e)),
+                            }
+                        }
                     }
                     Some((_, body)) => {
                         let incident =
@@ -1932,7 +1989,6 @@ impl Core {
                             _ => None,
                         });
                     let resumed = self.offsets.get(&(alarms.clone(), p)).copied();
-                    let next = position.max(resumed);
                     let at_end = self.at_end.contains(&p);
                     let idle = quiet && {
                         // Asked through a client of its own: on the stage consumer's
@@ -1942,11 +1998,19 @@ impl Core {
                             .probe
                             .fetch_watermarks(&alarms, p, Duration::from_secs(2))
                         {
-                            // One record past the position is a transaction's closing
-                            // marker when the consumer has been told it is at the end.
-                            Ok((low, high)) => match next {
-                                Some(o) => o >= high || (at_end && o + 1 >= high),
-                                None => low == high,
+                            // librdkafka moves a position it knows past transaction
+                            // markers. Without one, the consumer starts at the offset it
+                            // resumed from (at least the partition's start: records may
+                            // have been deleted meanwhile); there one record short of the
+                            // end is a closing marker once the consumer has said it is at
+                            // the end.
+                            Ok((low, high)) => match (position, resumed) {
+                                (Some(o), _) => o >= high,
+                                (None, Some(r)) => {
+                                    let r = r.clamp(low, high);
+                                    r >= high || (at_end && r + 1 >= high)
+                                }
+                                (None, None) => low == high,
                             },
                             Err(_) => false,
                         }
@@ -2698,7 +2762,7 @@ mod tests {
                 "a key no input can have"
             );
             match value {
-                Some(body) => back.restore(*kind, body).expect("readable"),
+                Some(body) => back.restore(key, *kind, body).expect("readable"),
                 None => assert!(back.restore_tombstone(key), "a buffer key"),
             }
         }
@@ -2731,6 +2795,34 @@ mod tests {
         assert!(later.iter().any(|(k, kind, v)| *kind == StateKind::Pending
             && v.is_none()
             && *k == pending_key(1)));
+    }
+
+    #[test]
+    fn an_input_read_back_from_an_older_releases_key_is_tombstoned_under_that_key_too() {
+        let mut buf: Buffer<String> = Buffer::default();
+        let record = serde_json::to_vec(&PendingRecord {
+            time: t(3),
+            class: 1,
+            seq: 7,
+            item: "old".to_string(),
+        })
+        .expect("json");
+        let old_key = b"~pending/00000000000000000007";
+        buf.restore(old_key, StateKind::Pending, &record)
+            .expect("readable");
+        // An entity named like it does not touch it...
+        assert!(!buf.restore_tombstone(b"~pending/00000000000000000008"));
+        assert_eq!(buf.pending.len(), 1);
+        // ...and once applied, both keys get their tombstone.
+        let _ = buf.next_ready(t(9));
+        let mut records = Vec::new();
+        buf.changelog(&mut records);
+        let tombstones: Vec<&[u8]> = records
+            .iter()
+            .filter(|(_, kind, v)| *kind == StateKind::Pending && v.is_none())
+            .map(|(k, _, _)| k.as_slice())
+            .collect();
+        assert_eq!(tombstones, [&old_key[..], &pending_key(7)[..]]);
     }
 
     #[test]
