@@ -235,6 +235,9 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a partition-count mismatch between co-partitioned topics may last before it
 /// stops the service (an operator adding partitions does one topic after the other).
 const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
+/// A restore that reads nothing for this long restarts the stage (a partition without a
+/// leader, a log truncated under it) instead of waiting forever.
+const RESTORE_STALL: Duration = Duration::from_secs(120);
 /// How long a transaction call may still wait once the service is stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the views of down circuits are refreshed to the partition's clock.
@@ -1365,13 +1368,22 @@ impl Core {
             .collect();
         let mut since_check = 0u32;
         let mut counted = 0u64;
+        let mut progress = Instant::now();
         while !open.is_empty() {
+            if progress.elapsed() > RESTORE_STALL {
+                return Err(ServiceError::Aborted(format!(
+                    "restoring state: nothing read from {topic} partitions {open:?} for {}s \
+                     (leader unavailable?)",
+                    RESTORE_STALL.as_secs()
+                )));
+            }
             match restorer.poll(Duration::from_millis(200)) {
                 None => since_check = u32::MAX,
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(retry(e)),
                 Some(Err(e)) => warn!(error = %e, "restore: consumer error; retrying"),
                 Some(Ok(msg)) => {
                     records += 1;
+                    progress = Instant::now();
                     since_check = since_check.saturating_add(1);
                     self.restore_record(&msg)?;
                     let p = msg.partition();
@@ -1383,12 +1395,16 @@ impl Core {
             if since_check >= 1_000 && !open.is_empty() {
                 since_check = 0;
                 let positions = restorer.position().map_err(retry)?;
+                let before = open.len();
                 open.retain(|p| {
                     let high = ends.get(p).copied().unwrap_or(0);
                     !positions
                         .find_partition(&topic, *p)
                         .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= high))
                 });
+                if open.len() < before {
+                    progress = Instant::now();
+                }
             }
             if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
@@ -2383,6 +2399,7 @@ impl Core {
 
     fn transact(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
         let producer = &self.producer;
+        let patience = self.patience();
         producer.begin_transaction().map_err(classify)?;
         for out in &self.pending {
             let size = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
@@ -2412,7 +2429,7 @@ impl Core {
                         record = r;
                         producer.poll(Duration::from_millis(10));
                     }
-                    Err((e, _)) => return Err(abort(producer, e)),
+                    Err((e, _)) => return Err(abort(producer, e, patience)),
                 }
             }
         }
@@ -2423,17 +2440,17 @@ impl Core {
             let mut tpl = TopicPartitionList::new();
             for ((topic, p), next) in &self.offsets {
                 if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
-                    return Err(abort(producer, e));
+                    return Err(abort(producer, e, patience));
                 }
             }
             let Some(metadata) = consumer.group_metadata() else {
-                let _ = producer.abort_transaction(TXN_TIMEOUT);
+                let _ = producer.abort_transaction(patience);
                 return Err(ServiceError::Aborted(
                     "the consumer has no group metadata yet".into(),
                 ));
             };
             if let Err(e) = producer.send_offsets_to_transaction(&tpl, &metadata, self.patience()) {
-                return Err(abort(producer, e));
+                return Err(abort(producer, e, patience));
             }
         }
         let mut attempts = 0;
@@ -2462,7 +2479,7 @@ impl Core {
                         "transaction commit still ambiguous after {attempts} attempts: {e}"
                     )));
                 }
-                Err(e) => return Err(abort(producer, e)),
+                Err(e) => return Err(abort(producer, e, patience)),
             }
         }
     }
@@ -2579,10 +2596,10 @@ fn not_json(what: &str) -> RejectReason {
 }
 
 /// Abort after an abortable error; a fatal error (fenced) is reported as such.
-fn abort(producer: &BaseProducer, error: KafkaError) -> ServiceError {
+fn abort(producer: &BaseProducer, error: KafkaError, patience: Duration) -> ServiceError {
     let e = classify(error);
     if matches!(e, ServiceError::Aborted(_)) {
-        let _ = producer.abort_transaction(TXN_TIMEOUT);
+        let _ = producer.abort_transaction(patience);
     }
     e
 }
