@@ -37,12 +37,7 @@ impl Broker {
             .strip_prefix("KAFKA_BOOTSTRAP_SERVERS=")
             .expect("the broker's address")
             .to_string();
-        let state = std::fs::read_to_string(dir.join("kafka-local.state")).expect("state");
-        let pid = state
-            .lines()
-            .find_map(|l| l.strip_prefix("pid="))
-            .expect("broker pid")
-            .to_string();
+        let pid = common::local_broker_pid(&dir);
         Broker {
             dir,
             pid,

@@ -1,6 +1,8 @@
 //! `scripts/kafka-local stop` sees a stop through: interrupted (Ctrl-C, then the terminal
 //! closed) while the broker takes its time to die, it still leaves no broker behind.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,12 +34,7 @@ fn an_interrupted_stop_still_stops_the_broker() {
         .output()
         .expect("kafka-local start");
     assert!(started.status.success(), "the broker starts");
-    let state = std::fs::read_to_string(dir.join("kafka-local.state")).expect("state file");
-    let pid = state
-        .lines()
-        .find_map(|l| l.strip_prefix("pid="))
-        .expect("broker pid")
-        .to_string();
+    let pid = common::local_broker_pid(&dir);
     assert!(alive(&pid));
     // A broker that ignores SIGTERM for now (as one stuck in its shutdown would): the stop
     // must wait for it and then kill it.

@@ -1062,7 +1062,12 @@ struct PendingRecord<T> {
 }
 
 fn pending_key(seq: u64) -> Vec<u8> {
-    let mut key = PENDING_PREFIX.to_vec();
+    pending_key_under(PENDING_PREFIX, seq)
+}
+
+/// A pending input's changelog key under `prefix` (this release's, or one before 0.2).
+fn pending_key_under(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
     key.extend_from_slice(format!("{seq:020}").as_bytes());
     key
 }
@@ -1200,9 +1205,11 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 .ok()
             });
             if value.is_none() && self.legacy.remove(&key.2) {
-                let mut old = LEGACY_PENDING_PREFIX.to_vec();
-                old.extend_from_slice(format!("{:020}", key.2).as_bytes());
-                out.push((old, StateKind::Pending, None));
+                out.push((
+                    pending_key_under(LEGACY_PENDING_PREFIX, key.2),
+                    StateKind::Pending,
+                    None,
+                ));
             }
             out.push((pending_key(key.2), StateKind::Pending, value));
         }

@@ -220,3 +220,17 @@ pub async fn create_service_topics(bootstrap: &str, prefix: &str, max_partitions
         wait_for_leaders(&admin, topic.name, *partitions).await;
     }
 }
+
+/// The pid of the broker `scripts/kafka-local start --dir DIR` started (from its state
+/// file).
+///
+/// # Panics
+/// When DIR holds no broker state.
+pub fn local_broker_pid(dir: &Path) -> String {
+    let state = std::fs::read_to_string(dir.join("kafka-local.state")).expect("state file");
+    state
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .expect("broker pid")
+        .to_string()
+}
