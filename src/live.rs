@@ -75,13 +75,12 @@ impl Live {
     }
 
     /// A stage committed a transaction: it makes progress.
-    pub fn note_commit(&self, stage: &str) {
+    /// Returns whether the stage was marked stalled until now.
+    pub fn note_commit(&self, stage: &str) -> bool {
         if let Some(i) = STAGES.iter().position(|s| *s == stage) {
             self.commits[i].fetch_add(1, Ordering::Relaxed);
         }
-        if !self.stalled.is_empty() {
-            self.stalled.remove(stage);
-        }
+        !self.stalled.is_empty() && self.stalled.remove(stage).is_some()
     }
 
     /// How many transactions the stage has committed.
@@ -95,14 +94,6 @@ impl Live {
     /// The stage failed again without committing anything since its last failure.
     pub fn mark_stalled(&self, stage: &'static str, reason: String) {
         self.stalled.insert(stage, reason);
-    }
-
-    /// Stages failing without progress, with their last reason.
-    pub fn stalled(&self) -> Vec<(&'static str, String)> {
-        self.stalled
-            .iter()
-            .map(|e| (*e.key(), e.value().clone()))
-            .collect()
     }
 
     pub fn set_replica_ready(&self, circuits: usize) {
@@ -192,9 +183,9 @@ mod tests {
         live.mark_stalled("circuits", "Message size too large".into());
         assert!(!live.ready());
         assert!(live.not_ready_reasons()[0].contains("Message size too large"));
-        live.note_commit("fanout");
+        assert!(!live.note_commit("fanout"));
         assert!(!live.ready(), "another stage's progress does not count");
-        live.note_commit("circuits");
+        assert!(live.note_commit("circuits"), "it was stalled");
         assert!(live.ready());
         assert_eq!(live.commits("circuits"), 1);
     }

@@ -2376,10 +2376,9 @@ impl Core {
                 if let Ok(mut s) = self.summary.lock() {
                     s.transactions += 1;
                 }
-                if self.live.stalled().iter().any(|(s, _)| *s == stage) {
+                if self.live.note_commit(stage) {
                     gauge!(telemetry::STAGE_STALLED, "stage" => stage).set(0.0);
                 }
-                self.live.note_commit(stage);
                 self.committed();
                 debug!(
                     stage = self.kind.name(),
