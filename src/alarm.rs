@@ -41,7 +41,10 @@ pub struct Alarm {
     /// TMF642 `alarmType` (e.g. "CommunicationsAlarm") or VES domain; "" if absent.
     pub alarm_type: String,
     pub specific_problem: Option<String>,
-    /// When the NMS raised the alarm (event time).
+    /// When the fault started, as each message of the alarm repeats it (VES
+    /// `startEpochMicrosec`, TMF642 `alarmRaisedTime`; a 3GPP notification has only its
+    /// `eventTime`). Circuits are hit from the raise time of the first message of the
+    /// alarm the engine sees, be it the raise or an update.
     pub raised_at: DateTime<Utc>,
     /// When the NMS cleared it, for a `Cleared` message.
     pub cleared_at: Option<DateTime<Utc>>,
@@ -62,6 +65,84 @@ impl Alarm {
 }
 
 // ---------------------------------------------------------------------------------------
+// Parsing options.
+// ---------------------------------------------------------------------------------------
+
+/// Where the alarmed object of a 3GPP `stndDefined` alarm (TS 28.532 in VES) is read from.
+///
+/// A 3GPP notification names two things: `href`, the managed object the alarm is about,
+/// and `systemDN`, the system that sends the notification (an NMS or an NE's management
+/// function, and a placeholder such as "xyz" in the O-RAN SC and ONAP emitters). VES adds
+/// `commonEventHeader.sourceName`, the network function that has the problem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StndDefinedObject {
+    /// `data.href` when it names the source or a part of it in the inventory's naming
+    /// (`sourceName` itself, or `sourceName/…`: a card or port, as for a VES fault's
+    /// `sourceName/alarmInterfaceA`), else `sourceName`. An `href` in another naming (a
+    /// 3GPP URI, or the placeholders "href1" and `1` of the O-RAN SC and ONAP emitters)
+    /// thus falls back to the device, which the inventory knows.
+    #[default]
+    Auto,
+    /// `data.href` as sent (a string that is not blank), else `sourceName`: for
+    /// inventories that name objects as the NMS's `href` does (3GPP DNs or URIs).
+    Href,
+    /// `commonEventHeader.sourceName`: the device, whatever part of it the alarm is on.
+    /// For inventories that name devices but not the objects NMSs put in `href`.
+    SourceName,
+    /// `data.systemDN`: for NMSs that put the alarmed object there (the only rule before
+    /// this choice existed).
+    SystemDn,
+}
+
+impl StndDefinedObject {
+    /// Every rule with its name on the command line and in the config file.
+    pub const ALL: [(&'static str, StndDefinedObject); 4] = [
+        ("auto", StndDefinedObject::Auto),
+        ("href", StndDefinedObject::Href),
+        ("source-name", StndDefinedObject::SourceName),
+        ("system-dn", StndDefinedObject::SystemDn),
+    ];
+
+    /// The rule's name (`href`, `source-name`, `system-dn`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StndDefinedObject::Auto => "auto",
+            StndDefinedObject::Href => "href",
+            StndDefinedObject::SourceName => "source-name",
+            StndDefinedObject::SystemDn => "system-dn",
+        }
+    }
+}
+
+impl std::str::FromStr for StndDefinedObject {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, rule)| *rule)
+            .ok_or_else(|| {
+                format!("unknown rule {s:?}; expected auto, href, source-name or system-dn")
+            })
+    }
+}
+
+impl std::fmt::Display for StndDefinedObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The choices the alarm parsers leave to the operator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct AlarmOptions {
+    /// Where a 3GPP `stndDefined` alarm's object is read from.
+    pub stnd_defined_object: StndDefinedObject,
+}
+
+// ---------------------------------------------------------------------------------------
 // Parsing: TMF642 and ONAP VES, recognised per message.
 // ---------------------------------------------------------------------------------------
 
@@ -75,11 +156,15 @@ const TMF_SEVERITIES: &[(&str, Severity)] = &[
     ("cleared", Severity::Cleared),
 ];
 
-/// TMF642 v4 `state` values.
+/// TMF642 v4 `state` values, and the acknowledgement states that some profiles (MEF LSO
+/// alarm management, as MEF 146 describes it) send in `state` instead of `ackState`: an
+/// acknowledged or unacknowledged alarm is still standing, so it reads as an update.
 const TMF_STATES: &[(&str, AlarmState)] = &[
     ("raised", AlarmState::Raised),
     ("updated", AlarmState::Updated),
     ("cleared", AlarmState::Cleared),
+    ("acknowledged", AlarmState::Updated),
+    ("unacknowledged", AlarmState::Updated),
 ];
 
 /// VES 7 `faultFields.eventSeverity` values; NORMAL is the clear.
@@ -141,16 +226,25 @@ pub fn parse_alarm_message(bytes: &[u8]) -> Vec<Result<Alarm, RejectReason>> {
 ///   - domain `stndDefined`, namespace `3GPP-FaultSupervision` (TS 28.532 in
 ///     `stndDefinedFields.data`): `notifyNewAlarm` raises, `notifyChangedAlarm` and
 ///     `notifyChangedAlarmGeneral` update, `notifyClearedAlarm` clears; id = `alarmId`,
-///     object = `systemDN`, times = `eventTime` (a 3GPP notification carries no separate
-///     raise time, so a change or clear has `raised_at` = its own time; the engine keeps the
-///     raise time it saw first). Other notification types are rejected.
-///   - any other domain (`measurement`, `heartbeat`, ...) is rejected as not a fault event.
+///     object by [`AlarmOptions::stnd_defined_object`] (default: `href` when it is the
+///     header's `sourceName` or `sourceName/…`, else `sourceName`; `systemDN` names the
+///     notifying system, not the alarmed object), times
+///     = `eventTime` (a 3GPP notification carries no separate raise time, so a change or
+///     clear has `raised_at` = its own time; the engine keeps the raise time it saw
+///     first). Other notification types are rejected; another namespace is not a fault
+///     event.
+///   - any other domain (`measurement`, `heartbeat`, ...) is not a fault event
+///     ([`RejectReason::NotFaultEvent`]; [`crate::intake`] drops these by default).
 /// - **TMF642 event**: `{"eventType"|"@type": "AlarmCreateEvent" | "AlarmAttributeValueChangeEvent"
 ///   | "AlarmStateChangeEvent" | "AlarmDeleteEvent", "eventTime"?, "event": {"alarm": {…}}}`.
 ///   An `AlarmDeleteEvent` (the NMS removed the alarm record) reads as a clear, so an alarm
 ///   deleted while active cannot stay active here forever. Other TMF642 event types
 ///   (acknowledgements, comments, groupings) carry no alarm state and are rejected.
-/// - **TMF642 alarm**: the bare Alarm resource (`id`, `alarmedObject.id`, `state`,
+/// - **TMF642 alarm**: the bare Alarm resource (`id` (a string, or an integer as the v4
+///   swagger types it, read as its decimal digits), `alarmedObject.id` (`alarmedObject`
+///   may be an array, as the MEF LSO profile sends it: its first element is taken), `state`
+///   (`raised`, `updated`, `cleared`; `acknowledged` and `unacknowledged`, which profiles
+///   send for an alarm that stands, read as `updated`),
 ///   `perceivedSeverity`, `probableCause`, `alarmRaisedTime` required; `sourceSystemId`,
 ///   `alarmedObjectType` (else `alarmedObject.@referredType`), `alarmType`,
 ///   `specificProblem`, `alarmChangedTime`, `alarmClearedTime` optional).
@@ -223,8 +317,13 @@ impl ParsedAlarms {
 /// [`parse_alarm_message_with_limit`], also telling whether the message was a batch, so
 /// that the runtime can build its rejections with [`ParsedAlarms::rejections`].
 pub fn parse_alarms(bytes: &[u8], max_bytes: usize) -> ParsedAlarms {
+    parse_alarms_with(bytes, max_bytes, &AlarmOptions::default())
+}
+
+/// [`parse_alarms`] with the operator's [`AlarmOptions`] instead of the defaults.
+pub fn parse_alarms_with(bytes: &[u8], max_bytes: usize, options: &AlarmOptions) -> ParsedAlarms {
     match json::parse(bytes, max_bytes) {
-        Ok(root) => parse_alarm_value(&root),
+        Ok(root) => parse_alarm_value(&root, options),
         Err(e) => ParsedAlarms {
             batch: false,
             results: vec![Err(e)],
@@ -258,7 +357,7 @@ pub fn check_not_in_future(
     Ok(())
 }
 
-fn parse_alarm_value(root: &Value) -> ParsedAlarms {
+fn parse_alarm_value(root: &Value, options: &AlarmOptions) -> ParsedAlarms {
     let single = |r| ParsedAlarms {
         batch: false,
         results: vec![r],
@@ -284,24 +383,24 @@ fn parse_alarm_value(root: &Value) -> ParsedAlarms {
             })),
             Ok(items) => ParsedAlarms {
                 batch: true,
-                results: parse_ves_batch(items),
+                results: parse_ves_batch(items, options),
             },
         };
     }
-    single(parse_single(&top))
+    single(parse_single(&top, options))
 }
 
 /// Which format a single (non-batch) message is in, by the keys it has.
-fn parse_single(top: &Obj<'_>) -> Result<Alarm, RejectReason> {
+fn parse_single(top: &Obj<'_>, options: &AlarmOptions) -> Result<Alarm, RejectReason> {
     if is_ves_event(top) {
-        return parse_ves_event(top);
+        return parse_ves_event(top, options);
     }
     if let Some(Value::Object(inner)) = top.get("event") {
         if ["commonEventHeader", "faultFields", "stndDefinedFields"]
             .iter()
             .any(|k| inner.contains_key(*k))
         {
-            return parse_ves_event(&top.req_obj("event")?);
+            return parse_ves_event(&top.req_obj("event")?, options);
         }
     }
     if top.has("eventType") || top.has("event") {
@@ -325,29 +424,30 @@ fn is_ves_event(o: &Obj<'_>) -> bool {
     o.has("commonEventHeader")
 }
 
-fn parse_ves_batch(items: &[Value]) -> Vec<Result<Alarm, RejectReason>> {
+fn parse_ves_batch(items: &[Value], options: &AlarmOptions) -> Vec<Result<Alarm, RejectReason>> {
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
             let el = Obj::at(json::index("eventList", i), item)?;
             if !is_ves_event(&el) && el.has("event") {
-                parse_ves_event(&el.req_obj("event")?)
+                parse_ves_event(&el.req_obj("event")?, options)
             } else {
-                parse_ves_event(&el)
+                parse_ves_event(&el, options)
             }
         })
         .collect()
 }
 
-fn parse_ves_event(ev: &Obj<'_>) -> Result<Alarm, RejectReason> {
+fn parse_ves_event(ev: &Obj<'_>, options: &AlarmOptions) -> Result<Alarm, RejectReason> {
     let header = ev.req_obj("commonEventHeader")?;
     let domain = header.req_str("domain")?;
     match domain {
         "fault" => parse_ves_fault(ev, &header),
-        "stndDefined" => parse_ves_stnd_defined(ev, &header),
+        "stndDefined" => parse_ves_stnd_defined(ev, &header, options),
         other => Err(RejectReason::NotFaultEvent {
             domain: json::cut(other),
+            namespace: None,
         }),
     }
 }
@@ -403,15 +503,16 @@ fn parse_ves_fault(ev: &Obj<'_>, header: &Obj<'_>) -> Result<Alarm, RejectReason
     })
 }
 
-fn parse_ves_stnd_defined(ev: &Obj<'_>, header: &Obj<'_>) -> Result<Alarm, RejectReason> {
+fn parse_ves_stnd_defined(
+    ev: &Obj<'_>,
+    header: &Obj<'_>,
+    options: &AlarmOptions,
+) -> Result<Alarm, RejectReason> {
     let namespace = header.req_str("stndDefinedNamespace")?;
     if namespace != GPP_FAULT_NAMESPACE {
-        return Err(RejectReason::UnsupportedEvent {
-            detail: format!(
-                "VES stndDefined namespace {} is not fault supervision \
-                 (expected `{GPP_FAULT_NAMESPACE}`)",
-                json::show(namespace)
-            ),
+        return Err(RejectReason::NotFaultEvent {
+            domain: "stndDefined".into(),
+            namespace: Some(json::cut(namespace)),
         });
     }
     let source_system = header.opt_str("reportingEntityName")?.unwrap_or("");
@@ -435,7 +536,25 @@ fn parse_ves_stnd_defined(ev: &Obj<'_>, header: &Obj<'_>) -> Result<Alarm, Rejec
         }
     };
     let id = data.req_str("alarmId")?;
-    let object = data.req_str("systemDN")?;
+    let href = match data.get("href") {
+        Some(Value::String(href)) if !href.trim().is_empty() => Some(href.as_str()),
+        _ => None,
+    };
+    let object = match options.stnd_defined_object {
+        StndDefinedObject::Auto => {
+            let source = header.req_str("sourceName")?;
+            match href {
+                Some(h) if h == source || h.starts_with(&format!("{source}/")) => h,
+                _ => source,
+            }
+        }
+        StndDefinedObject::Href => match href {
+            Some(h) => h,
+            None => header.req_str("sourceName")?,
+        },
+        StndDefinedObject::SourceName => header.req_str("sourceName")?,
+        StndDefinedObject::SystemDn => data.req_str("systemDN")?,
+    };
     let severity = if state == AlarmState::Cleared && !data.has("perceivedSeverity") {
         Severity::Cleared
     } else {
@@ -494,8 +613,8 @@ fn parse_tmf_alarm(
     envelope_time: Option<DateTime<Utc>>,
     deleted: bool,
 ) -> Result<Alarm, RejectReason> {
-    let id = a.req_str("id")?;
-    let alarmed = a.req_obj("alarmedObject")?;
+    let id = tmf_id(a)?;
+    let alarmed = alarmed_object(a)?;
     let object = alarmed.req_str("id")?;
     let object_type = match a.opt_str("alarmedObjectType")? {
         Some(t) => Some(t),
@@ -542,7 +661,7 @@ fn parse_tmf_alarm(
         });
     }
     Ok(Alarm {
-        id: id.to_string(),
+        id,
         source_system: source_system.to_string(),
         object: object.to_string(),
         object_type: object_type.map(str::to_string),
@@ -559,6 +678,37 @@ fn parse_tmf_alarm(
         cleared_at: is_clear.then_some(event_time),
         event_time,
     })
+}
+
+/// A TMF642 alarm's `id`: a string, or an integer as the v4 swagger types it (its decimal
+/// digits). Other numbers (fractions, exponents) are no id.
+fn tmf_id(a: &Obj<'_>) -> Result<String, RejectReason> {
+    match a.req("id")? {
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+        Value::String(_) => a.req_str("id").map(str::to_string),
+        other => Err(RejectReason::WrongType {
+            field: a.field("id"),
+            expected: "a string or an integer",
+            got: json::describe(other),
+        }),
+    }
+}
+
+/// A TMF642 alarm's `alarmedObject`: the object, or the first element of an array of them
+/// (the MEF LSO profile sends a list; the first is the object the alarm is raised on, the
+/// others are not correlated).
+fn alarmed_object<'a>(a: &Obj<'a>) -> Result<Obj<'a>, RejectReason> {
+    let field = a.field("alarmedObject");
+    match a.req("alarmedObject")? {
+        Value::Array(items) => match items.first() {
+            Some(first) => Obj::at(json::index(&field, 0), first),
+            None => Err(RejectReason::Invalid {
+                field,
+                problem: "the list of alarmed objects is empty".into(),
+            }),
+        },
+        other => Obj::at(field, other),
+    }
 }
 
 #[cfg(test)]
@@ -753,12 +903,12 @@ mod tests {
         let mut v = fixture(VES_STND);
         let data = &mut v["event"]["stndDefinedFields"]["data"];
         data["eventTime"] = json!("2024-05-01T08:30:00+08:00");
-        data["systemDN"] = json!("NE1/3/2");
+        data["href"] = json!("Nokia123456/3/2");
         data["alarmId"] = json!("3gpp-77");
         let a = one(&v).unwrap();
         assert_eq!(a.state, AlarmState::Raised);
         assert_eq!(a.severity, Severity::Major);
-        assert_eq!(a.object, "NE1/3/2");
+        assert_eq!(a.object, "Nokia123456/3/2");
         assert_eq!(a.id, "3gpp-77");
         assert_eq!(a.source_system, "Nokia123456");
         assert_eq!(a.alarm_type, "Environmental Alarm");
@@ -777,10 +927,83 @@ mod tests {
         v["event"]["stndDefinedFields"]["data"]["notificationType"] = json!("notifyComments");
         assert_eq!(reason(&v).code(), RejectCode::UnsupportedEvent);
 
+        // Another namespace (heartbeats, file-ready, provisioning) is not about faults.
         v["event"]["commonEventHeader"]["stndDefinedNamespace"] = json!("3GPP-Provisioning");
         let err = reason(&v);
-        assert_eq!(err.code(), RejectCode::UnsupportedEvent);
-        assert!(err.to_string().contains("3GPP-Provisioning"), "{err}");
+        assert_eq!(err.code(), RejectCode::NotFaultEvent);
+        assert_eq!(
+            err.to_string(),
+            "VES stndDefined namespace `3GPP-Provisioning` is not fault supervision \
+             (expected `3GPP-FaultSupervision`)"
+        );
+    }
+
+    /// A 3GPP new-alarm notification with the given `href` and `systemDN`, from the device
+    /// "NE1".
+    fn stnd_alarm(href: Value, system_dn: &str) -> Value {
+        let mut v = fixture(VES_STND);
+        v["event"]["commonEventHeader"]["sourceName"] = json!("NE1");
+        let data = &mut v["event"]["stndDefinedFields"]["data"];
+        data["eventTime"] = json!("2024-05-01T08:30:00Z");
+        data["href"] = href;
+        data["systemDN"] = json!(system_dn);
+        v
+    }
+
+    fn object_with(v: &Value, rule: StndDefinedObject) -> Result<String, RejectReason> {
+        let options = AlarmOptions {
+            stnd_defined_object: rule,
+        };
+        let bytes = v.to_string();
+        let mut out = parse_alarms_with(bytes.as_bytes(), DEFAULT_MAX_MESSAGE_BYTES, &options);
+        assert_eq!(out.results.len(), 1);
+        out.results.remove(0).map(|a| a.object)
+    }
+
+    #[test]
+    fn stnd_defined_object_follows_the_chosen_rule() {
+        use StndDefinedObject::{Auto, Href, SourceName, SystemDn};
+        let uri = "https://ne1.example/3GPPManagement/FaultSupervisionMnS/ManagedElement=NE1";
+        let cases: [(Value, [&str; 4]); 6] = [
+            // href names a port of the source: the port, unless told otherwise.
+            (json!("NE1/3/2"), ["NE1/3/2", "NE1/3/2", "NE1", "OSS-7"]),
+            (json!("NE1"), ["NE1", "NE1", "NE1", "OSS-7"]),
+            // Another naming, or the emitters' placeholders: the device for `auto`.
+            (json!(uri), ["NE1", uri, "NE1", "OSS-7"]),
+            (json!("href1"), ["NE1", "href1", "NE1", "OSS-7"]),
+            (json!("NE10/1"), ["NE1", "NE10/1", "NE1", "OSS-7"]),
+            (json!(1), ["NE1", "NE1", "NE1", "OSS-7"]),
+        ];
+        for (href, want) in cases {
+            let v = stnd_alarm(href.clone(), "OSS-7");
+            for (rule, want) in [Auto, Href, SourceName, SystemDn].into_iter().zip(want) {
+                assert_eq!(
+                    object_with(&v, rule).unwrap(),
+                    want,
+                    "{rule} with href {href}"
+                );
+            }
+        }
+        // The default is `auto`, and `parse_alarm_message` uses it.
+        assert_eq!(StndDefinedObject::default(), Auto);
+        let v = stnd_alarm(json!("href1"), "xyz");
+        assert_eq!(one(&v).unwrap().object, "NE1");
+        // `system-dn` needs a systemDN; the others do not.
+        let mut v = stnd_alarm(json!("NE1/3/2"), "x");
+        v["event"]["stndDefinedFields"]["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("systemDN");
+        assert_eq!(object_with(&v, Auto).unwrap(), "NE1/3/2");
+        assert_eq!(
+            object_with(&v, SystemDn).unwrap_err().code(),
+            RejectCode::MissingField
+        );
+        for (name, rule) in StndDefinedObject::ALL {
+            assert_eq!(name.parse::<StndDefinedObject>(), Ok(rule));
+            assert_eq!(rule.to_string(), name);
+        }
+        assert!("sourceName".parse::<StndDefinedObject>().is_err());
     }
 
     #[test]
@@ -857,6 +1080,80 @@ mod tests {
     }
 
     #[test]
+    fn tmf642_integer_ids_read_as_their_digits() {
+        // TMF642 v4's swagger types Alarm.id as an integer.
+        let mut v = tmf_alarm();
+        v["id"] = json!(184233);
+        let a = one(&v).unwrap();
+        assert_eq!(a.id, "184233");
+        assert_eq!(a.key(), "nms-1:184233");
+        // The same alarm sent with a string id is the same alarm.
+        v["id"] = json!("184233");
+        assert_eq!(one(&v).unwrap().key(), a.key());
+        v["id"] = json!(u64::MAX);
+        assert_eq!(one(&v).unwrap().id, u64::MAX.to_string());
+        v["id"] = json!(-3);
+        assert_eq!(one(&v).unwrap().id, "-3");
+        for bad in [json!(2.0), json!(true), json!({"id": 1})] {
+            v["id"] = bad;
+            assert_eq!(reason(&v).code(), RejectCode::WrongType);
+        }
+    }
+
+    #[test]
+    fn tmf642_alarmed_object_lists_give_their_first_object() {
+        let mut v = tmf_alarm();
+        v["alarmedObject"] = json!([
+            {"id": "NE1/3/2", "@referredType": "LogicalResource"},
+            {"id": "EVC-77", "@referredType": "Service"}
+        ]);
+        let a = one(&v).unwrap();
+        assert_eq!(a.object, "NE1/3/2");
+        assert_eq!(a.object_type.as_deref(), Some("LogicalResource"));
+
+        v["alarmedObject"] = json!([{"name": "no id"}]);
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `alarmedObject[0].id` is required but missing"
+        );
+        v["alarmedObject"] = json!([]);
+        let err = reason(&v);
+        assert_eq!(err.code(), RejectCode::Invalid);
+        assert_eq!(
+            err.to_string(),
+            "field `alarmedObject`: the list of alarmed objects is empty"
+        );
+        v["alarmedObject"] = json!(["NE1"]);
+        assert_eq!(reason(&v).code(), RejectCode::WrongType);
+    }
+
+    #[test]
+    fn tmf642_acknowledgement_states_are_a_standing_alarm() {
+        for state in ["acknowledged", "UNACKNOWLEDGED"] {
+            let mut v = tmf_alarm();
+            v["state"] = json!(state);
+            v["alarmChangedTime"] = json!("2024-05-01T08:40:00Z");
+            let a = one(&v).unwrap();
+            assert_eq!(
+                (a.state, a.severity),
+                (AlarmState::Updated, Severity::Major)
+            );
+            assert_eq!(a.raised_at, t("2024-05-01T08:30:00Z"));
+            assert_eq!(a.event_time, t("2024-05-01T08:40:00Z"));
+            // A cleared severity still clears, whatever the acknowledgement.
+            v["perceivedSeverity"] = json!("cleared");
+            assert_eq!(one(&v).unwrap().state, AlarmState::Cleared);
+        }
+        let mut v = tmf_alarm();
+        v["state"] = json!("closed");
+        assert_eq!(
+            reason(&v).to_string(),
+            "field `state`: expected one of raised, updated, cleared, acknowledged, \
+             unacknowledged, got \"closed\""
+        );
+    }
+
+    #[test]
     fn tmf642_event_envelopes() {
         let a = one(&fixture(TMF_CREATE)).unwrap();
         assert_eq!(
@@ -914,10 +1211,10 @@ mod tests {
         v["alarmRaisedTime"] = json!("xyz");
         assert_eq!(reason(&v).code(), RejectCode::BadTime);
         let mut v = tmf_alarm();
-        v["id"] = json!(17);
+        v["id"] = json!(1.5);
         assert_eq!(
             reason(&v).to_string(),
-            "field `id`: expected a string, got number 17"
+            "field `id`: expected a string or an integer, got number 1.5"
         );
         let mut v = tmf_alarm();
         v["alarmedObject"]["id"] = json!("  ");

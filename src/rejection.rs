@@ -99,10 +99,12 @@ pub enum RejectCode {
     NotJson,
     /// JSON, but not one of the accepted message formats.
     UnknownFormat,
-    /// A VES event of a domain other than `fault` or `stndDefined`.
+    /// A VES event that is not about faults: a domain other than `fault` or
+    /// `stndDefined`, or a `stndDefined` namespace other than 3GPP fault supervision
+    /// (heartbeats, measurements, file-ready notifications, ...).
     NotFaultEvent,
     /// A well-formed event of a kind that carries no alarm state (an acknowledgement, a
-    /// 3GPP notification other than new/changed/cleared alarm, a non-fault namespace).
+    /// 3GPP fault notification other than new/changed/cleared alarm).
     UnsupportedEvent,
     /// A required field is absent (or `null`).
     MissingField,
@@ -190,8 +192,12 @@ pub enum RejectReason {
     #[error("not a recognised message: {detail}")]
     UnknownFormat { detail: String },
 
-    #[error("VES domain `{domain}` is not a fault event (accepted: fault, stndDefined)")]
-    NotFaultEvent { domain: String },
+    /// `namespace` is the `stndDefinedNamespace` of a `stndDefined` event.
+    #[error("{}", not_fault_text(domain, namespace.as_deref()))]
+    NotFaultEvent {
+        domain: String,
+        namespace: Option<String>,
+    },
 
     #[error("{detail}")]
     UnsupportedEvent { detail: String },
@@ -246,6 +252,18 @@ pub enum RejectReason {
 
     #[error("field `{field}`: {problem}")]
     Invalid { field: String, problem: String },
+}
+
+fn not_fault_text(domain: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        None => {
+            format!("VES domain `{domain}` is not a fault event (accepted: fault, stndDefined)")
+        }
+        Some(ns) => format!(
+            "VES stndDefined namespace `{ns}` is not fault supervision (expected \
+             `3GPP-FaultSupervision`)"
+        ),
+    }
 }
 
 impl RejectReason {
