@@ -60,8 +60,7 @@ pub struct AlarmFacts {
     pub probable_cause: String,
     pub severity: Severity,
     pub cause_class: CauseClass,
-    /// When the alarm became service-affecting: its raise, or the upgrade of an alarm
-    /// raised at a severity that does not affect service.
+    /// When the alarm was raised (the raise time of the first of its messages seen).
     pub raised_at: DateTime<Utc>,
 }
 
@@ -222,11 +221,12 @@ impl FanOut {
             }
         } else {
             let domain_hint = alarm.object_type.as_deref();
-            // An alarm takes circuits down from when it became service-affecting: its raise,
-            // or for one raised as a warning and upgraded later, the upgrade.
+            // An alarm takes circuits down from its raise, whichever of its messages is seen
+            // first: an update carries the raise time too (VES `startEpochMicrosec`, TMF642
+            // `alarmRaisedTime`). Alarms below the service-affecting severities leave no
+            // state, so one raised as a warning and upgraded later counts from its raise.
             let since = match self.active.get(&key) {
                 Some(prev) => prev.raised_at,
-                None if alarm.state == AlarmState::Updated => alarm.event_time,
                 None => alarm.raised_at,
             };
             let facts = AlarmFacts {
