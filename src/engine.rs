@@ -22,8 +22,8 @@ use crate::network::Network;
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::sla::{
-    circuit_figures, union, warning_between, CircuitFacts, CircuitFigures, FaultFacts, Limits,
-    Period, RiskWarning, Span,
+    circuit_figures, next_crossing, union, warning_between, CircuitFacts, CircuitFigures,
+    FaultFacts, Period, RiskWarning, Span,
 };
 use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent, TicketStatus};
 use crate::views::{CircuitView, TicketView};
@@ -720,20 +720,24 @@ impl CircuitStates {
                 }
             }
         }
+        // The figure timer: the next crossing of a threshold or limit by the ongoing
+        // outage, in every period it counts in. Only years have limits; an outage that
+        // goes on past New Year counts in the next year from its first second, so that
+        // year's crossings are timed too (issue 15, defect 2), not left to the next ticket
+        // event. Once the timer fires in the new year, that year is the current one.
+        let crossing_due = if outage_grows {
+            let year = Period::containing(PeriodKind::Year, as_of, policy.time_zone());
+            let following = year.next(policy.time_zone());
+            std::iter::once(year)
+                .chain(following)
+                .filter_map(|p| next_crossing(policy, &facts, &p, as_of))
+                .min()
+        } else {
+            None
+        };
         let mut out = Vec::new();
-        let mut next_crossing = None;
         for period in periods {
             let new = circuit_figures(policy, &facts, &period, as_of);
-            if outage_grows && period.contains(as_of) {
-                let limits = Limits::for_period(policy, level, &period);
-                let crossing = next_threshold(&limits, new.outage_seconds)
-                    .and_then(|secs| as_of.checked_add_signed(Duration::seconds(secs)))
-                    .filter(|t| *t < period.end);
-                next_crossing = match (next_crossing, crossing) {
-                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
-                    (a, b) => a.or(b),
-                };
-            }
             let old = entry.figures.get(&new.period);
             let unchanged = old.is_some_and(|o| {
                 CircuitFigures {
@@ -750,7 +754,7 @@ impl CircuitStates {
             out.push(Output::Figures(Box::new(new.clone())));
             entry.figures.insert(new.period.clone(), new);
         }
-        entry.figures_due = next_crossing;
+        entry.figures_due = crossing_due;
         // Keep the figures of this and last year only.
         let keep = Period::containing(PeriodKind::Year, last_year_start, policy.time_zone()).label;
         entry
@@ -801,26 +805,6 @@ impl CircuitStates {
 
 fn ticket(e: TicketEvent) -> Output {
     Output::Ticket(Box::new(e))
-}
-
-/// Seconds of further outage until the next risk threshold or limit of `limits` is
-/// crossed, from `outage` seconds used (an ongoing outage grows one second per second,
-/// except inside excluded planned works, which only delays the crossing).
-fn next_threshold(limits: &Limits, outage: u64) -> Option<i64> {
-    let mut points = Vec::new();
-    for limit in [limits.availability_budget, limits.outage]
-        .into_iter()
-        .flatten()
-    {
-        points.push(limit.num_seconds() + 1);
-        points.push((limit.num_seconds() as f64 * limits.risk_threshold).ceil() as i64);
-    }
-    let used = i64::try_from(outage).unwrap_or(i64::MAX);
-    points
-        .into_iter()
-        .filter(|p| *p > used)
-        .map(|p| p - used)
-        .min()
 }
 
 /// Move a closed fault into the circuit's history (for the SLA figures).

@@ -511,7 +511,6 @@ pub fn circuit_figures(
     let known = Span::new(DateTime::<Utc>::MIN_UTC, as_of);
     let excluded = union(circuit.excluded);
 
-    let mut counted_down = Vec::new();
     let mut all_down = Vec::new();
     let mut failures: u32 = 0;
     for fault in circuit.faults {
@@ -520,7 +519,6 @@ pub fn circuit_figures(
         if !fault.counted {
             continue;
         }
-        counted_down.extend_from_slice(&down);
         if period.contains(fault.started_at)
             && fault.started_at <= as_of
             && !within_maintenance(fault.started_at, &down, &excluded)
@@ -529,7 +527,7 @@ pub fn circuit_figures(
         }
     }
 
-    let outage = measure(&clip(&subtract(&counted_down, &excluded), window));
+    let outage = counted_outage(circuit, period, as_of);
     let maintenance = measure(&clip(&intersect(&all_down, &excluded), window));
     let availability = availability(outage, window.duration());
 
@@ -555,6 +553,61 @@ pub fn circuit_figures(
         open_fault: circuit.open_fault,
         is_final: as_of >= period.end,
     }
+}
+
+/// The outage of `circuit` in `period` as of `as_of`, exact (see the module doc,
+/// "Outage").
+fn counted_outage(circuit: &CircuitFacts<'_>, period: &Period, as_of: DateTime<Utc>) -> Duration {
+    let window = Span::new(period.start, period.end.min(as_of));
+    let known = Span::new(DateTime::<Utc>::MIN_UTC, as_of);
+    let down: Vec<Span> = circuit
+        .faults
+        .iter()
+        .filter(|f| f.counted)
+        .flat_map(|f| clip(&f.down, known))
+        .collect();
+    measure(&clip(&subtract(&down, circuit.excluded), window))
+}
+
+/// When the figures of `circuit` in `period` will next cross a risk threshold or a limit
+/// of the outage (the outage limit or the availability budget), if the circuit stays down
+/// from `as_of` on: the figure timer of a down circuit, so that its warning comes out at
+/// that second and not at the next ticket event. `None` when no further crossing falls
+/// inside the period (or the period has no such limit: only years have).
+///
+/// The ongoing outage grows one second per second from `as_of`, or from the period's start
+/// for a period that has not begun yet (an outage across New Year counts in the next year
+/// from its first second, with that year's budget). Time inside excluded planned works
+/// does not count, so the instant returned may come early, never late: recomputed then,
+/// the figures give the next one. The instant is rounded up to a whole second after
+/// `as_of` (or the period's start), so that the figures computed then have crossed.
+pub fn next_crossing(
+    policy: &Policy,
+    circuit: &CircuitFacts<'_>,
+    period: &Period,
+    as_of: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let limits = Limits::for_period(policy, circuit.assurance_level, period);
+    let used = nanos(counted_outage(circuit, period, as_of));
+    let threshold = parts_per_trillion(limits.risk_threshold);
+    let remaining = [limits.availability_budget, limits.outage]
+        .into_iter()
+        .flatten()
+        .flat_map(|limit| {
+            let limit = nanos(limit);
+            // At risk from the first nanosecond at which `reaches` holds; breached one
+            // nanosecond past the limit (a figure at its limit is within it).
+            let at_risk = (threshold.saturating_mul(limit) + PPT - 1).div_euclid(PPT);
+            [at_risk.max(1), limit + 1]
+        })
+        .filter(|point| *point > used)
+        .map(|point| point - used)
+        .min()?;
+    let seconds = i64::try_from((remaining + NANOS_PER_SECOND - 1) / NANOS_PER_SECOND).ok()?;
+    as_of
+        .max(period.start)
+        .checked_add_signed(Duration::try_seconds(seconds)?)
+        .filter(|t| *t < period.end)
 }
 
 /// Is a fault wholly inside notified maintenance? Its down time decides; a fault with no
@@ -1099,6 +1152,71 @@ mod tests {
             aaa.availability_budget,
             Some(Duration::milliseconds(3_162_240))
         );
+    }
+
+    /// An AAA circuit down since `since`, its outage closed at `as_of`.
+    fn aaa_down(faults: &[FaultFacts]) -> CircuitFacts<'_> {
+        CircuitFacts {
+            circuit_id: "C-1",
+            customer_id: None,
+            assurance_level: AssuranceLevel::Aaa,
+            faults,
+            excluded: &[],
+            open_fault: true,
+        }
+    }
+
+    fn down_since(since: DateTime<Utc>, as_of: DateTime<Utc>) -> Vec<FaultFacts> {
+        vec![FaultFacts {
+            started_at: since,
+            down: vec![Span::new(since, as_of)],
+            counted: true,
+        }]
+    }
+
+    #[test]
+    fn the_next_crossing_of_an_ongoing_outage_is_exact() {
+        let policy = Policy::builtin();
+        let year = year_2026();
+        let since = t("2026-04-02T09:00:00+08:00");
+        let crossing = |period: &Period, as_of: DateTime<Utc>| {
+            next_crossing(&policy, &aaa_down(&down_since(since, as_of)), period, as_of)
+        };
+        // At risk from 2522.88 s, breached past 3153.6 s: 09:42:03 and 09:52:34.
+        assert_eq!(crossing(&year, since), Some(t("2026-04-02T09:42:03+08:00")));
+        // 100.5 s down: 2422.38 s to go, rounded up to 2423 s, so that the figures then
+        // (2523.5 s) are at risk. Counting from whole seconds (101 s used, 2422 s to go)
+        // would land at 2522.5 s, still ok, and then skip the at-risk point altogether.
+        let as_of = since + Duration::milliseconds(100_500);
+        let due = crossing(&year, as_of).expect("a crossing");
+        assert_eq!(due, as_of + secs(2423));
+        let then = down_since(since, due);
+        assert_eq!(
+            circuit_figures(&policy, &aaa_down(&then), &year, due).status,
+            Status::AtRisk
+        );
+        // 630.1 s more to pass 3153.6 s: 631 s.
+        assert_eq!(crossing(&year, due), Some(due + secs(631)));
+        // Past the budget, the outage limit is next: 0.8 × 6 h = 4 h 48 min (13:48).
+        assert_eq!(
+            crossing(&year, since + secs(4000)),
+            Some(t("2026-04-02T13:48:00+08:00"))
+        );
+        // Past every limit: no further crossing this year.
+        assert_eq!(crossing(&year, since + Duration::hours(7)), None);
+
+        // Down from 23:50 on New Year's Eve: 2027 counts from its midnight, with its own
+        // budget (365 days: 3153.6 s again), so its first crossing is 00:42:03; a month
+        // has no limit and no crossing.
+        let eve = t("2026-12-31T23:50:00+08:00");
+        let ny = down_since(eve, eve);
+        let y2027 = year.next(SH).expect("2027");
+        assert_eq!(
+            next_crossing(&policy, &aaa_down(&ny), &y2027, eve),
+            Some(t("2027-01-01T00:42:03+08:00"))
+        );
+        let january = period(PeriodKind::Month, "2027-01-15T00:00:00+08:00");
+        assert_eq!(next_crossing(&policy, &aaa_down(&ny), &january, eve), None);
     }
 
     #[test]

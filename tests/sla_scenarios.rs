@@ -583,3 +583,71 @@ fn a_customer_caused_outage_does_not_re_emit_its_figures() {
         .collect();
     assert_eq!(later, vec![]);
 }
+
+#[test]
+fn an_outage_across_new_year_warns_for_the_new_year_at_its_own_instants() {
+    // Issue 15, defect 2. AAA circuit of a bronze customer (no progress feedback), down from
+    // 23:50 on 31 December 2026 Shanghai time, accepted at 23:55, not restored. Its next
+    // ticket event is the first escalation at 00:50 (1 h). 2027 has 365 days: budget
+    // 0.0001 × 31 536 000 s = 3153.6 s, at risk from 2522.88 s → 2523 s after midnight
+    // (00:42:03), breached past 3153.6 s → 3154 s (00:52:34). Before the fix the 2027
+    // figures had no timer until a ticket event: at risk reported at 00:50.
+    let los = alarm(
+        "NY2",
+        "PTN-NMS",
+        "PTN-6/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 12, 31, 23, 50, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert(
+                "NY2",
+                CustomerLevel::Bronze,
+                AssuranceLevel::Aaa,
+                "PTN-6/1/1",
+            ),
+            Input::Alarm(los),
+        ],
+        sh(2026, 12, 31, 23, 50, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    let out = run(
+        &mut engine,
+        vec![command(
+            &id,
+            "NY2",
+            CommandAction::Acknowledge,
+            sh(2026, 12, 31, 23, 55, 0),
+        )],
+        sh(2027, 1, 1, 1, 0, 0),
+    );
+    let warnings: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(Warning::Risk(r)) => Some((r.period.clone(), r.to, r.at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        vec![
+            ("2027".to_owned(), Status::AtRisk, sh(2027, 1, 1, 0, 42, 3)),
+            (
+                "2027".to_owned(),
+                Status::Breached,
+                sh(2027, 1, 1, 0, 52, 34)
+            ),
+        ]
+    );
+    // The last 2027 record is the breach's: 3154 s, no failure (the fault is 2026's).
+    let y2027 = last_figures(&out, "NY2", "2027");
+    assert_eq!((y2027.failures, y2027.outage_seconds), (0, 3154));
+    // 2026 keeps its 600 s, and is final.
+    let y2026 = last_figures(&out, "NY2", "2026");
+    assert_eq!((y2026.failures, y2026.outage_seconds), (1, 600));
+    assert!(y2026.is_final);
+}
