@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alarm::StndDefinedObject;
+use crate::intake::NonFaultEvents;
 use crate::kafka::service::TopicNames;
 use crate::kafka::ClientOverride;
 
@@ -74,6 +76,8 @@ pub struct Layer {
     pub http_listen: Option<std::net::SocketAddr>,
     pub http_advertise_url: Option<String>,
     pub http_token_file: Option<PathBuf>,
+    pub stnd_defined_object: Option<StndDefinedObject>,
+    pub non_fault_events: Option<NonFaultEvents>,
 }
 
 impl Layer {
@@ -91,6 +95,8 @@ impl Layer {
             http_listen: self.http_listen.or(lower.http_listen),
             http_advertise_url: self.http_advertise_url.or(lower.http_advertise_url),
             http_token_file: self.http_token_file.or(lower.http_token_file),
+            stnd_defined_object: self.stnd_defined_object.or(lower.stnd_defined_object),
+            non_fault_events: self.non_fault_events.or(lower.non_fault_events),
         }
     }
 }
@@ -172,6 +178,8 @@ struct RawFile {
     http_listen: Option<std::net::SocketAddr>,
     http_advertise_url: Option<String>,
     http_token_file: Option<PathBuf>,
+    stnd_defined_object: Option<StndDefinedObject>,
+    non_fault_events: Option<NonFaultEvents>,
     #[serde(default)]
     kafka: toml::Table,
     #[serde(default)]
@@ -287,6 +295,8 @@ impl FileConfig {
                 http_listen: raw.http_listen,
                 http_advertise_url: raw.http_advertise_url,
                 http_token_file: raw.http_token_file,
+                stnd_defined_object: raw.stnd_defined_object,
+                non_fault_events: raw.non_fault_events,
             },
             kafka: kafka.into_iter().collect(),
             topics: raw.topics,
@@ -397,6 +407,8 @@ pub struct RunSettings {
     pub http_advertise_url: Option<String>,
     /// File holding the bearer token (when `LINEWATCH_HTTP_TOKEN` is not set).
     pub http_token_file: Option<PathBuf>,
+    /// How inputs are read (3GPP alarmed object, non-fault VES events).
+    pub intake: crate::intake::IntakeOptions,
 }
 
 /// Merges the command line (flags, each already resolved by clap against its environment
@@ -459,6 +471,12 @@ pub fn resolve(
             other => other.map(|u| u.trim_end_matches('/').to_string()),
         },
         http_token_file: merged.http_token_file,
+        intake: crate::intake::IntakeOptions {
+            alarms: crate::alarm::AlarmOptions {
+                stnd_defined_object: merged.stnd_defined_object.unwrap_or_default(),
+            },
+            non_fault_events: merged.non_fault_events.unwrap_or_default(),
+        },
     })
 }
 
@@ -499,6 +517,7 @@ impl std::fmt::Debug for RunSettings {
             .field("http_listen", &self.http_listen)
             .field("http_advertise_url", &self.http_advertise_url)
             .field("http_token_file", &self.http_token_file)
+            .field("intake", &self.intake)
             .finish()
     }
 }
@@ -560,6 +579,8 @@ mod tests {
         assert!(s.tick_ms.is_some());
         assert!(s.idle_after_ms.is_some());
         assert!(s.log_format.is_some());
+        assert_eq!(s.stnd_defined_object, Some(StndDefinedObject::Auto));
+        assert_eq!(s.non_fault_events, Some(NonFaultEvents::Drop));
         assert!(!file.kafka.is_empty());
         // The example shows every topic of TopicNames.
         let t = &file.topics;
@@ -620,6 +641,8 @@ mod tests {
                 http_listen: None,
                 http_advertise_url: None,
                 http_token_file: None,
+                stnd_defined_object: None,
+                non_fault_events: None,
             }
         );
         let kafka: Vec<(&str, &str)> = file

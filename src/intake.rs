@@ -1,14 +1,19 @@
 //! The edge between raw messages and the engine: one decoder per input stream, shared by
 //! the Kafka runtime and the replay command so that both accept and reject exactly the
 //! same things.
+//!
+//! What is not a fault at all (VES heartbeats, measurements, 3GPP heartbeats and file-ready
+//! notifications on the alarm topic) is dropped here and counted by VES domain in
+//! `linewatch_non_fault_events_total`, unless [`IntakeOptions::non_fault_events`] asks
+//! for one rejection record each ([`decode_with`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::alarm::parse_alarm_message;
+use crate::alarm::{parse_alarms_with, AlarmOptions};
 use crate::engine::{CommandAction, Input, TicketCommand};
 use crate::inventory::{parse_circuit_record, InventoryChange};
 use crate::maintenance::parse_maintenance_window;
-use crate::rejection::{RejectReason, MAX_YEAR, MIN_YEAR};
+use crate::rejection::{RejectReason, DEFAULT_MAX_MESSAGE_BYTES, MAX_YEAR, MIN_YEAR};
 
 /// The input streams of the service (one topic each, one file each in replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,23 +46,117 @@ pub const MAX_TEXT_BYTES: usize = 1024;
 /// well under Kafka's 1 MB.
 pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 
+/// What intake does with a VES event that is not about faults (a heartbeat, a
+/// measurement, a 3GPP notification outside fault supervision): the alarm topic of an
+/// ONAP or O-RAN deployment carries them by the thousand (an O-RAN SC emitter's heartbeat
+/// every 20 s is about 4 300 a day per device), and none can open a ticket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFaultEvents {
+    /// Count them by VES domain in `linewatch_non_fault_events_total` and drop them.
+    #[default]
+    Drop,
+    /// Write one rejection record each (reason code `not_fault_event`), as for any input
+    /// the service cannot use: to find out what an NMS sends.
+    Reject,
+}
+
+impl NonFaultEvents {
+    /// The choice's name on the command line and in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonFaultEvents::Drop => "drop",
+            NonFaultEvents::Reject => "reject",
+        }
+    }
+}
+
+impl std::str::FromStr for NonFaultEvents {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "drop" => Ok(NonFaultEvents::Drop),
+            "reject" => Ok(NonFaultEvents::Reject),
+            _ => Err(format!("unknown choice {s:?}; expected drop or reject")),
+        }
+    }
+}
+
+impl std::fmt::Display for NonFaultEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The operator's choices about inputs (`linewatch run` and `replay` flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct IntakeOptions {
+    /// How alarms are read (where a 3GPP alarm's object comes from).
+    pub alarms: AlarmOptions,
+    /// Whether non-fault VES events are dropped or rejected.
+    pub non_fault_events: NonFaultEvents,
+}
+
+/// One record decoded by [`decode_with`].
+#[derive(Debug)]
+pub struct Decoded {
+    /// How many elements the record held: a VES batch's length, else 1 (dropped events
+    /// included). A caller tells a batch by `elements > 1`, as with [`decode`].
+    pub elements: usize,
+    /// The result of each element kept, with the element's index in the record.
+    pub results: Vec<(usize, Result<Input, RejectReason>)>,
+    /// Non-fault events dropped.
+    pub dropped: usize,
+}
+
 /// Decode one record of `stream`. A VES batch gives one result per element; every other
 /// record gives exactly one. Every input passes [`admit`]: ids the service cannot use are
-/// rejected, over-long alarm text is cut.
+/// rejected, over-long alarm text is cut. Nothing is dropped: a non-fault VES event is a
+/// rejection here (see [`decode_with`]).
 pub fn decode(
     stream: Stream,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Vec<Result<Input, RejectReason>> {
-    let mut results = decode_only(stream, key, value);
-    for r in &mut results {
-        if let Ok(input) = r {
-            if let Err(reason) = admit(input) {
-                *r = Err(reason);
+    decode_only(stream, key, value, &AlarmOptions::default())
+}
+
+/// [`decode`] with the operator's options: alarms are read as `options.alarms` says, and
+/// with [`NonFaultEvents::Drop`] a non-fault VES event gives no result; it is counted in
+/// `linewatch_non_fault_events_total` (labelled by VES domain) and in
+/// [`Decoded::dropped`].
+pub fn decode_with(
+    stream: Stream,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    options: &IntakeOptions,
+) -> Decoded {
+    let all = decode_only(stream, key, value, &options.alarms);
+    let elements = all.len();
+    let mut dropped = 0;
+    let mut results = Vec::with_capacity(elements);
+    for (i, r) in all.into_iter().enumerate() {
+        match &r {
+            Err(RejectReason::NotFaultEvent { domain, namespace })
+                if options.non_fault_events == NonFaultEvents::Drop =>
+            {
+                let domain = if namespace.is_some() {
+                    "stndDefined"
+                } else {
+                    domain.as_str()
+                };
+                crate::telemetry::non_fault_event_dropped(domain);
+                dropped += 1;
             }
+            _ => results.push((i, r)),
         }
     }
-    results
+    Decoded {
+        elements,
+        results,
+        dropped,
+    }
 }
 
 /// The limits every input is held to once parsed, whatever its format: identifiers are
@@ -179,11 +278,30 @@ fn decode_only(
     stream: Stream,
     key: Option<&[u8]>,
     value: Option<&[u8]>,
+    alarm_options: &AlarmOptions,
+) -> Vec<Result<Input, RejectReason>> {
+    let mut results = parse_only(stream, key, value, alarm_options);
+    for r in &mut results {
+        if let Ok(input) = r {
+            if let Err(reason) = admit(input) {
+                *r = Err(reason);
+            }
+        }
+    }
+    results
+}
+
+fn parse_only(
+    stream: Stream,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    alarm_options: &AlarmOptions,
 ) -> Vec<Result<Input, RejectReason>> {
     match stream {
         Stream::Inventory => vec![parse_circuit_record(key, value).map(Input::Inventory)],
         Stream::Alarms => match value {
-            Some(bytes) => parse_alarm_message(bytes)
+            Some(bytes) => parse_alarms_with(bytes, DEFAULT_MAX_MESSAGE_BYTES, alarm_options)
+                .results
                 .into_iter()
                 .map(|r| r.map(Input::Alarm))
                 .collect(),
@@ -363,6 +481,125 @@ mod tests {
             matches!(&got[0], Err(e) if e.to_string().contains("duplicate field")),
             "{got:?}"
         );
+    }
+
+    fn ves(domain: &str, id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "commonEventHeader": {
+                "domain": domain, "eventId": id, "sourceName": "NE1",
+                "startEpochMicrosec": 1_767_225_600_000_000_i64,
+                "lastEpochMicrosec": 1_767_225_600_000_000_i64
+            },
+            "faultFields": {"alarmCondition": "LOS", "eventSeverity": "MAJOR"}
+        })
+    }
+
+    fn reject_all() -> IntakeOptions {
+        IntakeOptions {
+            non_fault_events: NonFaultEvents::Reject,
+            ..IntakeOptions::default()
+        }
+    }
+
+    #[test]
+    fn non_fault_events_are_dropped_unless_asked_to_reject_them() {
+        let heartbeat = serde_json::json!({ "event": ves("heartbeat", "hb-1") }).to_string();
+        let got = decode_with(
+            Stream::Alarms,
+            None,
+            Some(heartbeat.as_bytes()),
+            &IntakeOptions::default(),
+        );
+        assert_eq!((got.elements, got.dropped), (1, 1));
+        assert!(got.results.is_empty(), "{:?}", got.results);
+
+        let got = decode_with(
+            Stream::Alarms,
+            None,
+            Some(heartbeat.as_bytes()),
+            &reject_all(),
+        );
+        assert_eq!((got.elements, got.dropped), (1, 0));
+        assert!(
+            matches!(&got.results[..], [(0, Err(e))] if e.code() == RejectCode::NotFaultEvent),
+            "{:?}",
+            got.results
+        );
+        // `decode` drops nothing.
+        assert!(decode(Stream::Alarms, None, Some(heartbeat.as_bytes()))[0].is_err());
+
+        // Only non-fault events are dropped: a bad fault event is still rejected.
+        let mut bad = ves("fault", "f-1");
+        bad["faultFields"]["eventSeverity"] = serde_json::json!("SEVERE");
+        let got = decode_with(
+            Stream::Alarms,
+            None,
+            Some(serde_json::json!({ "event": bad }).to_string().as_bytes()),
+            &IntakeOptions::default(),
+        );
+        assert_eq!(got.dropped, 0);
+        assert!(matches!(&got.results[..], [(0, Err(e))] if e.code() == RejectCode::BadValue));
+    }
+
+    #[test]
+    fn a_batch_keeps_the_index_of_each_element_around_dropped_ones() {
+        let mut bad = ves("fault", "f-1");
+        bad["faultFields"]["eventSeverity"] = serde_json::json!("SEVERE");
+        let batch = serde_json::json!({ "eventList": [
+            ves("heartbeat", "hb-1"), bad, ves("measurement", "m-1"), ves("fault", "f-2")
+        ]})
+        .to_string();
+        let got = decode_with(
+            Stream::Alarms,
+            None,
+            Some(batch.as_bytes()),
+            &IntakeOptions::default(),
+        );
+        assert_eq!((got.elements, got.dropped), (4, 2));
+        let indexes: Vec<(usize, bool)> =
+            got.results.iter().map(|(i, r)| (*i, r.is_ok())).collect();
+        assert_eq!(indexes, [(1, false), (3, true)]);
+        let got = decode_with(Stream::Alarms, None, Some(batch.as_bytes()), &reject_all());
+        assert_eq!((got.elements, got.dropped, got.results.len()), (4, 0, 4));
+    }
+
+    #[test]
+    fn dropped_events_are_counted_by_domain_with_a_fixed_label_set() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let stnd_heartbeat = serde_json::json!({
+            "commonEventHeader": {
+                "domain": "stndDefined", "stndDefinedNamespace": "3GPP-Heartbeat",
+                "eventId": "hb", "sourceName": "NE1",
+                "startEpochMicrosec": 1_767_225_600_000_000_i64,
+                "lastEpochMicrosec": 1_767_225_600_000_000_i64
+            },
+            "stndDefinedFields": {"data": {"notificationType": "notifyHeartbeat"}}
+        });
+        let batch = serde_json::json!({ "eventList": [
+            ves("heartbeat", "hb-1"), ves("heartbeat", "hb-2"), ves("measurement", "m-1"),
+            ves("circuit-42-probe", "x"), stnd_heartbeat, ves("fault", "f-1")
+        ]})
+        .to_string();
+        metrics::with_local_recorder(&recorder, || {
+            let got = decode_with(
+                Stream::Alarms,
+                None,
+                Some(batch.as_bytes()),
+                &IntakeOptions::default(),
+            );
+            assert_eq!(got.dropped, 5);
+        });
+        let text = handle.render();
+        for line in [
+            "linewatch_non_fault_events_total{domain=\"heartbeat\"} 2",
+            "linewatch_non_fault_events_total{domain=\"measurement\"} 1",
+            "linewatch_non_fault_events_total{domain=\"stndDefined\"} 1",
+            "linewatch_non_fault_events_total{domain=\"other\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("circuit-42"), "{text}");
     }
 
     #[test]

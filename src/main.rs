@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use linewatch::alarm::{AlarmOptions, StndDefinedObject};
 use linewatch::config::{self, LogFormat, RunSettings};
 use linewatch::http::Token;
-use linewatch::intake::Stream;
+use linewatch::intake::{IntakeOptions, NonFaultEvents, Stream};
 use linewatch::kafka::send::send_lines;
 use linewatch::kafka::service::{self, HttpConfig, ServiceConfig, TopicNames};
 use linewatch::kafka::topics::{self, PlanOptions, TopicAdmin};
@@ -328,6 +329,20 @@ struct RunArgs {
     /// http_token_file. Default: none.
     #[arg(long, env = "LINEWATCH_HTTP_TOKEN_FILE", value_name = "FILE")]
     http_token_file: Option<PathBuf>,
+
+    /// Where the alarmed object of a 3GPP stndDefined alarm (TS 28.532 in VES) is read
+    /// from: auto (data.href when it is the VES header's sourceName or sourceName/...,
+    /// else sourceName), href (data.href as sent, else sourceName), source-name (the VES
+    /// header's sourceName: the device) or system-dn (data.systemDN, the notifying
+    /// system). File key: stnd_defined_object. Default: auto.
+    #[arg(long, env = "LINEWATCH_STND_DEFINED_OBJECT", value_name = "RULE")]
+    stnd_defined_object: Option<StndDefinedObject>,
+
+    /// VES events that are not about faults (heartbeats, measurements, ...): drop (count
+    /// them by domain in linewatch_non_fault_events_total) or reject (one record each on
+    /// the rejection topic). File key: non_fault_events. Default: drop.
+    #[arg(long, env = "LINEWATCH_NON_FAULT_EVENTS", value_name = "drop|reject")]
+    non_fault_events: Option<NonFaultEvents>,
 }
 
 impl RunArgs {
@@ -351,6 +366,8 @@ impl RunArgs {
             http_listen: self.http_listen,
             http_advertise_url: self.http_advertise_url,
             http_token_file: self.http_token_file,
+            stnd_defined_object: self.stnd_defined_object,
+            non_fault_events: self.non_fault_events,
         };
         Ok(config::resolve(
             command_line,
@@ -408,6 +425,16 @@ struct ReplayArgs {
     /// fire. Default: one day after the last input.
     #[arg(long, value_name = "TIME")]
     until: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Where the alarmed object of a 3GPP stndDefined alarm is read from: auto, href,
+    /// source-name or system-dn, as `run --stnd-defined-object` describes them.
+    #[arg(long, value_name = "RULE", default_value_t = StndDefinedObject::Auto)]
+    stnd_defined_object: StndDefinedObject,
+
+    /// Non-fault VES events (heartbeats, measurements, ...): drop them (counted in the
+    /// summary) or reject them (one line each in rejections.jsonl).
+    #[arg(long, value_name = "drop|reject", default_value_t = NonFaultEvents::Drop)]
+    non_fault_events: NonFaultEvents,
 }
 
 #[derive(Debug, Subcommand)]
@@ -528,12 +555,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => {
             let policy = load_policy(&args.policy)?;
-            let summary = linewatch::replay::replay(&args.input, &args.output, policy, args.until)
-                .context("replay failed")?;
+            let options = IntakeOptions {
+                alarms: AlarmOptions {
+                    stnd_defined_object: args.stnd_defined_object,
+                },
+                non_fault_events: args.non_fault_events,
+            };
+            let summary = linewatch::replay::replay_with(
+                &args.input,
+                &args.output,
+                policy,
+                args.until,
+                &options,
+            )
+            .context("replay failed")?;
             eprintln!(
-                "replay: {} inputs, {} rejected, {} tickets opened, {} ticket events, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
+                "replay: {} inputs, {} rejected, {} non-fault events dropped, {} tickets opened, {} ticket events, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
                 summary.inputs,
                 summary.rejected,
+                summary.non_fault_dropped,
                 summary.tickets_opened,
                 summary.ticket_events,
                 summary.status_events,
@@ -1247,6 +1287,7 @@ fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
             token,
             metrics: Some(metrics),
         }),
+        intake: settings.intake,
     };
     service::run(config, shutdown)?;
     Ok(ExitCode::SUCCESS)

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::engine::{Engine, Input, Output, Sink};
-use crate::intake::{decode, Stream};
+use crate::intake::{decode_with, IntakeOptions, Stream};
 use crate::policy::Policy;
 use crate::rejection::{Rejection, Source};
 
@@ -32,6 +32,9 @@ use crate::rejection::{Rejection, Source};
 pub struct ReplaySummary {
     pub inputs: u64,
     pub rejected: u64,
+    /// Non-fault VES events dropped (heartbeats, measurements, ...; see
+    /// [`crate::intake::NonFaultEvents`]).
+    pub non_fault_dropped: u64,
     pub ticket_events: u64,
     pub tickets_opened: u64,
     pub status_events: u64,
@@ -88,7 +91,23 @@ pub fn replay(
     policy: Policy,
     until: Option<DateTime<Utc>>,
 ) -> Result<ReplaySummary, ReplayError> {
+    replay_with(input, output, policy, until, &IntakeOptions::default())
+}
+
+/// [`replay`] with the operator's intake options (how alarms are read, whether non-fault
+/// VES events are dropped or rejected), as `linewatch run` takes them.
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_with(
+    input: &Path,
+    output: &Path,
+    policy: Policy,
+    until: Option<DateTime<Utc>>,
+    options: &IntakeOptions,
+) -> Result<ReplaySummary, ReplayError> {
     let mut records = Vec::new();
+    let mut non_fault_dropped = 0;
     for (name, stream) in FILES {
         let path = input.join(name);
         let file = match File::open(&path) {
@@ -104,14 +123,16 @@ pub fn replay(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let results = decode(stream, None, Some(&line));
-            let batch = results.len() > 1;
+            let decoded = decode_with(stream, None, Some(&line), options);
+            non_fault_dropped += decoded.dropped as u64;
+            let batch = decoded.elements > 1;
+            let results = decoded.results;
             // A bad element of a batch is rejected with that element, not the whole line.
-            let elements = (batch && results.iter().any(Result::is_err))
+            let elements = (batch && results.iter().any(|(_, r)| r.is_err()))
                 .then(|| crate::rejection::batch_elements(&line))
                 .flatten()
                 .unwrap_or_default();
-            for (i, parsed) in results.into_iter().enumerate() {
+            for (i, parsed) in results {
                 let keep =
                     parsed.is_err() || matches!(stream, Stream::Commands | Stream::Maintenance);
                 let raw = match elements.get(i) {
@@ -152,6 +173,7 @@ pub fn replay(
     let mut engine = Engine::new(policy);
     let mut summary = ReplaySummary {
         first_event: start,
+        non_fault_dropped,
         ..Default::default()
     };
     let mut now = start.unwrap_or(DateTime::<Utc>::UNIX_EPOCH);

@@ -13,6 +13,7 @@ use crate::views::Counts;
 pub const MESSAGES_IN: &str = "linewatch_messages_in_total";
 pub const MESSAGES_OUT: &str = "linewatch_messages_out_total";
 pub const REJECTIONS: &str = "linewatch_rejections_total";
+pub const NON_FAULT_EVENTS: &str = "linewatch_non_fault_events_total";
 pub const TICKET_EVENTS: &str = "linewatch_ticket_events_total";
 pub const TRANSACTIONS: &str = "linewatch_transactions_total";
 pub const RESTORE_RECORDS: &str = "linewatch_restore_records_total";
@@ -39,6 +40,7 @@ pub const METRIC_NAMES: &[&str] = &[
     MESSAGES_IN,
     MESSAGES_OUT,
     REJECTIONS,
+    NON_FAULT_EVENTS,
     TICKET_EVENTS,
     TRANSACTIONS,
     RESTORE_RECORDS,
@@ -78,6 +80,10 @@ pub fn describe() {
     describe_counter!(
         REJECTIONS,
         "Inputs sent to the rejection topic, by reason code"
+    );
+    describe_counter!(
+        NON_FAULT_EVENTS,
+        "VES events on the alarm topic that are not about faults (heartbeats, measurements, ...), dropped unread, by VES domain; counted when read, so a stage restarted from its last commit counts again what it reads again"
     );
     describe_counter!(
         TICKET_EVENTS,
@@ -151,6 +157,37 @@ pub fn describe() {
         INVENTORY_CIRCUITS,
         "Circuits in this instance's inventory replica"
     );
+}
+
+/// The VES 7.2 domains, the label values of [`NON_FAULT_EVENTS`]; any other domain is
+/// counted as `other` (the label set stays fixed whatever producers send).
+pub const VES_DOMAINS: &[&str] = &[
+    "fault",
+    "heartbeat",
+    "measurement",
+    "mobileFlow",
+    "notification",
+    "other",
+    "perf3gpp",
+    "pnfRegistration",
+    "sipSignaling",
+    "stateChange",
+    "stndDefined",
+    "syslog",
+    "thresholdCrossingAlert",
+    "voiceQuality",
+];
+
+/// A non-fault VES event was dropped at intake: a debug line and the counter, labelled
+/// with its domain if it is one of [`VES_DOMAINS`], else `other`.
+pub fn non_fault_event_dropped(domain: &str) {
+    let label = VES_DOMAINS
+        .iter()
+        .find(|d| **d == domain)
+        .copied()
+        .unwrap_or("other");
+    tracing::debug!(domain = label, "non-fault VES event dropped");
+    metrics::counter!(NON_FAULT_EVENTS, "domain" => label).increment(1);
 }
 
 /// Set the state gauges from the views (called at each scrape): every combination of

@@ -112,6 +112,7 @@ async fn run_opens_one_committed_ticket_per_circuit_and_rejects_bad_input() {
         tick: Duration::from_millis(200),
         idle_after: Duration::from_secs(1),
         http: None,
+        intake: Default::default(),
     };
     let flag = shutdown.clone();
     let worker = std::thread::spawn(move || service::run(config, flag));

@@ -64,7 +64,7 @@ use crate::correlation::{AlarmRecord, FanOut, Impact};
 use crate::engine::{late_notice, CircuitStates, Input, Output, Sink, Warning};
 use crate::http::{App, HttpServer, Inventory, Token};
 use crate::incident::{IncidentBook, IncidentEvent, TicketFacts};
-use crate::intake::{decode, Stream};
+use crate::intake::{decode, decode_with, IntakeOptions, Stream};
 use crate::inventory::InventoryChange;
 use crate::kafka::directory::KafkaDirectory;
 use crate::kafka::{client_config, ClientOverride};
@@ -150,6 +150,9 @@ pub struct ServiceConfig {
     pub idle_after: Duration,
     /// The HTTP listener (health, metrics, query API, NOC view); `None` for none.
     pub http: Option<HttpConfig>,
+    /// How inputs are read: the 3GPP alarmed-object rule, non-fault VES events dropped or
+    /// rejected.
+    pub intake: IntakeOptions,
 }
 
 /// Without the client properties' values (they may hold passwords).
@@ -167,6 +170,7 @@ impl std::fmt::Debug for ServiceConfig {
             .field("tick", &self.tick)
             .field("idle_after", &self.idle_after)
             .field("http", &self.http)
+            .field("intake", &self.intake)
             .finish_non_exhaustive()
     }
 }
@@ -1589,10 +1593,10 @@ impl Core {
                 } else {
                     Stream::Inventory
                 };
-                let results = decode(stream, msg.key(), msg.payload());
-                let batch = results.len() > 1;
+                let decoded = decode_with(stream, msg.key(), msg.payload(), &cfg.intake);
+                let batch = decoded.elements > 1;
                 let mut failed = Vec::new();
-                for (i, result) in results.into_iter().enumerate() {
+                for (i, result) in decoded.results {
                     if let Err(reason) = result.and_then(|input| self.fan_out(p, input)) {
                         failed.push((i, reason));
                     }
