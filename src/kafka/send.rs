@@ -28,8 +28,14 @@ pub fn key_of(stream: Stream, line: &[u8]) -> Option<String> {
             } else {
                 &v
             };
-            text(&alarm["alarmedObject"]["id"])
+            // An alarmedObject list (MEF LSO profile): the first is the alarmed object.
+            let object = match &alarm["alarmedObject"] {
+                Value::Array(list) => list.first().unwrap_or(&Value::Null),
+                one => one,
+            };
+            text(&object["id"])
                 .or_else(|| text(&v["event"]["commonEventHeader"]["sourceName"]))
+                .or_else(|| text(&v["commonEventHeader"]["sourceName"]))
                 .or_else(|| text(&v["eventList"][0]["commonEventHeader"]["sourceName"]))
         }
     }
@@ -149,6 +155,27 @@ mod tests {
             )
             .as_deref(),
             Some("vm1")
+        );
+        // Every message of an alarm sent as the MEF LSO profile sends it gets its key.
+        assert_eq!(
+            key_of(
+                Stream::Alarms,
+                br#"{"id":17,"alarmedObject":[{"id":"NE1/3"},{"id":"EVC-1"}]}"#
+            )
+            .as_deref(),
+            Some("NE1/3")
+        );
+        assert_eq!(
+            key_of(Stream::Alarms, br#"{"alarmedObject":[]}"#).as_deref(),
+            None
+        );
+        assert_eq!(
+            key_of(
+                Stream::Alarms,
+                br#"{"commonEventHeader":{"sourceName":"vm2"}}"#
+            )
+            .as_deref(),
+            Some("vm2")
         );
         assert_eq!(
             key_of(Stream::Inventory, br#"{"circuitId":"C9"}"#).as_deref(),
