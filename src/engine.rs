@@ -191,6 +191,12 @@ struct CircuitEntry {
     impacts: CircuitImpacts,
     last_status: Option<LineStatus>,
     fault: Option<Fault>,
+    /// Restored tickets of this circuit that a new fault has superseded (the circuit
+    /// failed again after their hold-down): each stays open, resolved, until its
+    /// post-restore feedback is due, and then closes (issue 15, defect 3). Their faults
+    /// count in the figures like the current one until they join `history`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    superseded: Vec<Fault>,
     /// Closed by hand while still down: no new fault until the circuit comes back up.
     suppressed_until_up: bool,
     /// Closed faults of this and last year, for the SLA figures.
@@ -237,9 +243,12 @@ impl CircuitStates {
         self.circuits.get(circuit_id).and_then(|e| e.fault.as_ref())
     }
 
-    /// All open faults, in circuit order.
+    /// All open faults, in circuit order: each circuit's restored tickets that a new fault
+    /// superseded, then its current one.
     pub fn faults(&self) -> impl Iterator<Item = &Fault> {
-        self.circuits.values().filter_map(|e| e.fault.as_ref())
+        self.circuits
+            .values()
+            .flat_map(|e| e.superseded.iter().chain(e.fault.as_ref()))
     }
 
     pub fn status(&self, circuit_id: &str) -> LineStatus {
@@ -287,6 +296,9 @@ impl CircuitStates {
             self.due_of.remove(&circuit_id);
             let mut figures_due = false;
             if let Some(entry) = self.circuits.get_mut(&circuit_id) {
+                for old in &mut entry.superseded {
+                    out.extend(old.fire_due(due, policy).into_iter().map(ticket));
+                }
                 if let Some(fault) = entry.fault.as_mut() {
                     // Only what is due at `due`: timers of all circuits fire in time order.
                     out.extend(fault.fire_due(due, policy).into_iter().map(ticket));
@@ -488,7 +500,7 @@ impl CircuitStates {
             }
             None => {
                 if let Some(mut entry) = self.circuits.remove(circuit_id) {
-                    if let Some(fault) = entry.fault.as_mut() {
+                    for fault in entry.superseded.iter_mut().chain(entry.fault.as_mut()) {
                         if fault.status != crate::ticket::TicketStatus::Closed {
                             out.push(ticket(fault.close(SlaEvent::CircuitDeleted, now, policy)));
                         }
@@ -525,11 +537,19 @@ impl CircuitStates {
             ),
         };
         let entry = self.circuits.get_mut(&cmd.circuit_id).ok_or_else(unknown)?;
-        let fault = entry
+        let current = entry
             .fault
-            .as_mut()
-            .filter(|f| f.ticket_id == cmd.ticket_id)
-            .ok_or_else(unknown)?;
+            .as_ref()
+            .is_some_and(|f| f.ticket_id == cmd.ticket_id);
+        let fault = if current {
+            entry.fault.as_mut()
+        } else {
+            entry
+                .superseded
+                .iter_mut()
+                .find(|f| f.ticket_id == cmd.ticket_id)
+        }
+        .ok_or_else(unknown)?;
         // An operator cannot act on a ticket before it existed: such a date is a clock or
         // a form gone wrong, and applying it would date events (and figures) before the
         // fault.
@@ -555,7 +575,9 @@ impl CircuitStates {
             CommandAction::Close => {
                 let still_down = fault.is_down();
                 let ev = fault.close(SlaEvent::ManuallyClosed, cmd.at, policy);
-                entry.suppressed_until_up = still_down;
+                if current {
+                    entry.suppressed_until_up = still_down;
+                }
                 Some(ev)
             }
         };
@@ -625,9 +647,11 @@ impl CircuitStates {
         let entry = self.circuits.get(circuit_id)?;
         let fault = entry.fault.as_ref().filter(|f| f.is_down())?;
         let mut faults = entry.history.clone();
-        faults.push(fault_facts(fault, as_of));
         let mut excluded = entry.excluded.clone();
-        excluded.extend(excluded_spans(fault));
+        for f in entry.superseded.iter().chain(Some(fault)) {
+            faults.push(fault_facts(f, as_of));
+            excluded.extend(excluded_spans(f));
+        }
         let facts = CircuitFacts {
             circuit_id,
             customer_id: Some(&fault.customer_id),
@@ -690,6 +714,10 @@ impl CircuitStates {
         let mut faults = entry.history.clone();
         let mut excluded = entry.excluded.clone();
         let mut started = vec![as_of];
+        for f in &entry.superseded {
+            faults.push(fault_facts(f, as_of));
+            excluded.extend(excluded_spans(f));
+        }
         if let Some(f) = &entry.fault {
             faults.push(fault_facts(f, as_of));
             excluded.extend(excluded_spans(f));
@@ -773,6 +801,7 @@ impl CircuitStates {
     fn settle(&mut self, circuit_id: &str, policy: &Policy) {
         if let Some(e) = self.circuits.get(circuit_id) {
             if e.fault.is_none()
+                && e.superseded.is_empty()
                 && e.impacts.is_empty()
                 && !e.suppressed_until_up
                 && e.history.is_empty()
@@ -790,11 +819,12 @@ impl CircuitStates {
             self.timers.remove(&(old, circuit_id.to_string()));
         }
         let next = self.circuits.get(circuit_id).and_then(|e| {
-            let fault = e.fault.as_ref().and_then(|f| f.next_due(policy));
-            match (fault, e.figures_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            e.superseded
+                .iter()
+                .chain(e.fault.as_ref())
+                .filter_map(|f| f.next_due(policy))
+                .chain(e.figures_due)
+                .min()
         });
         if let Some(due) = next {
             self.timers.insert((due, circuit_id.to_string()));
@@ -807,21 +837,30 @@ fn ticket(e: TicketEvent) -> Output {
     Output::Ticket(Box::new(e))
 }
 
-/// Move a closed fault into the circuit's history (for the SLA figures).
+/// Move closed faults (the current one and superseded ones) into the circuit's history
+/// (for the SLA figures).
 fn close_if_done(entry: &mut CircuitEntry) {
-    if entry
-        .fault
-        .as_ref()
-        .is_some_and(|f| f.status == crate::ticket::TicketStatus::Closed)
-    {
-        if let Some(fault) = entry.fault.take() {
-            entry.excluded = union(&[entry.excluded.clone(), excluded_spans(&fault)].concat());
-            entry.history.push(fault_facts(
-                &fault,
-                fault.restored_at().unwrap_or(fault.opened_at()),
-            ));
-        }
+    let closed = |f: &Fault| f.status == crate::ticket::TicketStatus::Closed;
+    let mut done = Vec::new();
+    if entry.fault.as_ref().is_some_and(closed) {
+        done.extend(entry.fault.take());
     }
+    if entry.superseded.iter().any(closed) {
+        let (finished, open): (Vec<Fault>, Vec<Fault>) = std::mem::take(&mut entry.superseded)
+            .into_iter()
+            .partition(closed);
+        entry.superseded = open;
+        done.extend(finished);
+    }
+    for fault in done {
+        entry.excluded = union(&[entry.excluded.clone(), excluded_spans(&fault)].concat());
+        entry.history.push(fault_facts(
+            &fault,
+            fault.restored_at().unwrap_or(fault.opened_at()),
+        ));
+    }
+    // In the order the faults started: the last is the latest fault.
+    entry.history.sort_by_key(|f| f.started_at);
 }
 
 fn excluded_spans(fault: &Fault) -> Vec<Span> {
@@ -887,16 +926,15 @@ fn evaluate(
                 }
                 _ => {
                     if let Some(old) = entry.fault.as_mut() {
-                        // Restored and past its hold-down, though the timer has not been
-                        // run: close it at the end of the window before opening a new one.
+                        // Restored and past its hold-down: what was due of it comes first.
                         out.extend(old.fire_due(since, policy).into_iter().map(ticket));
-                        if old.status != crate::ticket::TicketStatus::Closed {
-                            let end = old.restored_at().unwrap_or(since) + policy.hold_down();
-                            out.push(ticket(old.close(SlaEvent::Closed, end, policy)));
-                        }
                     }
-                    // The old fault counts in the figures like any closed one.
+                    // A closed old fault joins the history. One still waiting for its
+                    // post-restore feedback is superseded, not closed: the feedback is
+                    // owed whatever happens next (issue 15, defect 3); it closes when the
+                    // feedback is due, as it would have.
                     close_if_done(entry);
+                    entry.superseded.extend(entry.fault.take());
                     entry.faults_opened += 1;
                     let mut fault = Fault::open(circuit, entry.faults_opened, since, root, policy);
                     for work in planned_works_for(circuit, since, windows, policy) {

@@ -651,3 +651,84 @@ fn an_outage_across_new_year_warns_for_the_new_year_at_its_own_instants() {
     assert_eq!((y2026.failures, y2026.outage_seconds), (1, 600));
     assert!(y2026.is_final);
 }
+
+#[test]
+fn a_new_fault_does_not_drop_the_post_restore_feedback_of_the_last_ticket() {
+    // Issue 15, defect 3. A silver customer's circuit down 02:00-02:20: post-restore
+    // feedback due 02:50. It fails again past the hold-down: at 02:40 with the default
+    // 15 min (02:35), at 02:25 with none. The restored ticket stays open (resolved) until
+    // its feedback is due, gets its postRestoreFeedbackDue at 02:50 and closes then; the
+    // new fault has a ticket of its own. Before the fix the old ticket was closed when
+    // the new one opened, at the end of its hold-down, without the feedback.
+    let no_hold_down = Policy::from_toml_str(
+        &linewatch::policy::DEFAULT_POLICY_TOML
+            .replace("hold_down = \"15m\"", "hold_down = \"0s\""),
+    )
+    .expect("valid policy");
+    for (policy, again) in [
+        (Policy::builtin(), sh(2026, 5, 4, 2, 40, 0)),
+        (no_hold_down, sh(2026, 5, 4, 2, 25, 0)),
+    ] {
+        let first = alarm(
+            "PR1",
+            "PTN-NMS",
+            "PTN-2/1/1",
+            "LOS",
+            Severity::Critical,
+            sh(2026, 5, 4, 2, 0, 0),
+        );
+        let second = alarm(
+            "PR2",
+            "PTN-NMS",
+            "PTN-2/1/1",
+            "LOS",
+            Severity::Critical,
+            again,
+        );
+        let mut engine = Engine::new(policy);
+        let out = run(
+            &mut engine,
+            vec![
+                upsert(
+                    "PR",
+                    CustomerLevel::Silver,
+                    AssuranceLevel::Ordinary,
+                    "PTN-2/1/1",
+                ),
+                Input::Alarm(first.clone()),
+                Input::Alarm(clear(&first, sh(2026, 5, 4, 2, 20, 0))),
+                Input::Alarm(second),
+            ],
+            sh(2026, 5, 4, 3, 30, 0),
+        );
+        let events = tickets(&out);
+        let old = events[0].ticket().id.clone();
+        let of_old: Vec<_> = events
+            .iter()
+            .filter(|t| t.ticket().id == old)
+            .map(|t| (t.sla_event.clone(), t.event_time))
+            .collect();
+        assert_eq!(
+            of_old,
+            vec![
+                (SlaEvent::Opened, sh(2026, 5, 4, 2, 0, 0)),
+                (SlaEvent::AcceptanceOverdue, sh(2026, 5, 4, 2, 10, 0)),
+                (SlaEvent::Restored, sh(2026, 5, 4, 2, 20, 0)),
+                (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 4, 2, 50, 0)),
+                (SlaEvent::Closed, sh(2026, 5, 4, 2, 50, 0)),
+            ],
+            "new fault at {again}"
+        );
+        let new = events
+            .iter()
+            .find(|t| t.ticket().id != old)
+            .expect("a second ticket");
+        assert_eq!(
+            (new.sla_event.clone(), new.event_time),
+            (SlaEvent::Opened, again)
+        );
+        // Both faults count: 20 min, and the second's 50 min so far.
+        let f = last_figures(&out, "PR", "2026");
+        assert_eq!(f.failures, 2);
+    }
+}
