@@ -272,11 +272,7 @@ impl MaintenanceWindow {
     ) -> NoticeCheck {
         let required_days =
             policy.notice_lead_working_days(level, self.emergency, self.cross_border);
-        let given_days = policy.calendar().working_days_between(
-            self.notice_given_at,
-            self.start,
-            policy.time_zone(),
-        );
+        let given_days = policy.notice_days_given(self.notice_given_at, self.start);
         NoticeCheck {
             required_days,
             given_days,

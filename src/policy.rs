@@ -211,6 +211,7 @@ pub struct Policy {
     routing_rules: Vec<RoutingRule>,
     notice: NoticeDays,
     notice_by_level: BTreeMap<CustomerLevel, NoticeOverride>,
+    notice_day_count: NoticeDayCount,
 }
 
 impl Policy {
@@ -449,6 +450,27 @@ impl Policy {
         } else {
             pick(o.and_then(|o| o.working_days), self.notice.domestic)
         }
+    }
+
+    /// How days of notice are counted (`notice.day_count`).
+    pub fn notice_day_count(&self) -> NoticeDayCount {
+        self.notice_day_count
+    }
+
+    /// Working days of notice given by a notice at `notice` for works starting at `start`,
+    /// in the policy's calendar and time zone, counted as `notice.day_count` says: the
+    /// working days strictly between the two local dates, plus the notice's own date
+    /// (when a working day before the start's date) if `inclusive`.
+    pub fn notice_days_given(&self, notice: DateTime<Utc>, start: DateTime<Utc>) -> u32 {
+        let between = self
+            .calendar
+            .working_days_between(notice, start, self.time_zone);
+        let notice_date = notice.with_timezone(&self.time_zone).date_naive();
+        let start_date = start.with_timezone(&self.time_zone).date_naive();
+        let own_day = self.notice_day_count == NoticeDayCount::Inclusive
+            && notice_date < start_date
+            && self.calendar.is_working_day(notice_date);
+        between.saturating_add(u32::from(own_day))
     }
 
     /// Time zone of every local date (working days, statistics periods).
@@ -994,9 +1016,26 @@ struct NoticeSpec {
     emergency_working_days: u32,
     /// Working days of notice for works on cross-border circuits.
     cross_border_working_days: u32,
+    /// How the days of notice are counted; optional, `exclusive` when absent.
+    #[serde(default)]
+    day_count: NoticeDayCount,
     /// Per-customer-level overrides of any of the three.
     #[serde(default)]
     by_customer_level: BTreeMap<CustomerLevel, NoticeOverride>,
+}
+
+/// How "n working days' notice" counts (policy key `notice.day_count`). Operators read
+/// it both ways; the day the works start is never a day of notice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeDayCount {
+    /// The whole working days strictly between the notice's date and the start's date:
+    /// a notice on Monday for works the next Monday gives 4 (Tuesday to Friday).
+    #[default]
+    Exclusive,
+    /// The notice's date counts too when it is a working day: a notice on Monday for
+    /// works the next Monday gives 5 (Monday to Friday).
+    Inclusive,
 }
 
 /// Per-customer-level notice figures; an absent one falls back to `[notice]`.
@@ -1155,6 +1194,7 @@ impl PolicyFile {
                 cross_border: self.notice.cross_border_working_days,
             },
             notice_by_level: self.notice.by_customer_level,
+            notice_day_count: self.notice.day_count,
         })
     }
 }
@@ -1579,6 +1619,77 @@ mod tests {
         assert_eq!(cal.holidays().count(), 0);
         assert!(cal.is_weekend(Weekday::Sat) && cal.is_weekend(Weekday::Sun));
         assert!(!cal.is_weekend(Weekday::Fri));
+    }
+
+    #[test]
+    fn notice_day_count_exclusive_and_inclusive_at_the_edge() {
+        use crate::maintenance::MaintenanceWindow;
+        let sh = |s: &str| -> DateTime<Utc> { s.parse().expect("valid instant") };
+        // Notice on Monday 2026-01-05 at 17:00 for works on Monday 2026-01-12 at 01:00.
+        let window = |notice: &str| MaintenanceWindow {
+            window_id: "W-EDGE".into(),
+            objects: vec!["PTN-1".into()],
+            circuits: vec![],
+            start: sh("2026-01-12T01:00:00+08:00"),
+            end: sh("2026-01-12T03:00:00+08:00"),
+            notice_given_at: sh(notice),
+            emergency: false,
+            cross_border: false,
+        };
+        let monday = window("2026-01-05T17:00:00+08:00");
+        let exclusive = Policy::builtin();
+        assert_eq!(exclusive.notice_day_count(), NoticeDayCount::Exclusive);
+        let check = monday.notice_check(CustomerLevel::Gold, &exclusive);
+        assert_eq!(
+            (check.required_days, check.given_days, check.compliant),
+            (5, 4, false),
+            "Tuesday to Friday"
+        );
+        let text =
+            DEFAULT_POLICY_TOML.replace("day_count = \"exclusive\"", "day_count = \"inclusive\"");
+        let inclusive = Policy::from_toml_str(&text).expect("valid policy");
+        assert_eq!(inclusive.notice_day_count(), NoticeDayCount::Inclusive);
+        let check = monday.notice_check(CustomerLevel::Gold, &inclusive);
+        assert_eq!(
+            (check.given_days, check.compliant),
+            (5, true),
+            "Monday to Friday"
+        );
+        // A notice on Saturday 2026-01-03 gains nothing from its own date; on the day of
+        // the works, no day at all either way.
+        let saturday = window("2026-01-03T10:00:00+08:00");
+        assert_eq!(
+            saturday
+                .notice_check(CustomerLevel::Gold, &inclusive)
+                .given_days,
+            5
+        );
+        assert_eq!(
+            saturday
+                .notice_check(CustomerLevel::Gold, &exclusive)
+                .given_days,
+            5
+        );
+        let same_day = window("2026-01-12T00:10:00+08:00");
+        assert_eq!(
+            same_day
+                .notice_check(CustomerLevel::Gold, &inclusive)
+                .given_days,
+            0
+        );
+        // Absent: exclusive. Unknown: refused, naming the key.
+        let absent = DEFAULT_POLICY_TOML.replace("day_count = \"exclusive\"\n", "");
+        assert_eq!(
+            Policy::from_toml_str(&absent)
+                .expect("valid policy")
+                .notice_day_count(),
+            NoticeDayCount::Exclusive
+        );
+        let bad = DEFAULT_POLICY_TOML.replace("day_count = \"exclusive\"", "day_count = \"both\"");
+        let err = Policy::from_toml_str(&bad)
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("day_count"), "{err}");
     }
 
     #[test]
