@@ -57,6 +57,8 @@ pub enum CommandAction {
     Reclassify,
     /// Close the ticket by hand.
     Close,
+    /// The written fault report went to the customer (004 table 7-4), after restoration.
+    WrittenReportSent,
 }
 
 /// A change of a circuit's service state, for dashboards. `Unprotected` is a warning of
@@ -579,6 +581,17 @@ impl CircuitStates {
                     entry.suppressed_until_up = still_down;
                 }
                 Some(ev)
+            }
+            CommandAction::WrittenReportSent => {
+                if cmd.cause.is_some() {
+                    return Err(RejectReason::Invalid {
+                        field: "cause".into(),
+                        problem: "only a reclassify command carries a cause".into(),
+                    });
+                }
+                fault
+                    .report_sent(cmd.at, policy)
+                    .map_err(|detail| RejectReason::Inconsistent { detail })?
             }
         };
         close_if_done(entry);

@@ -903,6 +903,8 @@ mod tests {
                             escalation_level: 0,
                             feedback_every_minutes: None,
                             post_restore_feedback_by: None,
+                            written_report_by: None,
+                            written_report_sent_at: None,
                             leadership_notice: false,
                             acknowledged_at: None,
                             down_intervals: vec![Interval {

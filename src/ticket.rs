@@ -13,7 +13,7 @@ use crate::correlation::Impact;
 use crate::inventory::Circuit;
 use crate::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use crate::maintenance::{MaintenanceWindow, NoticeCheck};
-use crate::policy::{CauseClass, EscalationAction, Policy};
+use crate::policy::{CauseClass, EscalationAction, Policy, WrittenReport};
 
 /// TMF621 ticket status, as this service uses them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +140,11 @@ pub struct Fault {
     /// root). The ticket's severity follows it. Absent in state written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_severity: Option<Severity>,
+    /// When the ticketing system said the written fault report went to the customer (a
+    /// `written_report_sent` command). A report sent before the last restoration (the
+    /// fault reopened since) covers no longer the whole fault: one is owed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_report_sent_at: Option<DateTime<Utc>>,
 }
 
 /// Which timers have fired, so each fires once.
@@ -156,6 +161,10 @@ pub struct FiredTimers {
     pub bulletins: u32,
     pub feedbacks: u32,
     pub post_restore_feedback: bool,
+    /// The written report's deadline passed without the report (since the last
+    /// restoration).
+    #[serde(default)]
+    pub written_report_due: bool,
 }
 
 /// A timer of a fault, due at a time derived from the fault and the policy.
@@ -168,6 +177,7 @@ enum Timer {
     Bulletin,
     Feedback,
     PostRestoreFeedback,
+    WrittenReport,
     HoldDownEnd,
 }
 
@@ -195,6 +205,12 @@ pub enum SlaEvent {
     Restored,
     Reopened,
     PostRestoreFeedbackDue,
+    /// The written fault report's deadline passed and the report was not sent (004 table
+    /// 7-4); the ticket closes with it, as far as its other obligations allow.
+    WrittenReportDue,
+    /// The ticketing system sent the written fault report (command
+    /// `written_report_sent`).
+    WrittenReportSent,
     Closed,
     Reclassified {
         cause: FaultCause,
@@ -256,6 +272,7 @@ impl Fault {
             timers: FiredTimers::default(),
             next_event: 0,
             worst_severity: None,
+            written_report_sent_at: None,
         }
     }
 
@@ -326,6 +343,38 @@ impl Fault {
         )
     }
 
+    /// When the written fault report is due, while the fault is restored: the policy's
+    /// deadline for the customer's level, counted from the restoration, for levels that
+    /// get one unasked (004 table 7-4: gold, and key and diamond with it, within 2
+    /// working days). `None` while down, and for levels that get one only on request.
+    pub fn written_report_by(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+        let restored = self.restored_at()?;
+        match policy.written_report(self.customer_level) {
+            WrittenReport::Always(deadline) => Some(policy.due(deadline, restored)),
+            WrittenReport::OnRequest(_) => None,
+        }
+    }
+
+    /// The written report sent since the last restoration, if any.
+    fn written_report_sent(&self) -> Option<DateTime<Utc>> {
+        let restored = self.restored_at()?;
+        self.written_report_sent_at.filter(|at| *at >= restored)
+    }
+
+    /// Is a written report still owed (deadline not passed, report not sent)?
+    fn written_report_owed(&self, policy: &Policy) -> bool {
+        self.written_report_by(policy).is_some()
+            && self.written_report_sent().is_none()
+            && !self.timers.written_report_due
+    }
+
+    /// The written report's deadline while the report is still owed: not sent since the
+    /// last restoration, and the deadline not yet passed.
+    pub fn written_report_owed_by(&self, policy: &Policy) -> Option<DateTime<Utc>> {
+        self.written_report_by(policy)
+            .filter(|_| self.written_report_owed(policy))
+    }
+
     /// Does the restoration clock run for this fault? Not for customer-caused or
     /// interconnection faults (DOMAIN.md: their time is excluded).
     pub fn clock_runs(&self) -> bool {
@@ -361,11 +410,20 @@ impl Fault {
                     Timer::PostRestoreFeedback,
                 ));
             }
-            if self.timers.post_restore_feedback {
-                // Close once the hold-down has passed and the customer has been told.
+            let report_owed = self.written_report_owed(policy);
+            if let Some(by) = self.written_report_by(policy).filter(|_| report_owed) {
+                due.push((by, Timer::WrittenReport));
+            }
+            if self.timers.post_restore_feedback && !report_owed {
+                // Close once the hold-down has passed, the customer has been told, and
+                // the written report (where one is owed) was sent or is overdue.
                 let told = restored + policy.post_restore_feedback_within();
+                let reported = self
+                    .written_report_sent()
+                    .or(self.written_report_by(policy))
+                    .unwrap_or(restored);
                 due.push((
-                    (restored + policy.hold_down()).max(told),
+                    (restored + policy.hold_down()).max(told).max(reported),
                     Timer::HoldDownEnd,
                 ));
             }
@@ -457,6 +515,10 @@ impl Fault {
                     self.timers.post_restore_feedback = true;
                     SlaEvent::PostRestoreFeedbackDue
                 }
+                Timer::WrittenReport => {
+                    self.timers.written_report_due = true;
+                    SlaEvent::WrittenReportDue
+                }
                 Timer::HoldDownEnd => {
                     self.status = TicketStatus::Closed;
                     SlaEvent::Closed
@@ -474,6 +536,7 @@ impl Fault {
         }
         self.status = TicketStatus::Resolved;
         self.timers.post_restore_feedback = false;
+        self.timers.written_report_due = false;
         self.event(SlaEvent::Restored, at, policy)
     }
 
@@ -556,6 +619,29 @@ impl Fault {
             self.status = TicketStatus::InProgress;
         }
         Some(self.event(SlaEvent::Acknowledged, at, policy))
+    }
+
+    /// The written fault report went to the customer at `at`. Only a restored ticket has
+    /// one to send; a second report for the same restoration changes nothing (`None`).
+    ///
+    /// # Errors
+    /// A description of why not, while the circuit is still down.
+    pub fn report_sent(
+        &mut self,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Result<Option<TicketEvent>, String> {
+        if self.status == TicketStatus::Closed {
+            return Ok(None);
+        }
+        let Some(restored) = self.restored_at() else {
+            return Err("the circuit is still down: a written report follows restoration".into());
+        };
+        if self.written_report_sent().is_some() {
+            return Ok(None);
+        }
+        self.written_report_sent_at = Some(at.max(restored));
+        Ok(Some(self.event(SlaEvent::WrittenReportSent, at, policy)))
     }
 
     pub fn reclassify(
@@ -681,6 +767,8 @@ impl Fault {
                     .map(|d| d.num_minutes()),
                 post_restore_feedback_by: restored
                     .map(|r| r + policy.post_restore_feedback_within()),
+                written_report_by: self.written_report_by(policy),
+                written_report_sent_at: self.written_report_sent(),
                 leadership_notice: policy
                     .leadership_notice_levels()
                     .contains(&self.assurance_level),
@@ -865,6 +953,11 @@ pub struct SlaFields {
     pub escalation_level: u8,
     pub feedback_every_minutes: Option<i64>,
     pub post_restore_feedback_by: Option<DateTime<Utc>>,
+    /// When the written fault report is due (004 table 7-4), once restored, for customer
+    /// levels that get one unasked; `null` otherwise.
+    pub written_report_by: Option<DateTime<Utc>>,
+    /// When the written report was sent (since the last restoration); `null` until then.
+    pub written_report_sent_at: Option<DateTime<Utc>>,
     pub leadership_notice: bool,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub down_intervals: Vec<Interval>,

@@ -58,6 +58,9 @@ pub struct TicketView {
     pub restore_by: DateTime<Utc>,
     pub at_risk_at: DateTime<Utc>,
     pub restored_at: Option<DateTime<Utc>>,
+    /// When the written fault report is due, once restored, for customer levels that get
+    /// one unasked (004 table 7-4), while it is owed; `None` otherwise.
+    pub written_report_by: Option<DateTime<Utc>>,
     pub down: bool,
     pub clock_runs: bool,
     pub at_risk: bool,
@@ -107,6 +110,7 @@ impl TicketView {
             restore_by,
             at_risk_at: fault.at_risk_at(policy),
             restored_at: fault.restored_at(),
+            written_report_by: fault.written_report_owed_by(policy),
             down,
             clock_runs,
             at_risk: fault.timers.at_risk,
@@ -413,6 +417,7 @@ mod tests {
             restore_by: at(9),
             at_risk_at: at(8),
             restored_at: None,
+            written_report_by: None,
             down: true,
             clock_runs: true,
             at_risk: false,

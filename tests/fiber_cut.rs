@@ -116,7 +116,9 @@ fn by_ticket(events: &[&TicketEvent]) -> BTreeMap<String, Vec<TicketEvent>> {
 #[test]
 fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
     let mut engine = Engine::new(Policy::builtin());
-    let out = run(&mut engine, storm(true), sh(2026, 3, 11, 0, 0, 0));
+    // To Saturday: the tickets of gold and key customers stay resolved until their written
+    // report is due, by the end of Thursday (2 working days after Tuesday's restoration).
+    let out = run(&mut engine, storm(true), sh(2026, 3, 14, 0, 0, 0));
     let events = tickets(&out);
     let per_ticket = by_ticket(&events);
 
@@ -237,9 +239,9 @@ fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
 #[test]
 fn consequential_alarm_first_revises_the_root_cause_on_the_same_ticket() {
     let mut in_order = Engine::new(Policy::builtin());
-    let expected = run(&mut in_order, storm(true), sh(2026, 3, 11, 0, 0, 0));
+    let expected = run(&mut in_order, storm(true), sh(2026, 3, 14, 0, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
-    let out = run(&mut engine, storm(false), sh(2026, 3, 11, 0, 0, 0));
+    let out = run(&mut engine, storm(false), sh(2026, 3, 14, 0, 0, 0));
     let events = tickets(&out);
     let per_ticket = by_ticket(&events);
     assert_eq!(per_ticket.len(), 50, "still one ticket per circuit");

@@ -88,8 +88,11 @@ fn replay_is_byte_identical_and_rejects_bad_lines_with_their_place() {
     let out1 = tempfile::tempdir().expect("tempdir");
     let out2 = tempfile::tempdir().expect("tempdir");
 
-    let s1 = replay(input.path(), out1.path(), Policy::builtin(), None).expect("replay");
-    let s2 = replay(input.path(), out2.path(), Policy::builtin(), None).expect("replay");
+    // Run the clock to Thursday: the gold customers' tickets, restored on Friday 1 May,
+    // stay resolved until their written report is due, by the end of Tuesday 5 May.
+    let until = Some(sh(2026, 5, 7, 0, 0, 0));
+    let s1 = replay(input.path(), out1.path(), Policy::builtin(), until).expect("replay");
+    let s2 = replay(input.path(), out2.path(), Policy::builtin(), until).expect("replay");
     assert_eq!(s1, s2);
     assert_eq!(s1.tickets_opened, 3, "the card carries three circuits");
     assert_eq!(s1.rejected, 1);
@@ -130,6 +133,13 @@ fn replay_is_byte_identical_and_rejects_bad_lines_with_their_place() {
         .filter(|e| e["slaEvent"]["kind"] == "closed")
         .count();
     assert_eq!(closed, 3);
+    // Each with its written report overdue at Wednesday 00:00 Shanghai time.
+    let overdue: Vec<_> = events
+        .iter()
+        .filter(|e| e["slaEvent"]["kind"] == "writtenReportDue")
+        .map(|e| e["eventTime"].as_str())
+        .collect();
+    assert_eq!(overdue, vec![Some("2026-05-05T16:00:00Z"); 3]);
 }
 
 proptest::proptest! {

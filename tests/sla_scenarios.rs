@@ -70,7 +70,10 @@ fn fibre_cut_is_one_incident_with_circuits_in_restoration_order_and_hand_checked
     inputs.push(Input::Alarm(cut.clone()));
     inputs.push(Input::Alarm(clear(&cut, sh(2026, 8, 3, 9, 40, 0))));
     let mut engine = Engine::new(Policy::builtin());
-    let out = run(&mut engine, inputs, sh(2026, 8, 4, 0, 0, 0));
+    // Run to the Thursday: the tickets of gold and key customers stay resolved until their
+    // written report is due, by the end of the second working day after the restoration
+    // (Wednesday), and the incident closes with its last ticket.
+    let out = run(&mut engine, inputs, sh(2026, 8, 6, 0, 0, 0));
 
     let incidents: Vec<_> = out
         .iter()
@@ -731,4 +734,153 @@ fn a_new_fault_does_not_drop_the_post_restore_feedback_of_the_last_ticket() {
         let f = last_figures(&out, "PR", "2026");
         assert_eq!(f.failures, 2);
     }
+}
+
+/// A circuit of `customer` down from 10:00 to 15:00 on Friday 8 May 2026 (Shanghai), the
+/// engine run to `until` with `commands` (built from the ticket id) after the restoration.
+fn restored_friday(
+    customer: CustomerLevel,
+    commands: impl Fn(&str) -> Vec<Input>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> (Engine, Vec<Output>) {
+    let los = alarm(
+        "WR",
+        "PTN-NMS",
+        "PTN-1/9/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 5, 8, 10, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let mut out = run(
+        &mut engine,
+        vec![
+            upsert("WR1", customer, AssuranceLevel::A, "PTN-1/9/1"),
+            Input::Alarm(los.clone()),
+            Input::Alarm(clear(&los, sh(2026, 5, 8, 15, 0, 0))),
+        ],
+        sh(2026, 5, 8, 15, 0, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    out.extend(run(&mut engine, commands(&id), until));
+    (engine, out)
+}
+
+/// The ticket's SLA events after its restoration, with their times.
+fn after_restoration(out: &[Output]) -> Vec<(SlaEvent, chrono::DateTime<chrono::Utc>)> {
+    tickets(out)
+        .iter()
+        .skip_while(|t| t.sla_event != SlaEvent::Restored)
+        .map(|t| (t.sla_event.clone(), t.event_time))
+        .collect()
+}
+
+#[test]
+fn a_gold_customer_gets_a_written_report_within_two_working_days() {
+    // Issue 15, missing 7 (004 table 7-4; policy feedback.written_report.gold = 2 working
+    // days). Restored Friday 15:00: due by the end of Tuesday, Wednesday 13 May 00:00
+    // local (no holidays in the default calendar). The ticket stays resolved until then.
+    let due = sh(2026, 5, 13, 0, 0, 0);
+    let (_, out) = restored_friday(CustomerLevel::Gold, |_| vec![], sh(2026, 5, 14, 0, 0, 0));
+    let restored = tickets(&out)
+        .into_iter()
+        .find(|t| t.sla_event == SlaEvent::Restored)
+        .expect("restored");
+    assert_eq!(restored.ticket().sla.written_report_by, Some(due));
+    assert_eq!(restored.ticket().sla.written_report_sent_at, None);
+    assert_eq!(
+        after_restoration(&out),
+        vec![
+            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
+            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
+            (SlaEvent::WrittenReportDue, due),
+            (SlaEvent::Closed, due),
+        ]
+    );
+    // While down there is no report deadline yet.
+    let opened = tickets(&out)[0];
+    assert_eq!(opened.ticket().sla.written_report_by, None);
+
+    // Sent on Monday 10:00: acknowledged on the ticket, which then closes.
+    let monday = sh(2026, 5, 11, 10, 0, 0);
+    let (_, out) = restored_friday(
+        CustomerLevel::Gold,
+        |id| vec![command(id, "WR1", CommandAction::WrittenReportSent, monday)],
+        sh(2026, 5, 14, 0, 0, 0),
+    );
+    assert_eq!(
+        after_restoration(&out),
+        vec![
+            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
+            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
+            (SlaEvent::WrittenReportSent, monday),
+            (SlaEvent::Closed, monday),
+        ]
+    );
+    let sent = tickets(&out)
+        .into_iter()
+        .find(|t| t.sla_event == SlaEvent::WrittenReportSent)
+        .expect("sent");
+    assert_eq!(sent.ticket().sla.written_report_sent_at, Some(monday));
+
+    // A silver customer gets one only on request: no deadline, closed after the
+    // post-restore feedback as before.
+    let (_, out) = restored_friday(CustomerLevel::Silver, |_| vec![], sh(2026, 5, 9, 0, 0, 0));
+    assert_eq!(
+        after_restoration(&out),
+        vec![
+            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
+            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
+            (SlaEvent::Closed, sh(2026, 5, 8, 15, 30, 0)),
+        ]
+    );
+}
+
+#[test]
+fn a_written_report_follows_restoration() {
+    // A report sent while the circuit is still down is refused; one for a closed ticket
+    // finds no open ticket.
+    let los = alarm(
+        "WD",
+        "PTN-NMS",
+        "PTN-1/9/2",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 5, 8, 10, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert("WD1", CustomerLevel::Gold, AssuranceLevel::A, "PTN-1/9/2"),
+            Input::Alarm(los.clone()),
+        ],
+        sh(2026, 5, 8, 10, 0, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    let early = engine.handle(
+        command(
+            &id,
+            "WD1",
+            CommandAction::WrittenReportSent,
+            sh(2026, 5, 8, 11, 0, 0),
+        ),
+        sh(2026, 5, 8, 11, 0, 0),
+    );
+    assert!(early.is_err(), "{early:?}");
+    run(
+        &mut engine,
+        vec![Input::Alarm(clear(&los, sh(2026, 5, 8, 12, 0, 0)))],
+        sh(2026, 5, 14, 0, 0, 0),
+    );
+    let late = engine.handle(
+        command(
+            &id,
+            "WD1",
+            CommandAction::WrittenReportSent,
+            sh(2026, 5, 14, 0, 0, 0),
+        ),
+        sh(2026, 5, 14, 0, 0, 0),
+    );
+    assert!(late.is_err(), "closed: {late:?}");
 }

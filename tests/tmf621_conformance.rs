@@ -178,7 +178,8 @@ fn engine_events() -> Vec<Value> {
     let c1 = alarm("A1", "PTN-NMS", "NE1/1/1", "LOS", Severity::Critical, t0);
     // C2: reclassified as the customer's, then closed by hand.
     let c2 = alarm("A2", "PTN-NMS", "NE2/1/1", "LOS", Severity::Major, t0);
-    // C3: back, down again within the hold-down (reopened), back for good.
+    // C3: back, down again within the hold-down (reopened), back for good, its written
+    // report sent; C1's is due by the end of Friday (2 working days after Wednesday).
     let c3 = alarm("A3", "PTN-NMS", "NE3/1/1", "LOS", Severity::Minor, t0);
     let c3_again = alarm(
         "A3b",
@@ -218,10 +219,11 @@ fn engine_events() -> Vec<Value> {
         Input::Maintenance(window),
         Input::Alarm(clear(&c3_again, sh(2026, 4, 1, 10, 0, 0))),
         command("C2", CommandAction::Close, None, 11, 0),
+        command("C3", CommandAction::WrittenReportSent, None, 11, 30),
         Input::Alarm(clear(&c1, sh(2026, 4, 1, 20, 0, 0))),
     ];
     let mut engine = Engine::new(Policy::builtin());
-    let out = run(&mut engine, inputs, sh(2026, 4, 2, 12, 0, 0));
+    let out = run(&mut engine, inputs, sh(2026, 4, 4, 12, 0, 0));
     to_json(&tickets(&out))
 }
 
@@ -280,6 +282,8 @@ fn every_engine_ticket_event_is_a_valid_tmf621_v4_event() {
         "restored",
         "reopened",
         "postRestoreFeedbackDue",
+        "writtenReportDue",
+        "writtenReportSent",
         "closed",
         "manuallyClosed",
     ] {
@@ -345,7 +349,7 @@ fn ticket_fields_in_tmf621_form() {
     for e in of("C1") {
         let t = &e["event"]["troubleTicket"];
         match e["slaEvent"]["kind"].as_str() {
-            Some("restored" | "postRestoreFeedbackDue" | "closed") => {
+            Some("restored" | "postRestoreFeedbackDue" | "writtenReportDue" | "closed") => {
                 assert_eq!(t["resolutionDate"], "2026-04-01T12:00:00Z", "{e}")
             }
             _ => assert!(t.get("resolutionDate").is_none(), "{e}"),
