@@ -458,9 +458,20 @@ impl CircuitStates {
 
     /// Record that the circuit's ticket is now handed to the incident stage under `key`;
     /// returns the key it was handed under before, if different.
+    ///
+    /// An event of a superseded ticket (restored, waiting for its post-restore
+    /// obligations while a newer fault of the circuit is open) is handed under its own
+    /// root and changes nothing: the circuit's current ticket stays where it was handed,
+    /// and the old one's root incident is not told that a ticket left.
     pub fn hand_to_incident(&mut self, circuit_id: &str, key: &str) -> Option<String> {
         let entry = self.circuits.get_mut(circuit_id)?;
         if entry.incident_key.as_deref() == Some(key) {
+            return None;
+        }
+        let current_root = entry.fault.as_ref().map(|f| f.root.alarm_key.as_str());
+        if current_root.is_some_and(|root| root != key)
+            && entry.superseded.iter().any(|f| f.root.alarm_key == key)
+        {
             return None;
         }
         self.dirty.insert(circuit_id.to_string());

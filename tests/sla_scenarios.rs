@@ -884,3 +884,55 @@ fn a_written_report_follows_restoration() {
     );
     assert!(late.is_err(), "closed: {late:?}");
 }
+
+#[test]
+fn a_superseded_tickets_events_leave_the_circuit_handed_to_its_current_incident() {
+    // The circuit of the test above, its second fault open from 02:40 and its first
+    // ticket superseded until 02:50. The runtime hands each ticket event to the incident
+    // stage under the event's root alarm, and tells the incident the circuit was handed to
+    // before when that changes: an event of the superseded ticket (root PR1) must not move
+    // the circuit away from its current ticket's incident (root PR2), or the PR2 incident's
+    // stage would be sent the old ticket and the PR1 one the new ticket, back and forth.
+    let first = alarm(
+        "PR1",
+        "PTN-NMS",
+        "PTN-2/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 5, 4, 2, 0, 0),
+    );
+    let second = alarm(
+        "PR2",
+        "PTN-NMS",
+        "PTN-2/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 5, 4, 2, 40, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    run(
+        &mut engine,
+        vec![
+            upsert(
+                "PR",
+                CustomerLevel::Silver,
+                AssuranceLevel::Ordinary,
+                "PTN-2/1/1",
+            ),
+            Input::Alarm(first.clone()),
+            Input::Alarm(clear(&first, sh(2026, 5, 4, 2, 20, 0))),
+            Input::Alarm(second),
+        ],
+        sh(2026, 5, 4, 2, 45, 0),
+    );
+    let mut states = engine.states().clone();
+    assert_eq!(states.faults().count(), 2, "the first ticket is still open");
+    assert_eq!(states.hand_to_incident("PR", "PTN-NMS:PR2"), None);
+    assert_eq!(states.hand_to_incident("PR", "PTN-NMS:PR1"), None);
+    assert_eq!(states.hand_to_incident("PR", "PTN-NMS:PR2"), None);
+    // Another root of the current ticket (a revised root cause) still moves it.
+    assert_eq!(
+        states.hand_to_incident("PR", "OTN-NMS:CUT"),
+        Some("PTN-NMS:PR2".to_owned())
+    );
+}
