@@ -850,15 +850,14 @@ fn stage_loop(
         let mut consumed = false;
         let mut taken_bytes = 0usize;
         let mut outputs = 0usize;
-        while Instant::now() < deadline
-            && taken_bytes < BATCH_MAX_INPUT_BYTES
-            && outputs < BATCH_MAX_OUTPUTS
-        {
-            let polled = consumer.poll(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20)),
-            );
+        while taken_bytes < BATCH_MAX_INPUT_BYTES && outputs < BATCH_MAX_OUTPUTS {
+            // rdkafka passes whole milliseconds to librdkafka: a wait under 1 ms would
+            // not wait at all, and the loop would spin to the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(1) {
+                break;
+            }
+            let polled = consumer.poll(left.min(Duration::from_millis(20)));
             if let Some(e) = consumer
                 .context()
                 .revoke_error
