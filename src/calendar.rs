@@ -143,11 +143,13 @@ impl Calendar {
         }
     }
 
-    /// Notice lead time: the number of whole working days strictly between the local date
-    /// of `notice` and the local date of `start`. Neither end date counts, since neither
-    /// is a whole day of notice: a notice on Monday for works on the next Monday has 4
-    /// working days (Tuesday to Friday), so "5 working days' notice" needs the notice by
-    /// the Friday before. 0 when `start` is not after `notice`'s date.
+    /// Notice lead time as the policy's default `notice.day_count = "exclusive"` counts
+    /// it: the number of whole working days strictly between the local date of `notice`
+    /// and the local date of `start`. Neither end date counts, since neither is a whole
+    /// day of notice: a notice on Monday for works on the next Monday has 4 working days
+    /// (Tuesday to Friday), so "5 working days' notice" needs the notice by the Friday
+    /// before. 0 when `start` is not after `notice`'s date. The `inclusive` reading adds
+    /// the notice's own date ([`Policy::notice_days_given`](crate::policy::Policy::notice_days_given)).
     pub fn working_days_between(&self, notice: DateTime<Utc>, start: DateTime<Utc>, tz: Tz) -> u32 {
         self.working_days_between_dates(
             notice.with_timezone(&tz).date_naive(),
