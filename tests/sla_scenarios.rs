@@ -936,3 +936,60 @@ fn a_superseded_tickets_events_leave_the_circuit_handed_to_its_current_incident(
         Some("PTN-NMS:PR2".to_owned())
     );
 }
+
+#[test]
+fn a_superseded_ticket_takes_its_written_report() {
+    // The gold customer's circuit of the written-report test, restored Friday 15:00, fails
+    // again on Monday 09:00 (past the hold-down): a new ticket opens, and the first stays
+    // open for its report. The report sent on Monday 10:00 names the first ticket, which
+    // then closes; the new one carries on.
+    let monday = sh(2026, 5, 11, 10, 0, 0);
+    let again = alarm(
+        "WR2",
+        "PTN-NMS",
+        "PTN-1/9/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 5, 11, 9, 0, 0),
+    );
+    let (engine, out) = restored_friday(
+        CustomerLevel::Gold,
+        |id| {
+            vec![
+                Input::Alarm(again.clone()),
+                command(id, "WR1", CommandAction::WrittenReportSent, monday),
+            ]
+        },
+        sh(2026, 5, 11, 11, 0, 0),
+    );
+    assert_eq!(
+        after_restoration(&out)
+            .into_iter()
+            .filter(|(e, _)| matches!(
+                e,
+                SlaEvent::WrittenReportSent | SlaEvent::Closed | SlaEvent::Opened
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (SlaEvent::Opened, sh(2026, 5, 11, 9, 0, 0)),
+            (SlaEvent::WrittenReportSent, monday),
+            (SlaEvent::Closed, monday),
+        ]
+    );
+    let first = tickets(&out)[0].ticket().id.clone();
+    let closed = tickets(&out)
+        .into_iter()
+        .find(|t| t.sla_event == SlaEvent::Closed)
+        .expect("closed");
+    assert_eq!(closed.ticket().id, first, "the first ticket closes");
+    let open: Vec<_> = engine
+        .states()
+        .faults()
+        .map(|f| f.ticket_id.clone())
+        .collect();
+    assert_eq!(open.len(), 1);
+    assert_ne!(open[0], first, "the new ticket stays");
+    // Both faults count in the year.
+    let f = last_figures(&out, "WR1", "2026");
+    assert_eq!(f.failures, 2);
+}
