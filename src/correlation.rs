@@ -17,9 +17,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alarm::{Alarm, AlarmState};
-use crate::inventory::Circuit;
 use crate::levels::Severity;
-use crate::network::Network;
+use crate::network::{CircuitRef, Network};
 use crate::policy::{CauseClass, Policy};
 
 /// Whether an impact starts or ends.
@@ -274,27 +273,29 @@ impl FanOut {
     /// The hit starts at `now` unless the alarm was raised later.
     pub fn on_circuit_changed(
         &self,
-        circuit: &Circuit,
+        circuit: CircuitRef<'_>,
         network: &Network,
         now: DateTime<Utc>,
     ) -> Vec<Impact> {
-        let mut objects = BTreeSet::new();
-        for route in &circuit.routes {
-            for element in &route.path {
-                objects.extend(element.impacting_objects());
-            }
-        }
+        // The circuit's objects that have alarms, in object order.
+        let mut objects: Vec<&str> = circuit
+            .routes
+            .impacting_objects()
+            .filter(|o| self.by_object.contains_key(*o))
+            .collect();
+        objects.sort_unstable();
+        objects.dedup();
         let mut out = Vec::new();
         for object in objects {
-            for facts in self.alarms_on(&object) {
-                if let Some(usage) = network.routes_using(&circuit.circuit_id, &object) {
+            for facts in self.alarms_on(object) {
+                if let Some(usage) = network.routes_using(circuit.circuit_id, object) {
                     out.push(Impact {
-                        circuit_id: circuit.circuit_id.clone(),
+                        circuit_id: circuit.circuit_id.to_string(),
                         kind: ImpactKind::Hit,
                         alarm: facts.clone(),
-                        routes: usage.routes.clone(),
-                        domain: usage.domain.clone(),
-                        ne_type: usage.ne_type.clone(),
+                        routes: usage.routes,
+                        domain: usage.domain.map(str::to_string),
+                        ne_type: usage.ne_type.map(str::to_string),
                         at: facts.raised_at.max(now),
                         event_time: now,
                     });
@@ -367,9 +368,9 @@ fn impacts_for(
             circuit_id: circuit_id.to_string(),
             kind,
             alarm: facts.clone(),
-            routes: usage.routes.clone(),
-            domain: usage.domain.clone(),
-            ne_type: usage.ne_type.clone(),
+            routes: usage.routes,
+            domain: usage.domain.map(str::to_string),
+            ne_type: usage.ne_type.map(str::to_string),
             at,
             event_time: at,
         })

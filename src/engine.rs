@@ -15,10 +15,10 @@ use crate::alarm::Alarm;
 use crate::calendar::PeriodKind;
 use crate::correlation::{CircuitImpacts, FanOut, Impact, LineStatus};
 use crate::incident::{IncidentBook, IncidentEvent, TicketFacts};
-use crate::inventory::{Circuit, InventoryChange};
+use crate::inventory::InventoryChange;
 use crate::levels::AssuranceLevel;
 use crate::maintenance::MaintenanceWindow;
-use crate::network::Network;
+use crate::network::{CircuitRef, Network};
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::sla::{
@@ -429,11 +429,11 @@ impl CircuitStates {
             partition,
             in_inventory: circuit.is_some(),
             customer_id: circuit
-                .map(|c| c.customer.id.clone())
+                .map(|c| c.customer.id.to_string())
                 .or_else(|| fault.map(|f| f.customer_id.clone()))
                 .or_else(|| ident.map(|(id, _)| id.clone())),
             customer_name: circuit
-                .map(|c| c.customer.name.clone())
+                .map(|c| c.customer.name.to_string())
                 .or_else(|| fault.map(|f| f.customer_name.clone())),
             assurance_level: circuit
                 .map(|c| c.assurance_level)
@@ -911,7 +911,7 @@ fn fault_facts(fault: &Fault, as_of: DateTime<Utc>) -> FaultFacts {
 /// Re-decide a circuit's status after a change at event time `at`, and move its fault.
 fn evaluate(
     entry: &mut CircuitEntry,
-    circuit: &Circuit,
+    circuit: CircuitRef<'_>,
     at: DateTime<Utc>,
     windows: &BTreeMap<String, MaintenanceWindow>,
     policy: &Policy,
@@ -923,7 +923,7 @@ fn evaluate(
         .is_none_or(|s| std::mem::discriminant(&s) != std::mem::discriminant(&status));
     if changed_kind && !(entry.last_status.is_none() && status == LineStatus::Up) {
         out.push(Output::Line(LineEvent {
-            circuit_id: circuit.circuit_id.clone(),
+            circuit_id: circuit.circuit_id.to_string(),
             at,
             status,
         }));
@@ -988,7 +988,7 @@ fn evaluate(
 
 /// Every maintenance window covering `circuit` that has not ended by `since`.
 fn planned_works_for(
-    circuit: &Circuit,
+    circuit: CircuitRef<'_>,
     since: DateTime<Utc>,
     windows: &BTreeMap<String, MaintenanceWindow>,
     policy: &Policy,
@@ -1042,8 +1042,8 @@ pub fn late_notice(
             compliant_circuits += 1;
         } else {
             late.push(LateCircuit {
-                circuit_id: circuit.circuit_id.clone(),
-                customer_id: circuit.customer.id.clone(),
+                circuit_id: circuit.circuit_id.to_string(),
+                customer_id: circuit.customer.id.to_string(),
                 customer_level: circuit.customer.level,
                 notice,
             });

@@ -48,32 +48,36 @@ impl PathElement {
     /// Every object id whose alarm impacts this element: itself and its ancestors
     /// (a port's card and NE, a card's NE).
     pub fn impacting_objects(&self) -> Vec<String> {
-        let mut out = vec![self.id.clone()];
-        match self.kind {
-            ObjectKind::Ne | ObjectKind::Link => {}
-            ObjectKind::Card => {
-                let ne = self.ne.clone().or_else(|| parent_of(&self.id));
-                out.extend(ne);
-            }
-            ObjectKind::Port => {
-                let card = self.card.clone().or_else(|| parent_of(&self.id));
-                let ne = self
-                    .ne
-                    .clone()
-                    .or_else(|| card.as_deref().and_then(parent_of));
-                out.extend(card);
-                out.extend(ne);
-            }
-        }
+        let (card, ne) = self.parents();
+        let mut out: Vec<String> = [Some(self.id.as_str()), card, ne]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
         out.sort();
         out.dedup();
         out
     }
+
+    /// The objects above this element whose alarms hit it, as (card, NE): a port's card
+    /// and NE, a card's NE; none for an NE or a link. A parent named explicitly wins over
+    /// the `/` naming convention.
+    pub fn parents(&self) -> (Option<&str>, Option<&str>) {
+        match self.kind {
+            ObjectKind::Ne | ObjectKind::Link => (None, None),
+            ObjectKind::Card => (None, self.ne.as_deref().or_else(|| parent_of(&self.id))),
+            ObjectKind::Port => {
+                let card = self.card.as_deref().or_else(|| parent_of(&self.id));
+                let ne = self.ne.as_deref().or_else(|| card.and_then(parent_of));
+                (card, ne)
+            }
+        }
+    }
 }
 
-fn parent_of(id: &str) -> Option<String> {
+fn parent_of(id: &str) -> Option<&str> {
     id.rsplit_once('/')
-        .map(|(parent, _)| parent.to_string())
+        .map(|(parent, _)| parent)
         .filter(|p| !p.is_empty())
 }
 

@@ -252,16 +252,14 @@ pub struct NoticeCheck {
 impl MaintenanceWindow {
     /// Does the window cover `circuit`: named directly, or working on an object of its
     /// routes (or an object above one, such as the NE holding a port)?
-    pub fn affects(&self, circuit: &crate::inventory::Circuit) -> bool {
-        if self.circuits.contains(&circuit.circuit_id) {
+    pub fn affects(&self, circuit: crate::network::CircuitRef<'_>) -> bool {
+        if self.circuits.iter().any(|c| c == circuit.circuit_id) {
             return true;
         }
         circuit
             .routes
-            .iter()
-            .flat_map(|r| r.path.iter())
-            .flat_map(|e| e.impacting_objects())
-            .any(|o| self.objects.contains(&o))
+            .impacting_objects()
+            .any(|o| self.objects.iter().any(|w| w == o))
     }
 
     /// Was the notice early enough for a customer of `level`, under `policy`?

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::correlation::Impact;
-use crate::inventory::Circuit;
 use crate::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use crate::maintenance::{MaintenanceWindow, NoticeCheck};
+use crate::network::CircuitRef;
 use crate::policy::{CauseClass, EscalationAction, Policy, WrittenReport};
 
 /// TMF621 ticket status, as this service uses them.
@@ -240,7 +240,7 @@ impl Fault {
     /// Open a fault on `circuit`, down since `since`, with `root` as the root-cause impact.
     /// Open the circuit's `ordinal`-th fault (1 for its first), down since `since`.
     pub fn open(
-        circuit: &Circuit,
+        circuit: CircuitRef<'_>,
         ordinal: u64,
         since: DateTime<Utc>,
         root: &Impact,
@@ -250,10 +250,10 @@ impl Fault {
         let lead_team = lead_team_for(root, policy);
         let notified_teams = policy.notify_teams(important, &lead_team);
         Fault {
-            ticket_id: ticket_id(&circuit.circuit_id, ordinal),
-            circuit_id: circuit.circuit_id.clone(),
-            customer_id: circuit.customer.id.clone(),
-            customer_name: circuit.customer.name.clone(),
+            ticket_id: ticket_id(circuit.circuit_id, ordinal),
+            circuit_id: circuit.circuit_id.to_string(),
+            customer_id: circuit.customer.id.to_string(),
+            customer_name: circuit.customer.name.to_string(),
             customer_level: circuit.customer.level,
             assurance_level: circuit.assurance_level,
             scope: circuit.scope,
