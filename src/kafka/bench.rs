@@ -218,6 +218,7 @@ pub fn written_per_topic(
         topics.iter().map(|t| ((*t).to_string(), (0, 0))).collect();
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut quiet_since = Instant::now();
+    let mut checked = Instant::now();
     while !ends.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -233,6 +234,19 @@ pub fn written_per_topic(
             }
             _ if quiet_since.elapsed() > Duration::from_secs(2) => break,
             _ => {}
+        }
+        // A partition whose last offset is a transaction marker is done once the reader's
+        // position has passed it: the service keeps writing elsewhere (its timers), so
+        // waiting for a quiet spell alone could last until the deadline.
+        if checked.elapsed() > Duration::from_millis(500) {
+            checked = Instant::now();
+            let position = consumer.position()?;
+            ends.retain(|(topic, p), high| {
+                !matches!(
+                    position.find_partition(topic, *p).map(|e| e.offset()),
+                    Some(Offset::Offset(at)) if at >= *high
+                )
+            });
         }
     }
     Ok(counts)
