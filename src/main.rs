@@ -495,6 +495,7 @@ struct ClusterArgs {
 }
 
 fn main() -> ExitCode {
+    restart_with_allocator_settings();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -521,6 +522,35 @@ fn init_logging(default_level: &str, format: LogFormat) {
     match format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs.init(),
+    }
+}
+
+/// The allocator's settings for the service, which mimalloc reads from its environment
+/// when the process starts (before `main`): `MIMALLOC_ALLOW_THP=0`. With transparent
+/// huge pages, the pages mimalloc gives back to the kernel and takes again for the next
+/// batch were faulted in and zeroed 2 MB at a time: 10-17 % of the service's CPU under
+/// load went to the kernel's page clearing, and `bench-kafka` ran at 21.5 k alarms/s
+/// against 31.0 k without (`perf` of `bench-kafka`; BENCHMARKS.md, "Issue 13, second
+/// round"). So `linewatch run` started without the variable starts itself again (same
+/// process, same arguments) with it; a variable the user set is left as it is.
+fn restart_with_allocator_settings() {
+    #[cfg(all(target_os = "linux", feature = "mimalloc", not(feature = "heap-stats")))]
+    {
+        use std::os::unix::process::CommandExt;
+        const VAR: &str = "MIMALLOC_ALLOW_THP";
+        if std::env::var_os(VAR).is_some()
+            || std::env::args_os().nth(1).as_deref() != Some(std::ffi::OsStr::new("run"))
+        {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let error = Process::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(VAR, "0")
+            .exec();
+        eprintln!("warning: running with the allocator's defaults: {error}");
     }
 }
 
