@@ -526,19 +526,26 @@ fn init_logging(default_level: &str, format: LogFormat) {
 }
 
 /// The allocator's settings for the service, which mimalloc reads from its environment
-/// when the process starts (before `main`): `MIMALLOC_ALLOW_THP=0`. With transparent
-/// huge pages, the pages mimalloc gives back to the kernel and takes again for the next
-/// batch were faulted in and zeroed 2 MB at a time: 10-17 % of the service's CPU under
-/// load went to the kernel's page clearing, and `bench-kafka` ran at 21.5 k alarms/s
-/// against 31.0 k without (`perf` of `bench-kafka`; BENCHMARKS.md, "Issue 13, second
-/// round"). So `linewatch run` started without the variable starts itself again (same
-/// process, same arguments) with it; a variable the user set is left as it is.
+/// when the process starts (before `main`): `MIMALLOC_ALLOW_THP=0` and
+/// `MIMALLOC_PURGE_DELAY=-1`. By default mimalloc gives pages freed for 10 ms back to the
+/// kernel, and the next batch's records fault them in again, zeroed (2 MB at a time with
+/// transparent huge pages): 10-17 % of the service's CPU under load went to the kernel's
+/// page clearing (`perf` of `bench-kafka`; BENCHMARKS.md, "Issue 13, second round").
+/// Both settings are needed: either alone still left 9-16 % there. The service keeps
+/// freed memory for reuse instead (its resident memory stays at its peak). So
+/// `linewatch run` started without them starts itself again (same process, same
+/// arguments) with them; a variable the user set is left as it is.
 fn restart_with_allocator_settings() {
     #[cfg(all(target_os = "linux", feature = "mimalloc", not(feature = "heap-stats")))]
     {
         use std::os::unix::process::CommandExt;
-        const VAR: &str = "MIMALLOC_ALLOW_THP";
-        if std::env::var_os(VAR).is_some()
+        const SETTINGS: [(&str, &str); 2] =
+            [("MIMALLOC_ALLOW_THP", "0"), ("MIMALLOC_PURGE_DELAY", "-1")];
+        let missing: Vec<(&str, &str)> = SETTINGS
+            .into_iter()
+            .filter(|(var, _)| std::env::var_os(var).is_none())
+            .collect();
+        if missing.is_empty()
             || std::env::args_os().nth(1).as_deref() != Some(std::ffi::OsStr::new("run"))
         {
             return;
@@ -548,7 +555,7 @@ fn restart_with_allocator_settings() {
         };
         let error = Process::new(exe)
             .args(std::env::args_os().skip(1))
-            .env(VAR, "0")
+            .envs(missing)
             .exec();
         eprintln!("warning: running with the allocator's defaults: {error}");
     }
