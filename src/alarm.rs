@@ -45,11 +45,14 @@ pub struct Alarm {
     /// `startEpochMicrosec`, TMF642 `alarmRaisedTime`; a 3GPP notification has only its
     /// `eventTime`). Circuits are hit from the raise time of the first message of the
     /// alarm the engine sees, be it the raise or an update.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub raised_at: DateTime<Utc>,
     /// When the NMS cleared it, for a `Cleared` message.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub cleared_at: Option<DateTime<Utc>>,
     /// The event time of this notification: `cleared_at` for a clear, else the change
     /// time (TMF642 `alarmChangedTime`, VES `lastEpochMicrosec`) or `raised_at`.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub event_time: DateTime<Utc>,
 }
 

@@ -42,10 +42,12 @@ pub struct Impact {
     pub domain: Option<String>,
     pub ne_type: Option<String>,
     /// Event time: when the hit started, or when it ended.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
     /// Event time of the notification that caused the impact (the alarm's event time, or
     /// the time of the inventory change): the order in which the circuit stage applies
     /// impacts, whatever order they reach it in.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub event_time: DateTime<Utc>,
 }
 
@@ -60,6 +62,7 @@ pub struct AlarmFacts {
     pub severity: Severity,
     pub cause_class: CauseClass,
     /// When the alarm was raised (the raise time of the first of its messages seen).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub raised_at: DateTime<Utc>,
 }
 
@@ -94,6 +97,7 @@ pub struct AlarmRecord {
     pub early_clear: Option<(DateTime<Utc>, bool)>,
     /// The fan-out's watermark when the record was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub watermark: Option<DateTime<Utc>>,
 }
 
@@ -384,10 +388,12 @@ pub enum LineStatus {
     Up,
     /// A protected circuit with some, not all, routes hit: still carrying traffic.
     Unprotected {
+        #[serde(serialize_with = "crate::timestamp::serialize")]
         since: DateTime<Utc>,
     },
     /// Every route hit: the customer's service is down.
     Down {
+        #[serde(serialize_with = "crate::timestamp::serialize")]
         since: DateTime<Utc>,
     },
 }
@@ -399,6 +405,7 @@ pub struct CircuitImpacts {
     /// The latest clear time seen since the circuit was last free of impacts: the
     /// circuit is restored at the latest of its clears, whatever order they arrive in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     latest_clear: Option<DateTime<Utc>>,
 }
 

@@ -41,6 +41,7 @@ pub struct TicketCommand {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<FaultCause>,
     /// When the operator acted (event time).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
     #[serde(default)]
     pub by: Option<String>,
@@ -67,6 +68,7 @@ pub enum CommandAction {
 #[serde(rename_all = "camelCase")]
 pub struct LineEvent {
     pub circuit_id: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
     pub status: LineStatus,
 }
@@ -168,8 +170,11 @@ pub enum Warning {
 #[serde(rename_all = "camelCase")]
 pub struct LateNotice {
     pub window_id: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub end: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub notice_given_at: DateTime<Utc>,
     /// Circuits covered by the window, with their notice check.
     pub late: Vec<LateCircuit>,
@@ -211,6 +216,7 @@ struct CircuitEntry {
     figures: BTreeMap<String, CircuitFigures>,
     /// While the circuit is down: when its outage will next cross a risk threshold or a
     /// limit, so that the warning comes out then, not at the next ticket event.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     figures_due: Option<DateTime<Utc>>,
     /// How many faults this circuit has had: the next fault's ordinal, for its ticket id.
     /// Kept when the circuit is deleted, so that a circuit re-created under the same id

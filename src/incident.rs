@@ -92,14 +92,17 @@ pub struct TicketFacts {
     /// Related party of role `leadTeam`; empty if the ticket names none.
     pub lead_team: String,
     /// When the circuit first went down in this fault (the ticket's creation date).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub opened_at: DateTime<Utc>,
     /// The circuit is down (ticket acknowledged or in progress).
     pub down: bool,
     /// When service came back (the ticket's resolution date).
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub restored_at: Option<DateTime<Utc>>,
     /// The ticket is closed (final).
     pub closed: bool,
     /// The event time of the ticket event.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -159,6 +162,7 @@ pub struct RootAlarm {
     pub object: String,
     pub probable_cause: String,
     pub severity: Severity,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub raised_at: DateTime<Utc>,
 }
 
@@ -185,6 +189,7 @@ pub struct IncidentCircuit {
     pub ticket_id: String,
     pub down: bool,
     /// When the circuit came back; `None` while it is down.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub restored_at: Option<DateTime<Utc>>,
 }
 
@@ -201,10 +206,13 @@ pub struct IncidentEvent {
     pub status: IncidentStatus,
     pub root_alarm: RootAlarm,
     /// Earliest down start among the incident's tickets.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub opened_at: DateTime<Utc>,
     /// When the last circuit came back; `None` while the incident is open.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub restored_at: Option<DateTime<Utc>>,
     /// Event time of the change this record reports.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
     pub lead_team: Option<String>,
     pub circuit_count: usize,
@@ -227,7 +235,9 @@ impl IncidentEvent {
 struct View {
     status: IncidentStatus,
     root_alarm: RootAlarm,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     opened_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     restored_at: Option<DateTime<Utc>>,
     lead_team: Option<String>,
     circuit_count: usize,
@@ -257,8 +267,10 @@ struct Member {
     assurance_level: AssuranceLevel,
     root: RootCause,
     lead_team: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     opened_at: DateTime<Utc>,
     down: bool,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     restored_at: Option<DateTime<Utc>>,
     closed: bool,
 }
@@ -319,12 +331,14 @@ pub struct Incident {
     /// Root alarm of the last record (stands in when no circuit is left).
     root: RootAlarm,
     /// `openedAt` of the last record (stands in when no circuit is left).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     opened_at: DateTime<Utc>,
     /// Child tickets by circuit id: one ticket per circuit.
     members: BTreeMap<String, Member>,
     /// Sequence of the last record; 0 while never emitted.
     sequence: u32,
     /// `updatedAt` of the last record.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     updated_at: DateTime<Utc>,
     /// Digest of the last record's visible content.
     digest: String,

@@ -42,4 +42,5 @@ pub mod simulate;
 pub mod sla;
 pub mod telemetry;
 pub mod ticket;
+pub mod timestamp;
 pub mod views;

@@ -19,9 +19,12 @@ pub struct MaintenanceWindow {
     /// Circuits named directly.
     #[serde(default)]
     pub circuits: Vec<String>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub end: DateTime<Utc>,
     /// When the customers were notified.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub notice_given_at: DateTime<Utc>,
     /// Emergency work for a major safety hazard (shorter notice applies).
     #[serde(default)]

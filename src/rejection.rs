@@ -335,6 +335,7 @@ pub struct Rejection {
     pub reason_code: RejectCode,
     pub source: Source,
     /// When the runtime rejected it (wall clock of the runtime, or the replay's clock).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub rejected_at: DateTime<Utc>,
     /// Index of the rejected element inside a VES `eventList` batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]

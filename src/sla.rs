@@ -83,8 +83,10 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Span {
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start: DateTime<Utc>,
     /// Exclusive.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub end: DateTime<Utc>,
 }
 
@@ -292,6 +294,7 @@ pub fn periods_overlapping(kind: PeriodKind, span: Span, tz: Tz) -> Vec<Period> 
 #[serde(rename_all = "camelCase")]
 pub struct FaultFacts {
     /// Start of the fault (the SLA clock's start). Decides which period counts it.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub started_at: DateTime<Utc>,
     /// When the circuit was down because of this fault. Closed spans: the caller closes an
     /// ongoing one at `as_of`. A re-failure inside the hold-down window is one more span of
@@ -475,9 +478,12 @@ pub struct CircuitFigures {
     pub assurance_level: AssuranceLevel,
     /// The period's label (see [`Period::label`]).
     pub period: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub period_start: DateTime<Utc>,
     /// Exclusive.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub period_end: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub as_of: DateTime<Utc>,
     pub failures: u32,
     /// `None` outside year periods.
@@ -645,6 +651,7 @@ pub struct RiskWarning {
     pub from: Status,
     pub to: Status,
     /// The `asOf` of the figures that got worse.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
     /// Every limit exceeded now (not only the new ones).
     pub breaches: Vec<Breach>,

@@ -48,13 +48,16 @@ pub struct RootCause {
     pub cause_class: CauseClass,
     pub source_system: String,
     pub severity: Severity,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub raised_at: DateTime<Utc>,
 }
 
 /// One down interval of a fault; `end` is `None` while the circuit is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interval {
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub end: Option<DateTime<Utc>>,
 }
 
@@ -65,7 +68,9 @@ pub struct Interval {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedWork {
     pub window_id: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub start: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub end: DateTime<Utc>,
     #[serde(flatten)]
     pub notice: NoticeCheck,
@@ -129,6 +134,7 @@ pub struct Fault {
     pub lead_team: String,
     pub notified_teams: Vec<String>,
     pub intervals: Vec<Interval>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
     /// Planned-works windows covering the circuit during the fault.
     pub planned_works: Vec<PlannedWork>,
@@ -144,6 +150,7 @@ pub struct Fault {
     /// `written_report_sent` command). A report sent before the last restoration (the
     /// fault reopened since) covers no longer the whole fault: one is owed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub written_report_sent_at: Option<DateTime<Utc>>,
 }
 
@@ -157,6 +164,7 @@ pub struct FiredTimers {
     /// Number of escalation steps taken.
     pub escalations: u8,
     /// When joint handling started (bulletins run from here).
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub joint_since: Option<DateTime<Utc>>,
     pub bulletins: u32,
     pub feedbacks: u32,
@@ -843,6 +851,7 @@ pub fn ticket_id(circuit_id: &str, ordinal: u64) -> String {
 #[serde(rename_all = "camelCase")]
 pub struct TicketEvent {
     pub event_id: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub event_time: DateTime<Utc>,
     /// `TroubleTicketCreateEvent`, `TroubleTicketStatusChangeEvent` or
     /// `TroubleTicketAttributeValueChangeEvent`.
@@ -890,11 +899,15 @@ pub struct TroubleTicket {
     /// Restoration priority as TMF621's string: "1" for AAA through "4" for ordinary.
     pub priority: String,
     pub status: TicketStatus,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub creation_date: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_update: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub expected_resolution_date: DateTime<Utc>,
     /// When service came back; absent while the circuit is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub resolution_date: Option<DateTime<Utc>>,
     pub related_entity: Vec<RelatedEntity>,
     pub related_party: Vec<RelatedParty>,
@@ -930,6 +943,7 @@ pub struct RelatedParty {
 pub struct EscalationDue {
     pub level: u8,
     pub action: EscalationAction,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -946,19 +960,26 @@ pub struct SlaFields {
     /// Properly announced planned works do not stop it: they move `restore_by`.
     pub clock_runs: bool,
     pub restore_limit_minutes: i64,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub accept_by: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub restore_by: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at_risk_at: DateTime<Utc>,
     pub escalations: Vec<EscalationDue>,
     pub escalation_level: u8,
     pub feedback_every_minutes: Option<i64>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub post_restore_feedback_by: Option<DateTime<Utc>>,
     /// When the written fault report is due (004 table 7-4), once restored, for customer
     /// levels that get one unasked; `null` otherwise.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub written_report_by: Option<DateTime<Utc>>,
     /// When the written report was sent (since the last restoration); `null` until then.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub written_report_sent_at: Option<DateTime<Utc>>,
     pub leadership_notice: bool,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub down_intervals: Vec<Interval>,
     pub down_minutes: i64,

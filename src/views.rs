@@ -30,6 +30,7 @@ pub enum DeadlineKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deadline {
     pub kind: DeadlineKind,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at: DateTime<Utc>,
 }
 
@@ -52,14 +53,21 @@ pub struct TicketView {
     pub assurance_level: AssuranceLevel,
     pub status: TicketStatus,
     pub lead_team: String,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub opened_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub acknowledged_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub accept_by: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub restore_by: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub at_risk_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub restored_at: Option<DateTime<Utc>>,
     /// When the written fault report is due, once restored, for customer levels that get
     /// one unasked (004 table 7-4), while it is owed; `None` otherwise.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub written_report_by: Option<DateTime<Utc>>,
     pub down: bool,
     pub clock_runs: bool,
@@ -138,6 +146,7 @@ pub enum LineState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct LineView {
     pub state: LineState,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub since: Option<DateTime<Utc>>,
 }
 
@@ -195,6 +204,7 @@ pub struct BudgetLine {
     pub budget_used: f64,
     pub status: Status,
     pub down: bool,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub as_of: DateTime<Utc>,
 }
 

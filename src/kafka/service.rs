@@ -1027,6 +1027,7 @@ struct PartitionMeta {
     /// The latest watermark reported by each upstream partition.
     watermarks: BTreeMap<i32, DateTime<Utc>>,
     /// The partition's event-time clock: inputs are applied and timers fired up to here.
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     clock: Option<DateTime<Utc>>,
     /// Sequence number of the next pending input.
     next_seq: u64,
@@ -1058,6 +1059,7 @@ enum Pending {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PendingRecord<T> {
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     time: DateTime<Utc>,
     class: u8,
     seq: u64,
@@ -1225,6 +1227,7 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
 #[serde(rename_all = "camelCase")]
 struct WatermarkRecord {
     source_partition: i32,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     watermark: DateTime<Utc>,
 }
 
