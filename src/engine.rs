@@ -448,6 +448,16 @@ impl CircuitStates {
             open_ticket: fault
                 .filter(|f| f.status != TicketStatus::Closed)
                 .map(|f| TicketView::of(f, entry.and_then(|e| e.incident_key.as_deref()), policy)),
+            // A superseded ticket is handed to the incident stage under its own root.
+            superseded_tickets: entry
+                .map(|e| {
+                    e.superseded
+                        .iter()
+                        .filter(|f| f.status != TicketStatus::Closed)
+                        .map(|f| TicketView::of(f, Some(f.root.alarm_key.as_str()), policy))
+                        .collect()
+                })
+                .unwrap_or_default(),
             year_to_date,
             month,
         })

@@ -181,6 +181,10 @@ pub struct CircuitView {
     pub assurance_level: Option<AssuranceLevel>,
     pub line: LineView,
     pub open_ticket: Option<TicketView>,
+    /// Restored tickets of the circuit that a newer fault superseded, still open until
+    /// their post-restore obligations (feedback, written report) are met or due.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub superseded_tickets: Vec<TicketView>,
     /// The latest year's figures as last emitted (as of the circuit's last event).
     pub year_to_date: Option<CircuitFigures>,
     pub month: Option<CircuitFigures>,
@@ -322,7 +326,13 @@ impl Views {
         let mut tickets: Vec<TicketView> = self
             .circuits
             .iter()
-            .filter_map(|v| v.open_ticket.clone())
+            .flat_map(|v| {
+                v.open_ticket
+                    .clone()
+                    .into_iter()
+                    .chain(v.superseded_tickets.clone())
+                    .collect::<Vec<_>>()
+            })
             .filter(|t| t.status != TicketStatus::Closed && filter.matches(t))
             .collect();
         tickets.sort_by(|a, b| {
@@ -382,18 +392,19 @@ impl Views {
                 Some(Status::Breached) => counts.circuits_breached += 1,
                 _ => {}
             }
-            let Some(t) = &v.open_ticket else { continue };
-            if t.status == TicketStatus::Closed {
-                continue;
-            }
-            let slot = open
-                .entry((t.assurance_level as u8, t.status as u8))
-                .or_insert(((t.assurance_level, t.status), 0));
-            slot.1 += 1;
-            if t.breached {
-                counts.tickets_breached += 1;
-            } else if t.at_risk {
-                counts.tickets_at_risk += 1;
+            for t in v.open_ticket.iter().chain(&v.superseded_tickets) {
+                if t.status == TicketStatus::Closed {
+                    continue;
+                }
+                let slot = open
+                    .entry((t.assurance_level as u8, t.status as u8))
+                    .or_insert(((t.assurance_level, t.status), 0));
+                slot.1 += 1;
+                if t.breached {
+                    counts.tickets_breached += 1;
+                } else if t.at_risk {
+                    counts.tickets_at_risk += 1;
+                }
             }
         }
         counts.open_tickets = open.into_values().collect();
@@ -485,6 +496,7 @@ mod tests {
                 since: None,
             },
             open_ticket: ticket,
+            superseded_tickets: Vec::new(),
             year_to_date: year,
             month: None,
         }
@@ -540,6 +552,28 @@ mod tests {
         );
         views.clear_circuits();
         assert!(views.tickets(&TicketFilter::default(), 10).is_empty());
+    }
+
+    #[test]
+    fn superseded_tickets_are_listed_and_counted_with_the_circuits_open_ticket() {
+        let views = Views::new();
+        let mut view = circuit(
+            "C1",
+            Some(ticket("C1", AssuranceLevel::A, "transport", Some(9))),
+            None,
+        );
+        let mut old = ticket("C1", AssuranceLevel::A, "transport", None);
+        old.status = TicketStatus::Resolved;
+        view.superseded_tickets.push(old);
+        views.put_circuit(view);
+        assert_eq!(views.tickets(&TicketFilter::default(), 10).len(), 2);
+        assert_eq!(
+            views.counts().open_tickets,
+            vec![
+                ((AssuranceLevel::A, TicketStatus::Acknowledged), 1),
+                ((AssuranceLevel::A, TicketStatus::Resolved), 1)
+            ]
+        );
     }
 
     #[test]
