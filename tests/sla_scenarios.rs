@@ -40,6 +40,11 @@ fn upsert(id: &str, customer: CustomerLevel, level: AssuranceLevel, port: &str) 
     ))))
 }
 
+/// A critical loss of signal on `port` from the PTN NMS.
+fn los(id: &str, port: &str, at: chrono::DateTime<chrono::Utc>) -> linewatch::alarm::Alarm {
+    alarm(id, "PTN-NMS", port, "LOS", Severity::Critical, at)
+}
+
 #[test]
 fn fibre_cut_is_one_incident_with_circuits_in_restoration_order_and_hand_checked_outage() {
     // Eight circuits on one fibre, levels deliberately out of order in the inventory.
@@ -124,14 +129,7 @@ fn fibre_cut_is_one_incident_with_circuits_in_restoration_order_and_hand_checked
 #[test]
 fn an_outage_across_new_year_counts_in_both_years() {
     // Down from 23:00 on 2025-12-31 to 01:30 on 2026-01-01, Shanghai time.
-    let los = alarm(
-        "NY",
-        "PTN-NMS",
-        "PTN-9/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2025, 12, 31, 23, 0, 0),
-    );
+    let los = los("NY", "PTN-9/1/1", sh(2025, 12, 31, 23, 0, 0));
     let inputs = vec![
         upsert("NY1", CustomerLevel::Gold, AssuranceLevel::A, "PTN-9/1/1"),
         Input::Alarm(los.clone()),
@@ -167,14 +165,7 @@ fn works(notice: chrono::DateTime<chrono::Utc>) -> Vec<Input> {
         cross_border: false,
     };
     // The works take the port down from 01:10 to 03:30: 2 h 20 min.
-    let los = alarm(
-        "MW",
-        "PTN-NMS",
-        "PTN-5/2/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 6, 10, 1, 10, 0),
-    );
+    let los = los("MW", "PTN-5/2/1", sh(2026, 6, 10, 1, 10, 0));
     vec![
         upsert(
             "MW1",
@@ -227,14 +218,7 @@ fn planned_works_with_notice_are_excluded_from_the_outage_and_late_ones_are_not(
 
 #[test]
 fn a_customer_caused_fault_leaves_the_years_counts() {
-    let los = alarm(
-        "CC",
-        "PTN-NMS",
-        "PTN-7/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 9, 1, 10, 0, 0),
-    );
+    let los = los("CC", "PTN-7/1/1", sh(2026, 9, 1, 10, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
     let out = run(
         &mut engine,
@@ -272,22 +256,8 @@ fn a_customer_caused_fault_leaves_the_years_counts() {
 fn a_refailure_after_the_hold_down_is_a_second_failure_and_both_count() {
     // Down 09:00–10:00, then again 10:20–11:00: the second is past the 15 min hold-down
     // but before the first ticket's post-restore feedback (10:30) closed it.
-    let a = alarm(
-        "R1",
-        "PTN-NMS",
-        "PTN-3/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 4, 2, 9, 0, 0),
-    );
-    let b = alarm(
-        "R2",
-        "PTN-NMS",
-        "PTN-3/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 4, 2, 10, 20, 0),
-    );
+    let a = los("R1", "PTN-3/1/1", sh(2026, 4, 2, 9, 0, 0));
+    let b = los("R2", "PTN-3/1/1", sh(2026, 4, 2, 10, 20, 0));
     let inputs = vec![
         upsert(
             "RF1",
@@ -310,14 +280,7 @@ fn a_refailure_after_the_hold_down_is_a_second_failure_and_both_count() {
 /// AAA circuit RW1 of a bronze customer (no feedback timers), down from 09:00 Shanghai
 /// time on 2 April 2026 and not restored; the engine run to 09:59.
 fn down_from_nine() -> (Engine, Vec<Output>) {
-    let a = alarm(
-        "W1",
-        "PTN-NMS",
-        "PTN-4/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 4, 2, 9, 0, 0),
-    );
+    let a = los("W1", "PTN-4/1/1", sh(2026, 4, 2, 9, 0, 0));
     let inputs = vec![
         upsert(
             "RW1",
@@ -427,14 +390,7 @@ fn a_breach_by_a_figure_timer_is_not_warned_again_at_the_next_ticket_event() {
 /// A gold customer's AAA circuit (important: joint handling at 1 h, all teams on site at
 /// 2 h), down from 09:00 on 2 September 2026, reclassified as customer-caused at 09:20.
 fn customer_caused_from_nine(level: AssuranceLevel, customer: CustomerLevel) -> (Engine, String) {
-    let los = alarm(
-        "CU",
-        "PTN-NMS",
-        "PTN-8/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 9, 2, 9, 0, 0),
-    );
+    let los = los("CU", "PTN-8/1/1", sh(2026, 9, 2, 9, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
     let out = run(
         &mut engine,
@@ -515,14 +471,7 @@ fn a_customer_caused_outage_does_not_re_emit_its_figures() {
     // Nothing of its figures changes while it stays down: no record until the restoration
     // (before the fix, a figure timer re-emitted them every 1323 s = 2523 s at risk minus
     // 1200 s used).
-    let first = alarm(
-        "F0",
-        "PTN-NMS",
-        "PTN-8/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 9, 2, 8, 0, 0),
-    );
+    let first = los("F0", "PTN-8/1/1", sh(2026, 9, 2, 8, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
     run(
         &mut engine,
@@ -538,14 +487,7 @@ fn a_customer_caused_outage_does_not_re_emit_its_figures() {
         ],
         sh(2026, 9, 2, 9, 0, 0),
     );
-    let second = alarm(
-        "CU",
-        "PTN-NMS",
-        "PTN-8/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 9, 2, 9, 0, 0),
-    );
+    let second = los("CU", "PTN-8/1/1", sh(2026, 9, 2, 9, 0, 0));
     let out = run(
         &mut engine,
         vec![Input::Alarm(second.clone())],
@@ -595,14 +537,7 @@ fn an_outage_across_new_year_warns_for_the_new_year_at_its_own_instants() {
     // 0.0001 × 31 536 000 s = 3153.6 s, at risk from 2522.88 s → 2523 s after midnight
     // (00:42:03), breached past 3153.6 s → 3154 s (00:52:34). Before the fix the 2027
     // figures had no timer until a ticket event: at risk reported at 00:50.
-    let los = alarm(
-        "NY2",
-        "PTN-NMS",
-        "PTN-6/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 12, 31, 23, 50, 0),
-    );
+    let los = los("NY2", "PTN-6/1/1", sh(2026, 12, 31, 23, 50, 0));
     let mut engine = Engine::new(Policy::builtin());
     let out = run(
         &mut engine,
@@ -672,14 +607,7 @@ fn a_new_fault_does_not_drop_the_post_restore_feedback_of_the_last_ticket() {
         (Policy::builtin(), sh(2026, 5, 4, 2, 40, 0)),
         (no_hold_down, sh(2026, 5, 4, 2, 25, 0)),
     ] {
-        let first = alarm(
-            "PR1",
-            "PTN-NMS",
-            "PTN-2/1/1",
-            "LOS",
-            Severity::Critical,
-            sh(2026, 5, 4, 2, 0, 0),
-        );
+        let first = los("PR1", "PTN-2/1/1", sh(2026, 5, 4, 2, 0, 0));
         let second = alarm(
             "PR2",
             "PTN-NMS",
@@ -743,14 +671,7 @@ fn restored_friday(
     commands: impl Fn(&str) -> Vec<Input>,
     until: chrono::DateTime<chrono::Utc>,
 ) -> (Engine, Vec<Output>) {
-    let los = alarm(
-        "WR",
-        "PTN-NMS",
-        "PTN-1/9/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 5, 8, 10, 0, 0),
-    );
+    let los = los("WR", "PTN-1/9/1", sh(2026, 5, 8, 10, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
     let mut out = run(
         &mut engine,
@@ -840,14 +761,7 @@ fn a_gold_customer_gets_a_written_report_within_two_working_days() {
 fn a_written_report_follows_restoration() {
     // A report sent while the circuit is still down is refused; one for a closed ticket
     // finds no open ticket.
-    let los = alarm(
-        "WD",
-        "PTN-NMS",
-        "PTN-1/9/2",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 5, 8, 10, 0, 0),
-    );
+    let los = los("WD", "PTN-1/9/2", sh(2026, 5, 8, 10, 0, 0));
     let mut engine = Engine::new(Policy::builtin());
     let out = run(
         &mut engine,
@@ -893,22 +807,8 @@ fn a_superseded_tickets_events_leave_the_circuit_handed_to_its_current_incident(
     // before when that changes: an event of the superseded ticket (root PR1) must not move
     // the circuit away from its current ticket's incident (root PR2), or the PR2 incident's
     // stage would be sent the old ticket and the PR1 one the new ticket, back and forth.
-    let first = alarm(
-        "PR1",
-        "PTN-NMS",
-        "PTN-2/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 5, 4, 2, 0, 0),
-    );
-    let second = alarm(
-        "PR2",
-        "PTN-NMS",
-        "PTN-2/1/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 5, 4, 2, 40, 0),
-    );
+    let first = los("PR1", "PTN-2/1/1", sh(2026, 5, 4, 2, 0, 0));
+    let second = los("PR2", "PTN-2/1/1", sh(2026, 5, 4, 2, 40, 0));
     let mut engine = Engine::new(Policy::builtin());
     run(
         &mut engine,
@@ -944,14 +844,7 @@ fn a_superseded_ticket_takes_its_written_report() {
     // open for its report. The report sent on Monday 10:00 names the first ticket, which
     // then closes; the new one carries on.
     let monday = sh(2026, 5, 11, 10, 0, 0);
-    let again = alarm(
-        "WR2",
-        "PTN-NMS",
-        "PTN-1/9/1",
-        "LOS",
-        Severity::Critical,
-        sh(2026, 5, 11, 9, 0, 0),
-    );
+    let again = los("WR2", "PTN-1/9/1", sh(2026, 5, 11, 9, 0, 0));
     let (engine, out) = restored_friday(
         CustomerLevel::Gold,
         |id| {
