@@ -847,7 +847,6 @@ fn stage_loop(
         // A transaction carries everything read in its interval, up to a size bound that
         // keeps it well inside the producer's queue and the transaction timeout.
         let deadline = Instant::now() + BATCH_INTERVAL;
-        let mut consumed = false;
         let mut taken_bytes = 0usize;
         let mut outputs = 0usize;
         while taken_bytes < BATCH_MAX_INPUT_BYTES && outputs < BATCH_MAX_OUTPUTS {
@@ -880,7 +879,6 @@ fn stage_loop(
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
                 Some(Err(e)) => warn!(stage = kind.name(), error = %e, "consumer error; retrying"),
                 Some(Ok(msg)) => {
-                    consumed = true;
                     taken_bytes += msg.payload_len() + msg.key_len();
                     core.handle(&msg);
                     outputs = core.pending.len();
@@ -898,7 +896,6 @@ fn stage_loop(
             last_tick = Instant::now();
             core.tick(consumer, config.idle_after);
         }
-        let _ = consumed;
         core.commit(consumer)?;
     }
     let mut guard = lock_core(consumer.context());
