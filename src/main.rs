@@ -107,6 +107,23 @@ struct BenchArgs {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+
+    /// Instead of the traffic mix, one fibre cut under each of these numbers of circuits
+    /// (comma-separated, e.g. 100,1000,10000): the cost of a storm per circuit it touches.
+    /// Each size gets a network of exactly that many circuits, all of them on one fibre
+    /// link and sharing nothing else; the LOS on the link is raised, its tickets' timers run
+    /// for an hour, the LOS clears, and the tickets run on for a week to their close. Prints
+    /// one JSON line per size with, per phase (raise, timers, clear, close), the engine's
+    /// time, the time to encode its outputs as JSON, the records and bytes written (and of
+    /// them the incident records'), and each per circuit: flat per-circuit figures from
+    /// 100 to 10 000 circuits mean a storm costs O(N) (BENCHMARKS.md, issue 12).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    storm: Vec<usize>,
+
+    /// With --storm: fresh engines per size; each phase's median time is reported.
+    /// Default: enough rounds for about 30 000 circuits in all, at least 3.
+    #[arg(long, value_name = "ROUNDS", requires = "storm")]
+    storm_rounds: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -847,6 +864,9 @@ fn rss_bytes() -> Option<u64> {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !args.storm.is_empty() {
+        return bench_storm(&args);
+    }
     use linewatch::engine::{Engine, Input};
     use linewatch::intake::decode;
     use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
@@ -934,6 +954,157 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "peakRssBytes": rss_bytes(),
     });
     println!("{figures}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one phase of a storm wrote, and how long it took.
+#[derive(Debug, Clone, Copy, Default)]
+struct StormPhase {
+    engine_seconds: f64,
+    encode_seconds: f64,
+    records: u64,
+    bytes: u64,
+    incident_records: u64,
+    incident_bytes: u64,
+}
+
+impl StormPhase {
+    /// Encode `outputs` as the replay and the service do (key and JSON value), timed.
+    fn encoded(engine_seconds: f64, outputs: &[linewatch::engine::Output]) -> Self {
+        let mut phase = StormPhase {
+            engine_seconds,
+            ..StormPhase::default()
+        };
+        let started = Instant::now();
+        for o in outputs {
+            let bytes = (o.key().len() + o.to_json().map_or(0, |v| v.len())) as u64;
+            phase.records += 1;
+            phase.bytes += bytes;
+            if let linewatch::engine::Output::Incident(_) = o {
+                phase.incident_records += 1;
+                phase.incident_bytes += bytes;
+            }
+        }
+        phase.encode_seconds = started.elapsed().as_secs_f64();
+        phase
+    }
+
+    fn json(&self, circuits: usize) -> serde_json::Value {
+        let n = circuits.max(1) as f64;
+        serde_json::json!({
+            "engineSeconds": self.engine_seconds,
+            "encodeSeconds": self.encode_seconds,
+            "records": self.records,
+            "bytes": self.bytes,
+            "incidentRecords": self.incident_records,
+            "incidentBytes": self.incident_bytes,
+            "nsPerCircuit": (self.engine_seconds + self.encode_seconds) * 1e9 / n,
+            "engineNsPerCircuit": self.engine_seconds * 1e9 / n,
+            "recordsPerCircuit": self.records as f64 / n,
+            "bytesPerCircuit": self.bytes as f64 / n,
+        })
+    }
+}
+
+/// `bench --storm`: one fibre cut over networks of the given sizes (see [`BenchArgs`]).
+fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    use linewatch::engine::{Engine, Output};
+    use linewatch::intake::decode;
+    use linewatch::simulate::{storm, storm_cut};
+    const PHASES: [&str; 4] = ["raise", "timers", "clear", "close"];
+    let t0: chrono::DateTime<chrono::Utc> = "2026-03-02T08:00:00Z".parse()?;
+    let cleared = t0 + chrono::Duration::hours(1);
+    let closed = cleared + chrono::Duration::days(7);
+    let (raise, clear) = storm_cut(t0, cleared);
+    let (raise, clear) = (
+        raise.to_string().into_bytes(),
+        clear.to_string().into_bytes(),
+    );
+    for &n in &args.storm {
+        let inventory: Vec<(String, Vec<u8>)> = storm(args.seed, n)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string().into_bytes()))
+            .collect();
+        let rounds = args
+            .storm_rounds
+            .unwrap_or_else(|| (30_000 / n.max(1)).max(3))
+            .max(1);
+        let mut runs: Vec<[StormPhase; 4]> = Vec::with_capacity(rounds);
+        let mut down = 0;
+        for _ in 0..rounds {
+            let mut engine = Engine::new(Policy::builtin());
+            for (key, bytes) in &inventory {
+                for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(bytes))
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = engine.handle(input, t0);
+                }
+            }
+            let alarm = |engine: &mut Engine, bytes: &[u8], now| {
+                let mut out = engine.advance(now);
+                for input in decode(Stream::Alarms, None, Some(bytes))
+                    .into_iter()
+                    .flatten()
+                {
+                    out.extend(engine.handle(input, now).unwrap_or_default());
+                }
+                out
+            };
+            let mut phases = [StormPhase::default(); 4];
+            for (i, phase) in phases.iter_mut().enumerate() {
+                let started = Instant::now();
+                let out = match i {
+                    0 => alarm(&mut engine, &raise, t0),
+                    1 => engine.advance(cleared),
+                    2 => alarm(&mut engine, &clear, cleared),
+                    _ => engine.advance(closed),
+                };
+                let seconds = started.elapsed().as_secs_f64();
+                *phase = StormPhase::encoded(seconds, &out);
+                if i == 0 {
+                    down = out
+                        .iter()
+                        .filter_map(|o| match o {
+                            Output::Incident(inc) => Some(inc.down_count),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                }
+            }
+            runs.push(phases);
+        }
+        let median = |phase: usize, f: fn(&StormPhase) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(|r| f(&r[phase])).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let mut total = StormPhase::default();
+        let mut phases = Vec::with_capacity(PHASES.len());
+        for (i, name) in PHASES.iter().enumerate() {
+            let mut p = runs.last().map(|r| r[i]).unwrap_or_default();
+            p.engine_seconds = median(i, |p| p.engine_seconds);
+            p.encode_seconds = median(i, |p| p.encode_seconds);
+            total.engine_seconds += p.engine_seconds;
+            total.encode_seconds += p.encode_seconds;
+            total.records += p.records;
+            total.bytes += p.bytes;
+            total.incident_records += p.incident_records;
+            total.incident_bytes += p.incident_bytes;
+            let mut figures = p.json(n);
+            figures["phase"] = serde_json::json!(name);
+            phases.push(figures);
+        }
+        let figures = serde_json::json!({
+            "stormCircuits": n,
+            "circuitsDown": down,
+            "rounds": rounds,
+            "phases": phases,
+            "total": total.json(n),
+        });
+        println!("{figures}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

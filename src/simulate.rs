@@ -431,6 +431,65 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
     out
 }
 
+/// The fibre link that every circuit of a [`storm`] network crosses.
+pub const STORM_FIBRE: &str = "FIBRE-STORM";
+
+/// A network for measuring one mass outage: exactly `circuits` circuits, and every one of
+/// them crosses the fibre link [`STORM_FIBRE`] on its only route (CPE, an access port of
+/// its own, the fibre, a PE port), so that one LOS on the fibre takes all of them down and
+/// touches nothing else. Customer and assurance levels are drawn as in [`topology`] (all
+/// circuits unprotected, so that every one goes down), so that the incident's restoration
+/// order has work to do. Inventory records keyed by circuit id, as [`Topology::circuits`].
+pub fn storm(seed: u64, circuits: usize) -> Vec<(String, Value)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let customers = (circuits / 3).max(1);
+    let levels: Vec<&str> = (0..customers).map(|_| customer_level(&mut rng)).collect();
+    let per_ne = CARDS * PORTS;
+    (0..circuits)
+        .map(|i| {
+            let port = format!("ACC-S{:05}/{}/{}", i / per_ne, i / PORTS % CARDS, i % PORTS);
+            let customer = rng.random_range(0..customers);
+            let level = assurance_level(&mut rng);
+            let id = format!("DL-{i:06}");
+            let scope = ["intra_city", "intra_province", "inter_province"][rng.random_range(0..3)];
+            let value = json!({
+                "circuitId": id,
+                "customer": {
+                    "id": format!("CU-{customer:05}"),
+                    "name": format!("Customer {customer:05}"),
+                    "level": levels[customer],
+                },
+                "assuranceLevel": level,
+                "scope": scope,
+                "service": if i % 3 == 0 { "internet" } else { "data" },
+                "routes": [{ "role": "working", "path": [
+                    { "kind": "ne", "id": format!("CPE-{i:06}"), "domain": "cpe", "neType": "CPE" },
+                    { "kind": "port", "id": port, "domain": "transmission", "neType": "OTN" },
+                    { "kind": "link", "id": STORM_FIBRE, "domain": "transmission", "neType": "OTN" },
+                    { "kind": "port", "id": format!("PE-S/1/{}", i % 48), "domain": "data", "neType": "router" },
+                ]}],
+            });
+            (id, value)
+        })
+        .collect()
+}
+
+/// The cut of a [`storm`] network's fibre: a critical LOS on [`STORM_FIBRE`] raised at
+/// `raised`, and its clear at `cleared` (TMF642 alarms, as the NMS sends them).
+pub fn storm_cut(raised: DateTime<Utc>, cleared: DateTime<Utc>) -> (Value, Value) {
+    (
+        alarm("CUT-1", STORM_FIBRE, "LOS", "critical", raised, None),
+        alarm(
+            "CUT-1",
+            STORM_FIBRE,
+            "LOS",
+            "critical",
+            raised,
+            Some(cleared),
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,5 +599,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_storm_network_has_exactly_its_circuits_on_the_fibre_and_the_cut_takes_them_down() {
+        use crate::engine::{Engine, Output};
+        use crate::intake::{decode, Stream};
+        let n = 300;
+        let circuits = storm(7, n);
+        assert_eq!(circuits.len(), n);
+        let t0: DateTime<Utc> = "2026-03-02T00:00:00Z".parse().expect("time");
+        let mut engine = Engine::new(crate::policy::Policy::builtin());
+        for (key, value) in &circuits {
+            let bytes = serde_json::to_vec(value).expect("json");
+            for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(&bytes)) {
+                let input = input.unwrap_or_else(|e| panic!("{key}: {e}"));
+                assert!(engine.handle(input, t0).is_ok());
+            }
+        }
+        assert_eq!(engine.network().circuits_on(STORM_FIBRE).count(), n);
+        let (raise, _) = storm_cut(t0, t0 + Duration::hours(1));
+        let bytes = raise.to_string().into_bytes();
+        let mut out = Vec::new();
+        for input in decode(Stream::Alarms, None, Some(&bytes)) {
+            out.extend(
+                engine
+                    .handle(input.expect("an alarm"), t0)
+                    .expect("handled"),
+            );
+        }
+        let tickets = out
+            .iter()
+            .filter(|o| matches!(o, Output::Ticket(_)))
+            .count();
+        assert_eq!(tickets, n, "one ticket per circuit");
+        let incidents: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Incident(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(incidents.len(), 1);
+        assert_eq!(incidents[0].circuit_count, n);
+        assert_eq!(incidents[0].down_count, n);
     }
 }
