@@ -112,16 +112,18 @@ struct BenchArgs {
     /// (comma-separated, e.g. 100,1000,10000): the cost of a storm per circuit it touches.
     /// Each size gets a network of exactly that many circuits, all of them on one fibre
     /// link and sharing nothing else; the LOS on the link is raised, its tickets' timers run
-    /// for an hour, the LOS clears, and the tickets run on for a week to their close. Prints
-    /// one JSON line per size with, per phase (raise, timers, clear, close), the engine's
+    /// for an hour, the LOS clears, an hour later the written fault reports owed are sent
+    /// (one command per ticket), and the tickets run on for a week to their close. Prints
+    /// one JSON line per size with, per phase (raise, timers, clear, reports, close), the engine's
     /// time, the time to encode its outputs as JSON, the records and bytes written (and of
     /// them the incident records'), and each per circuit: flat per-circuit figures from
     /// 100 to 10 000 circuits mean a storm costs O(N) (BENCHMARKS.md, issue 12).
     #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
     storm: Vec<usize>,
 
-    /// With --storm: fresh engines per size; each phase's median time is reported.
-    /// Default: enough rounds for about 30 000 circuits in all, at least 3.
+    /// With --storm: rounds over all the sizes, taking turns (in each round a size runs
+    /// largest/N times, 1 to 100, each on a fresh engine); each phase's median time over
+    /// all runs of a size is reported. Default 3.
     #[arg(long, value_name = "ROUNDS", requires = "storm")]
     storm_rounds: Option<usize>,
 }
@@ -957,6 +959,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The phases of `bench --storm`, in order.
+const STORM_PHASES: [&str; 5] = ["raise", "timers", "clear", "reports", "close"];
+
 /// What one phase of a storm wrote, and how long it took.
 #[derive(Debug, Clone, Copy, Default)]
 struct StormPhase {
@@ -1006,12 +1011,87 @@ impl StormPhase {
     }
 }
 
-/// `bench --storm`: one fibre cut over networks of the given sizes (see [`BenchArgs`]).
-fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+/// One storm (see [`BenchArgs`]'s `storm`): the engine loaded with `inventory`, the cut
+/// raised at `t0`, its timers run to `cleared`, cleared, an hour later the written fault
+/// reports sent (one `written_report_sent` command per ticket that owes one, each its own
+/// input, as the ticketing system sends them), and the timers run to `closed`; each phase
+/// timed and encoded. Also returns the most circuits down in an incident record of the
+/// raise, and the number of report commands.
+fn storm_run(
+    inventory: &[(String, Vec<u8>)],
+    (raise, clear): (&[u8], &[u8]),
+    (t0, cleared, closed): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ),
+) -> ([StormPhase; STORM_PHASES.len()], usize, usize) {
     use linewatch::engine::{Engine, Output};
     use linewatch::intake::decode;
+    let mut engine = Engine::new(Policy::builtin());
+    for (key, bytes) in inventory {
+        for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(bytes))
+            .into_iter()
+            .flatten()
+        {
+            let _ = engine.handle(input, t0);
+        }
+    }
+    let input = |engine: &mut Engine, stream, bytes: &[u8], now| {
+        let mut out = engine.advance(now);
+        for input in decode(stream, None, Some(bytes)).into_iter().flatten() {
+            out.extend(engine.handle(input, now).unwrap_or_default());
+        }
+        out
+    };
+    let reported = cleared + chrono::Duration::hours(1);
+    let mut reports: Vec<Vec<u8>> = Vec::new();
+    let mut phases = [StormPhase::default(); STORM_PHASES.len()];
+    let mut down = 0;
+    for (i, phase) in phases.iter_mut().enumerate() {
+        let started = Instant::now();
+        let out = match i {
+            0 => input(&mut engine, Stream::Alarms, raise, t0),
+            1 => engine.advance(cleared),
+            2 => input(&mut engine, Stream::Alarms, clear, cleared),
+            3 => {
+                let mut out = engine.advance(reported);
+                for cmd in &reports {
+                    out.extend(input(&mut engine, Stream::Commands, cmd, reported));
+                }
+                out
+            }
+            _ => engine.advance(closed),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        *phase = StormPhase::encoded(seconds, &out);
+        for o in &out {
+            match o {
+                Output::Incident(inc) if i == 0 => down = down.max(inc.down_count),
+                Output::Ticket(ev) if i == 2 => {
+                    let ticket = ev.ticket();
+                    if ticket.sla.written_report_by.is_some() {
+                        let command = serde_json::json!({
+                            "ticketId": ticket.id,
+                            "circuitId": o.key(),
+                            "action": "written_report_sent",
+                            "at": reported.to_rfc3339(),
+                        });
+                        reports.push(command.to_string().into_bytes());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    (phases, down, reports.len())
+}
+
+/// `bench --storm`: one fibre cut over networks of the given sizes (see [`BenchArgs`]).
+/// The sizes take turns, round after round, so that whatever else the machine does
+/// weighs on all of them alike; in a round a size runs `largest / N` times (1 to 100).
+fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     use linewatch::simulate::{storm, storm_cut};
-    const PHASES: [&str; 4] = ["raise", "timers", "clear", "close"];
     let t0: chrono::DateTime<chrono::Utc> = "2026-03-02T08:00:00Z".parse()?;
     let cleared = t0 + chrono::Duration::hours(1);
     let closed = cleared + chrono::Duration::days(7);
@@ -1020,69 +1100,43 @@ fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         raise.to_string().into_bytes(),
         clear.to_string().into_bytes(),
     );
-    for &n in &args.storm {
-        let inventory: Vec<(String, Vec<u8>)> = storm(args.seed, n)
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string().into_bytes()))
-            .collect();
-        let rounds = args
-            .storm_rounds
-            .unwrap_or_else(|| (30_000 / n.max(1)).max(3))
-            .max(1);
-        let mut runs: Vec<[StormPhase; 4]> = Vec::with_capacity(rounds);
-        let mut down = 0;
-        for _ in 0..rounds {
-            let mut engine = Engine::new(Policy::builtin());
-            for (key, bytes) in &inventory {
-                for input in decode(Stream::Inventory, Some(key.as_bytes()), Some(bytes))
-                    .into_iter()
-                    .flatten()
-                {
-                    let _ = engine.handle(input, t0);
-                }
+    let largest = args.storm.iter().copied().max().unwrap_or(1).max(1);
+    let rounds = args.storm_rounds.unwrap_or(3).max(1);
+    let inventories: Vec<Vec<(String, Vec<u8>)>> = args
+        .storm
+        .iter()
+        .map(|&n| {
+            storm(args.seed, n)
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string().into_bytes()))
+                .collect()
+        })
+        .collect();
+    let mut runs: Vec<Vec<[StormPhase; STORM_PHASES.len()]>> = vec![Vec::new(); args.storm.len()];
+    let mut down = vec![0; args.storm.len()];
+    let mut reports = vec![0; args.storm.len()];
+    for round in 0..rounds {
+        for (s, &n) in args.storm.iter().enumerate() {
+            for _ in 0..(largest / n.max(1)).clamp(1, 100) {
+                let (phases, d, r) =
+                    storm_run(&inventories[s], (&raise, &clear), (t0, cleared, closed));
+                runs[s].push(phases);
+                down[s] = d;
+                reports[s] = r;
             }
-            let alarm = |engine: &mut Engine, bytes: &[u8], now| {
-                let mut out = engine.advance(now);
-                for input in decode(Stream::Alarms, None, Some(bytes))
-                    .into_iter()
-                    .flatten()
-                {
-                    out.extend(engine.handle(input, now).unwrap_or_default());
-                }
-                out
-            };
-            let mut phases = [StormPhase::default(); 4];
-            for (i, phase) in phases.iter_mut().enumerate() {
-                let started = Instant::now();
-                let out = match i {
-                    0 => alarm(&mut engine, &raise, t0),
-                    1 => engine.advance(cleared),
-                    2 => alarm(&mut engine, &clear, cleared),
-                    _ => engine.advance(closed),
-                };
-                let seconds = started.elapsed().as_secs_f64();
-                *phase = StormPhase::encoded(seconds, &out);
-                if i == 0 {
-                    down = out
-                        .iter()
-                        .filter_map(|o| match o {
-                            Output::Incident(inc) => Some(inc.down_count),
-                            _ => None,
-                        })
-                        .max()
-                        .unwrap_or(0);
-                }
-            }
-            runs.push(phases);
         }
+        eprintln!("bench: storm round {} of {rounds} done", round + 1);
+    }
+    for (s, &n) in args.storm.iter().enumerate() {
+        let runs = &runs[s];
         let median = |phase: usize, f: fn(&StormPhase) -> f64| {
             let mut v: Vec<f64> = runs.iter().map(|r| f(&r[phase])).collect();
             v.sort_by(f64::total_cmp);
             v.get(v.len() / 2).copied().unwrap_or(0.0)
         };
         let mut total = StormPhase::default();
-        let mut phases = Vec::with_capacity(PHASES.len());
-        for (i, name) in PHASES.iter().enumerate() {
+        let mut phases = Vec::with_capacity(STORM_PHASES.len());
+        for (i, name) in STORM_PHASES.iter().enumerate() {
             let mut p = runs.last().map(|r| r[i]).unwrap_or_default();
             p.engine_seconds = median(i, |p| p.engine_seconds);
             p.encode_seconds = median(i, |p| p.encode_seconds);
@@ -1098,8 +1152,9 @@ fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
         let figures = serde_json::json!({
             "stormCircuits": n,
-            "circuitsDown": down,
-            "rounds": rounds,
+            "circuitsDown": down[s],
+            "reportCommands": reports[s],
+            "runs": runs.len(),
             "phases": phases,
             "total": total.json(n),
         });
