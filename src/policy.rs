@@ -212,6 +212,8 @@ pub struct Policy {
     notice: NoticeDays,
     notice_by_level: BTreeMap<CustomerLevel, NoticeOverride>,
     notice_day_count: NoticeDayCount,
+    ticket_severity: PerSeverity<String>,
+    ticket_priority: PerAssurance<PerSeverity<String>>,
 }
 
 impl Policy {
@@ -471,6 +473,19 @@ impl Policy {
             && notice_date < start_date
             && self.calendar.is_working_day(notice_date);
         between.saturating_add(u32::from(own_day))
+    }
+
+    /// The TMF621 `severity` of a ticket whose root alarm's worst severity is `alarm`
+    /// (`tickets.severity`). A root alarm is active, so never cleared; were it, the
+    /// ticket takes `indeterminate`'s.
+    pub fn ticket_severity(&self, alarm: Severity) -> &str {
+        self.ticket_severity.get(alarm)
+    }
+
+    /// The TMF621 `priority` of a ticket (`tickets.priority`): by the circuit's assurance
+    /// level and the root alarm's worst severity (`cleared` read as `indeterminate`).
+    pub fn ticket_priority(&self, level: AssuranceLevel, alarm: Severity) -> &str {
+        self.ticket_priority.get(level).get(alarm)
     }
 
     /// Time zone of every local date (working days, statistics periods).
@@ -735,7 +750,7 @@ impl<'de> Deserialize<'de> for Cadence {
 // error naming it, and a lookup can never fail.
 
 macro_rules! level_table {
-    ($(#[$doc:meta])* $name:ident, $key:ty, [$($field:ident = $variant:path => $text:literal),+ $(,)?]) => {
+    ($(#[$doc:meta])* $name:ident, $key:ty, [$($field:ident = $variant:pat => $text:literal),+ $(,)?]) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -795,6 +810,18 @@ level_table!(
     ]
 );
 
+level_table!(
+    /// One value per severity of an active alarm: keys `critical` to `indeterminate`.
+    PerSeverity, Severity, [
+        critical = Severity::Critical => "critical",
+        major = Severity::Major => "major",
+        minor = Severity::Minor => "minor",
+        warning = Severity::Warning => "warning",
+        // A root alarm is active, so never cleared; were it, it reads as indeterminate.
+        indeterminate = Severity::Indeterminate | Severity::Cleared => "indeterminate",
+    ]
+);
+
 // ---------------------------------------------------------------------------------------
 // The file, as written. Every key is required unless it has `#[serde(default)]`; see
 // policy/README.md.
@@ -830,6 +857,70 @@ struct PolicyFile {
     routing: RoutingSpec,
     /// Notice lead times of planned works.
     notice: NoticeSpec,
+    /// TMF621 severity and priority of the tickets; optional, [`TicketsSpec::default`]
+    /// (the built-in policy's) when absent.
+    #[serde(default)]
+    tickets: TicketsSpec,
+}
+
+/// TMF621 `severity` and `priority` of a ticket, from its root alarm's worst severity and
+/// its circuit's assurance level. DOMAIN.md names neither; see `policy/default.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketsSpec {
+    /// Ticket severity per root-alarm severity.
+    severity: PerSeverity<String>,
+    /// Ticket priority per assurance level, then per root-alarm severity.
+    priority: PerAssurance<PerSeverity<String>>,
+}
+
+impl Default for TicketsSpec {
+    /// What `policy/default.toml` says: the alarm's severity by name; priority "1" for
+    /// AAA to "4" for ordinary, whatever the severity (restoration order is by assurance
+    /// level, DOMAIN.md "Mass outage").
+    fn default() -> Self {
+        let names = PerSeverity {
+            critical: "critical".to_string(),
+            major: "major".to_string(),
+            minor: "minor".to_string(),
+            warning: "warning".to_string(),
+            indeterminate: "indeterminate".to_string(),
+        };
+        let all = |p: &str| PerSeverity {
+            critical: p.to_string(),
+            major: p.to_string(),
+            minor: p.to_string(),
+            warning: p.to_string(),
+            indeterminate: p.to_string(),
+        };
+        TicketsSpec {
+            severity: names,
+            priority: PerAssurance {
+                aaa: all("1"),
+                aa: all("2"),
+                a: all("3"),
+                ordinary: all("4"),
+            },
+        }
+    }
+}
+
+/// Longest severity or priority text a policy may give a ticket.
+const TICKET_TEXT_MAX: usize = 64;
+
+/// A ticket's severity or priority text: printable, not blank, at most 64 characters.
+fn ticket_text(text: String, key: &str) -> Result<String, PolicyError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty()
+        || trimmed.chars().count() > TICKET_TEXT_MAX
+        || trimmed.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            key,
+            format!("must be printable text of 1 to {TICKET_TEXT_MAX} characters, got {text:?}"),
+        ));
+    }
+    Ok(trimmed.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -1148,6 +1239,17 @@ impl PolicyFile {
 
         let calendar = calendar(self.calendar)?;
 
+        let ticket_severity = self
+            .tickets
+            .severity
+            .try_map("tickets.severity", ticket_text)?;
+        let ticket_priority = self
+            .tickets
+            .priority
+            .try_map("tickets.priority", |row, path| {
+                row.try_map(path, ticket_text)
+            })?;
+
         Ok(Policy {
             time_zone: self.time_zone.0,
             calendar,
@@ -1195,6 +1297,8 @@ impl PolicyFile {
             },
             notice_by_level: self.notice.by_customer_level,
             notice_day_count: self.notice.day_count,
+            ticket_severity,
+            ticket_priority,
         })
     }
 }
@@ -1888,6 +1992,160 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with(key), "{msg}");
         assert!(msg.contains(reason), "{msg:?} should contain {reason:?}");
+    }
+
+    /// The default policy with its `[tickets]` table replaced by `table`.
+    fn with_tickets(table: &str) -> String {
+        let start = DEFAULT_POLICY_TOML
+            .find("[tickets]\n")
+            .expect("the default has [tickets]");
+        let end = DEFAULT_POLICY_TOML
+            .find("[alarms]\n")
+            .expect("the default has [alarms]");
+        format!(
+            "{}{table}\n{}",
+            &DEFAULT_POLICY_TOML[..start],
+            &DEFAULT_POLICY_TOML[end..]
+        )
+    }
+
+    const SEVERITY_NAMES: &str = r#"severity = { critical = "Critical", major = "Major", minor = "Minor", warning = "Warning", indeterminate = "Unknown" }"#;
+
+    #[test]
+    fn ticket_severity_and_priority_by_default() {
+        let p = p();
+        let active = [
+            Severity::Critical,
+            Severity::Major,
+            Severity::Minor,
+            Severity::Warning,
+            Severity::Indeterminate,
+        ];
+        for s in active {
+            assert_eq!(p.ticket_severity(s), s.as_str());
+        }
+        // A root alarm is never cleared; were it, the ticket reads indeterminate.
+        assert_eq!(p.ticket_severity(Severity::Cleared), "indeterminate");
+        for (level, want) in [(Aaa, "1"), (Aa, "2"), (A, "3"), (Ordinary, "4")] {
+            for s in active.into_iter().chain([Severity::Cleared]) {
+                assert_eq!(p.ticket_priority(level, s), want, "{level:?} {s:?}");
+            }
+        }
+        // Without a [tickets] table, the same as the default file says.
+        let q = Policy::from_toml_str(&with_tickets("")).expect("tickets is optional");
+        for level in AssuranceLevel::ALL {
+            for s in active {
+                assert_eq!(q.ticket_priority(level, s), p.ticket_priority(level, s));
+                assert_eq!(q.ticket_severity(s), p.ticket_severity(s));
+            }
+        }
+    }
+
+    #[test]
+    fn ticket_priority_by_level_and_severity() {
+        let text = with_tickets(&format!(
+            r#"[tickets]
+{SEVERITY_NAMES}
+[tickets.priority]
+AAA = {{ critical = "1", major = "1", minor = "2", warning = "3", indeterminate = "2" }}
+AA = {{ critical = "1", major = "2", minor = "3", warning = "4", indeterminate = "3" }}
+A = {{ critical = "2", major = "3", minor = "4", warning = "5", indeterminate = "4" }}
+ordinary = {{ critical = "3", major = "4", minor = "5", warning = "5", indeterminate = " Low " }}
+"#
+        ));
+        let p = Policy::from_toml_str(&text).expect("valid tickets table");
+        assert_eq!(p.ticket_severity(Severity::Critical), "Critical");
+        assert_eq!(p.ticket_severity(Severity::Indeterminate), "Unknown");
+        assert_eq!(p.ticket_severity(Severity::Cleared), "Unknown");
+        // Each cell of the matrix, corners and neighbours.
+        assert_eq!(p.ticket_priority(Aaa, Severity::Critical), "1");
+        assert_eq!(p.ticket_priority(Aaa, Severity::Minor), "2");
+        assert_eq!(p.ticket_priority(Aaa, Severity::Warning), "3");
+        assert_eq!(p.ticket_priority(Aa, Severity::Critical), "1");
+        assert_eq!(p.ticket_priority(Aa, Severity::Major), "2");
+        assert_eq!(p.ticket_priority(A, Severity::Warning), "5");
+        assert_eq!(p.ticket_priority(Ordinary, Severity::Critical), "3");
+        // Trimmed; cleared reads as indeterminate.
+        assert_eq!(p.ticket_priority(Ordinary, Severity::Indeterminate), "Low");
+        assert_eq!(p.ticket_priority(Ordinary, Severity::Cleared), "Low");
+    }
+
+    #[test]
+    fn bad_ticket_tables_are_refused() {
+        let row = |v: &str| {
+            format!(
+                r#"{{ critical = "1", major = "1", minor = "1", warning = "1", indeterminate = {v} }}"#
+            )
+        };
+        let table = |aaa: &str, extra: &str| {
+            with_tickets(&format!(
+                "[tickets]\n{SEVERITY_NAMES}\n[tickets.priority]\nAAA = {aaa}\nAA = {r}\nA = {r}\n{extra}",
+                r = row("\"1\"")
+            ))
+        };
+        let full = format!("ordinary = {}\n", row("\"4\""));
+        // 64 characters is the most.
+        let longest = format!("\"{}\"", "x".repeat(64));
+        let p = Policy::from_toml_str(&table(&row(&longest), &full)).expect("64 characters");
+        assert_eq!(p.ticket_priority(Aaa, Severity::Indeterminate).len(), 64);
+        let too_long = format!("\"{}\"", "x".repeat(65));
+        assert_refused(
+            &table(&row(&too_long), &full),
+            "tickets.priority.AAA.indeterminate",
+            "1 to 64 characters",
+        );
+        assert_refused(
+            &table(&row("\"  \""), &full),
+            "tickets.priority.AAA.indeterminate",
+            "1 to 64 characters",
+        );
+        assert_refused(
+            &table(&row("\"1\\u0007x\""), &full),
+            "tickets.priority.AAA.indeterminate",
+            "printable",
+        );
+        assert_refused(
+            &table(&row("1"), &full),
+            "tickets.priority.AAA.indeterminate",
+            "invalid type",
+        );
+        assert_refused(
+            &table(&row("\"1\""), ""),
+            "tickets.priority.ordinary",
+            "missing",
+        );
+        assert_refused(
+            &table(
+                r#"{ critical = "1", major = "1", minor = "1", warning = "1" }"#,
+                &full,
+            ),
+            "tickets.priority.AAA.indeterminate",
+            "missing",
+        );
+        assert_refused(
+            &table(
+                r#"{ critical = "1", major = "1", minor = "1", warning = "1", indeterminate = "1", cleared = "9" }"#,
+                &full,
+            ),
+            "tickets.priority.AAA.cleared",
+            "unknown key",
+        );
+        assert_refused(
+            &with(
+                r#"severity = { critical = "critical", major = "major", minor = "minor", warning = "warning", indeterminate = "indeterminate" }"#,
+                "",
+            ),
+            "tickets.severity",
+            "missing",
+        );
+        assert_refused(
+            &with(
+                r#"severity = { critical = "critical""#,
+                r#"severity = { critical = """#,
+            ),
+            "tickets.severity.critical",
+            "1 to 64 characters",
+        );
     }
 
     #[test]
