@@ -111,6 +111,7 @@ pub struct TopicRenames {
     pub maintenance: Option<String>,
     pub commands: Option<String>,
     pub tickets: Option<String>,
+    pub reminders: Option<String>,
     pub line_status: Option<String>,
     pub warnings: Option<String>,
     pub figures: Option<String>,
@@ -126,12 +127,13 @@ pub struct TopicRenames {
 impl TopicRenames {
     /// Replaces the names given here, leaving the others as they are.
     pub fn apply(&self, names: &mut TopicNames) {
-        let pairs: [(&Option<String>, &mut String); 15] = [
+        let pairs: [(&Option<String>, &mut String); 16] = [
             (&self.alarms, &mut names.alarms),
             (&self.inventory, &mut names.inventory),
             (&self.maintenance, &mut names.maintenance),
             (&self.commands, &mut names.commands),
             (&self.tickets, &mut names.tickets),
+            (&self.reminders, &mut names.reminders),
             (&self.line_status, &mut names.line_status),
             (&self.warnings, &mut names.warnings),
             (&self.figures, &mut names.figures),
@@ -590,6 +592,7 @@ mod tests {
             &t.maintenance,
             &t.commands,
             &t.tickets,
+            &t.reminders,
             &t.line_status,
             &t.warnings,
             &t.figures,

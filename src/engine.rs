@@ -25,7 +25,9 @@ use crate::sla::{
     circuit_figures, next_crossing, union, warning_between, CircuitFacts, CircuitFigures,
     FaultFacts, Period, RiskWarning, Span,
 };
-use crate::ticket::{Fault, FaultCause, PlannedWork, SlaEvent, TicketEvent, TicketStatus};
+use crate::ticket::{
+    Fault, FaultCause, Fired, PlannedWork, SlaEvent, SlaReminder, TicketEvent, TicketStatus,
+};
 use crate::views::{CircuitView, TicketView};
 
 /// A command from the ticketing system about one ticket
@@ -77,7 +79,11 @@ pub struct LineEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
 pub enum Output {
+    /// A ticket changed: a TMF621 event (topic `tickets.events`).
     Ticket(Box<TicketEvent>),
+    /// An SLA timer of a ticket that changes nothing on it: what the NOC must do now
+    /// (topic `sla.reminders`). No figures follow it, and the incidents do not hear of it.
+    Reminder(Box<SlaReminder>),
     Line(LineEvent),
     /// Something SLA managers must hear about (topic `sla.warnings`).
     Warning(Warning),
@@ -91,6 +97,7 @@ pub enum Output {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Sink {
     Tickets,
+    Reminders,
     Status,
     Warnings,
     Figures,
@@ -98,8 +105,9 @@ pub enum Sink {
 }
 
 impl Sink {
-    pub const ALL: [Sink; 5] = [
+    pub const ALL: [Sink; 6] = [
         Sink::Tickets,
+        Sink::Reminders,
         Sink::Status,
         Sink::Warnings,
         Sink::Figures,
@@ -112,6 +120,7 @@ impl Output {
     pub fn sink(&self) -> Sink {
         match self {
             Output::Ticket(_) => Sink::Tickets,
+            Output::Reminder(_) => Sink::Reminders,
             Output::Line(_) => Sink::Status,
             Output::Warning(_) => Sink::Warnings,
             Output::Figures(_) => Sink::Figures,
@@ -131,6 +140,7 @@ impl Output {
                 .find(|e| e.role == "affectedCircuit")
                 .map(|e| e.id.clone())
                 .unwrap_or_default(),
+            Output::Reminder(r) => r.circuit_id.clone(),
             Output::Line(ev) => ev.circuit_id.clone(),
             Output::Warning(Warning::LateNotice(n)) => n.window_id.clone(),
             Output::Warning(Warning::Risk(r)) => r.circuit_id.clone(),
@@ -146,6 +156,7 @@ impl Output {
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         match self {
             Output::Ticket(ev) => serde_json::to_vec(ev),
+            Output::Reminder(r) => serde_json::to_vec(r),
             Output::Line(ev) => serde_json::to_vec(ev),
             Output::Warning(w) => serde_json::to_vec(w),
             Output::Figures(f) => serde_json::to_vec(f),
@@ -305,11 +316,11 @@ impl CircuitStates {
             let mut figures_due = false;
             if let Some(entry) = self.circuits.get_mut(&circuit_id) {
                 for old in &mut entry.superseded {
-                    out.extend(old.fire_due(due, policy).into_iter().map(ticket));
+                    out.extend(old.fire_due(due, policy).into_iter().map(fired));
                 }
                 if let Some(fault) = entry.fault.as_mut() {
                     // Only what is due at `due`: timers of all circuits fire in time order.
-                    out.extend(fault.fire_due(due, policy).into_iter().map(ticket));
+                    out.extend(fault.fire_due(due, policy).into_iter().map(fired));
                 }
                 close_if_done(entry);
                 figures_due = entry.figures_due.is_some_and(|t| t <= due);
@@ -323,7 +334,8 @@ impl CircuitStates {
     }
 
     /// Each ticket event followed by its circuit's SLA figures as of the event (what the
-    /// circuit stage emits after every step; the incidents are another stage's).
+    /// circuit stage emits after every step; the incidents are another stage's). A
+    /// reminder changes no fact of the circuit: no figures follow it.
     pub fn with_figures(&mut self, out: Vec<Output>, policy: &Policy) -> Vec<Output> {
         let mut result = Vec::with_capacity(out.len());
         for o in out {
@@ -531,7 +543,11 @@ impl CircuitStates {
                 if let Some(mut entry) = self.circuits.remove(circuit_id) {
                     for fault in entry.superseded.iter_mut().chain(entry.fault.as_mut()) {
                         if fault.status != crate::ticket::TicketStatus::Closed {
-                            out.push(ticket(fault.close(SlaEvent::CircuitDeleted, now, policy)));
+                            out.extend(
+                                fault
+                                    .close(SlaEvent::CircuitDeleted, now, policy)
+                                    .map(ticket),
+                            );
                         }
                     }
                     if entry.faults_opened > 0 {
@@ -607,7 +623,7 @@ impl CircuitStates {
                 if current {
                     entry.suppressed_until_up = still_down;
                 }
-                Some(ev)
+                ev
             }
             CommandAction::WrittenReportSent => {
                 if cmd.cause.is_some() {
@@ -661,9 +677,9 @@ impl CircuitStates {
                 continue;
             }
             let work = PlannedWork::from_window(&window, circuit.customer.level, policy);
-            if fault.add_planned_work(work) {
-                let at = window.notice_given_at.max(fault.opened_at());
-                out.push(ticket(fault.event(SlaEvent::PlannedWorksNoted, at, policy)));
+            let at = window.notice_given_at.max(fault.opened_at());
+            if let Some(ev) = fault.note_planned_work(work, at, policy) {
+                out.push(ticket(ev));
                 touched.push(circuit_id.clone());
             }
         }
@@ -877,6 +893,13 @@ fn ticket(e: TicketEvent) -> Output {
     Output::Ticket(Box::new(e))
 }
 
+fn fired(f: Fired) -> Output {
+    match f {
+        Fired::Ticket(e) => Output::Ticket(e),
+        Fired::Reminder(r) => Output::Reminder(r),
+    }
+}
+
 /// Move closed faults (the current one and superseded ones) into the circuit's history
 /// (for the SLA figures).
 fn close_if_done(entry: &mut CircuitEntry) {
@@ -961,13 +984,13 @@ fn evaluate(
                     out.extend(fault.revise_root(root, at, policy).map(ticket));
                 }
                 Some(fault) if fault.within_hold_down(since, policy) => {
-                    out.push(ticket(fault.reopen(since, policy)));
+                    out.extend(fault.reopen(since, policy).map(ticket));
                     out.extend(fault.revise_root(root, at, policy).map(ticket));
                 }
                 _ => {
                     if let Some(old) = entry.fault.as_mut() {
                         // Restored and past its hold-down: what was due of it comes first.
-                        out.extend(old.fire_due(since, policy).into_iter().map(ticket));
+                        out.extend(old.fire_due(since, policy).into_iter().map(fired));
                     }
                     // A closed old fault joins the history. One still waiting for its
                     // post-restore feedback is superseded, not closed: the feedback is
@@ -980,7 +1003,7 @@ fn evaluate(
                     for work in planned_works_for(circuit, since, windows, policy) {
                         fault.add_planned_work(work);
                     }
-                    out.push(ticket(fault.event(SlaEvent::Opened, since, policy)));
+                    out.push(ticket(fault.created(since, policy)));
                     entry.fault = Some(fault);
                 }
             }
@@ -995,7 +1018,7 @@ fn evaluate(
                     (LineStatus::Up, Some(latest)) => at.max(latest),
                     _ => at,
                 };
-                out.push(ticket(fault.restore(at, policy)));
+                out.extend(fault.restore(at, policy).map(ticket));
             }
         }
     }

@@ -937,6 +937,7 @@ mod tests {
                 event_id: format!("{}-0000", self.id()),
                 event_time: at,
                 event_type: "TroubleTicketAttributeValueChangeEvent".to_string(),
+                field_path: Some("status".to_string()),
                 sla_event: why,
                 event: TicketEventBody {
                     trouble_ticket: TroubleTicket {
@@ -1388,13 +1389,16 @@ mod tests {
         assert!(book.on_ticket(a.open()).is_empty());
         assert_eq!(book.on_ticket(b.open()).len(), 1);
         assert!(book.on_ticket(b.open()).is_empty(), "a duplicate");
-        let timer = TicketFacts::from_event(&b.event(
-            SlaEvent::FeedbackDue { number: 1 },
+        let escalated = TicketFacts::from_event(&b.event(
+            SlaEvent::Escalated {
+                level: 1,
+                action: crate::policy::EscalationAction::JointHandling,
+            },
             TicketStatus::Acknowledged,
             None,
             t(31),
         ));
-        assert!(book.on_ticket(timer).is_empty(), "a timer event");
+        assert!(book.on_ticket(escalated).is_empty(), "an escalation");
         let ack = TicketFacts::from_event(&b.event(
             SlaEvent::Acknowledged,
             TicketStatus::InProgress,

@@ -626,12 +626,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .context("replay failed")?;
             eprintln!(
-                "replay: {} inputs, {} rejected, {} non-fault events dropped, {} tickets opened, {} ticket events, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
+                "replay: {} inputs, {} rejected, {} non-fault events dropped, {} tickets opened, {} ticket events, {} SLA reminders, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
                 summary.inputs,
                 summary.rejected,
                 summary.non_fault_dropped,
                 summary.tickets_opened,
                 summary.ticket_events,
+                summary.reminders,
                 summary.status_events,
                 summary.warnings,
                 summary.figures,
@@ -1266,6 +1267,7 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     let (_, input_bytes) = linewatch::kafka::bench::written(b, x, &[&names.alarms])?;
     let out_topics = [
         &names.tickets,
+        &names.reminders,
         &names.line_status,
         &names.warnings,
         &names.figures,

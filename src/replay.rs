@@ -13,8 +13,8 @@
 //! commands before alarms, then by line), and the engine's clock follows the event time,
 //! never moving back. After the last input the clock runs on to `until`, so that timers
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
-//! `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`, `incidents.jsonl` (one per
-//! output topic, same formats) and `rejections.jsonl`.
+//! `reminders.jsonl`, `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`,
+//! `incidents.jsonl` (one per output topic, same formats) and `rejections.jsonl`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -37,6 +37,8 @@ pub struct ReplaySummary {
     pub non_fault_dropped: u64,
     pub ticket_events: u64,
     pub tickets_opened: u64,
+    /// SLA reminders (`sla.reminders`).
+    pub reminders: u64,
     pub status_events: u64,
     pub warnings: u64,
     pub figures: u64,
@@ -267,6 +269,7 @@ impl Sinks {
                         summary.tickets_opened += 1;
                     }
                 }
+                Output::Reminder(_) => summary.reminders += 1,
                 Output::Line(_) => summary.status_events += 1,
                 Output::Warning(_) => summary.warnings += 1,
                 Output::Figures(_) => summary.figures += 1,
@@ -296,6 +299,7 @@ impl Sinks {
 pub fn file_name(sink: Sink) -> &'static str {
     match sink {
         Sink::Tickets => "tickets.jsonl",
+        Sink::Reminders => "reminders.jsonl",
         Sink::Status => "circuits-status.jsonl",
         Sink::Warnings => "warnings.jsonl",
         Sink::Figures => "kpi.jsonl",

@@ -152,6 +152,10 @@ pub struct Fault {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub written_report_sent_at: Option<DateTime<Utc>>,
+    /// Sequence of the next reminder of this ticket (reminder ids are
+    /// `<ticket>-R<seq>`). Absent in state written before reminders existed.
+    #[serde(default)]
+    pub next_reminder: u32,
 }
 
 /// Which timers have fired, so each fires once.
@@ -189,33 +193,26 @@ enum Timer {
     HoldDownEnd,
 }
 
-/// Why a ticket event was emitted.
+/// Why a ticket event was emitted: a change of the ticket (extension of TMF621, the
+/// event's `slaEvent`). SLA timers that change nothing on the ticket are not ticket
+/// events: they are [`SlaReminder`]s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum SlaEvent {
     Opened,
     Acknowledged,
-    AcceptanceOverdue,
+    /// An escalation step was taken: `sla.escalationLevel` goes up.
     Escalated {
         level: u8,
         action: EscalationAction,
     },
-    BulletinDue {
-        number: u32,
-    },
-    FeedbackDue {
-        number: u32,
-    },
-    DeadlineAtRisk,
-    DeadlineBreached,
     RootCauseRevised,
+    /// The root alarm got worse (e.g. major to critical) and the ticket's severity or
+    /// priority with it, by the policy's `tickets` tables.
+    SeverityRaised,
     FaultStartRevised,
     Restored,
     Reopened,
-    PostRestoreFeedbackDue,
-    /// The written fault report's deadline passed and the report was not sent (004 table
-    /// 7-4); the ticket closes with it, as far as its other obligations allow.
-    WrittenReportDue,
     /// The ticketing system sent the written fault report (command
     /// `written_report_sent`).
     WrittenReportSent,
@@ -229,19 +226,131 @@ pub enum SlaEvent {
     PlannedWorksNoted,
 }
 
-impl SlaEvent {
-    fn event_type(&self) -> &'static str {
+/// An SLA timer of a ticket that changes no field of the ticket: something the NOC must
+/// do (or know) now. Written to `sla.reminders`, not as a TMF621 event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ReminderKind {
+    /// The lead team has not accepted the ticket within the acceptance time (004).
+    AcceptanceOverdue,
+    /// The restoration clock has passed the policy's risk share of its limit.
+    DeadlineAtRisk,
+    /// The restoration limit has passed with the circuit still down.
+    DeadlineBreached,
+    /// A status bulletin is due during joint handling (003: every hour).
+    BulletinDue,
+    /// Progress feedback to the customer is due (004 table 7-3).
+    FeedbackDue,
+    /// Cause and result are due to the customer after restoration (004).
+    PostRestoreFeedbackDue,
+    /// The written fault report's deadline passed and the report was not sent (004 table
+    /// 7-4); the ticket closes with it, as far as its other obligations allow.
+    WrittenReportDue,
+}
+
+impl ReminderKind {
+    /// What the NOC must do, in one sentence.
+    fn action(self) -> &'static str {
         match self {
-            SlaEvent::Opened => "TroubleTicketCreateEvent",
-            SlaEvent::Acknowledged
-            | SlaEvent::Restored
-            | SlaEvent::Reopened
-            | SlaEvent::Closed
-            | SlaEvent::ManuallyClosed
-            | SlaEvent::CircuitDeleted => "TroubleTicketStatusChangeEvent",
-            _ => "TroubleTicketAttributeValueChangeEvent",
+            Self::AcceptanceOverdue => "lead team to accept the ticket now: acceptance time passed",
+            Self::DeadlineAtRisk => "restoration deadline at risk: prioritise the restoration",
+            Self::DeadlineBreached => "restoration deadline passed: restore and report the breach",
+            Self::BulletinDue => "send the joint-handling status bulletin",
+            Self::FeedbackDue => "send the customer progress feedback",
+            Self::PostRestoreFeedbackDue => "tell the customer the fault's cause and result",
+            Self::WrittenReportDue => "written fault report overdue: send it to the customer",
         }
     }
+}
+
+/// A due SLA timer of a ticket (topic `sla.reminders`, schema
+/// `topics/schemas/sla-reminder.schema.json`), keyed by circuit id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaReminder {
+    /// `<ticket>-R<sequence>`: deterministic, the sequence counting the ticket's reminders
+    /// from 0 (ticket events are `<ticket>-<sequence>`).
+    pub event_id: String,
+    pub ticket_id: String,
+    pub circuit_id: String,
+    pub kind: ReminderKind,
+    /// The n-th bulletin or feedback of the ticket (from 1); absent for the other kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    /// The deadline the reminder is about: the acceptance or restoration deadline, the
+    /// bulletin's, feedback's or report's due time.
+    #[serde(serialize_with = "crate::timestamp::serialize")]
+    pub due_at: DateTime<Utc>,
+    /// When the timer fired (event time; the reminder's own due time).
+    #[serde(serialize_with = "crate::timestamp::serialize")]
+    pub event_time: DateTime<Utc>,
+    /// What the NOC must do.
+    pub action: String,
+    pub lead_team: String,
+    pub customer_level: CustomerLevel,
+    pub assurance_level: AssuranceLevel,
+    /// The ticket's status when the timer fired.
+    pub ticket_status: TicketStatus,
+}
+
+/// What a fault's timers give: a ticket event (the ticket changed) or a reminder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    Ticket(Box<TicketEvent>),
+    Reminder(Box<SlaReminder>),
+}
+
+/// TMF621 event types.
+pub const CREATE_EVENT: &str = "TroubleTicketCreateEvent";
+pub const STATUS_CHANGE_EVENT: &str = "TroubleTicketStatusChangeEvent";
+pub const ATTRIBUTE_CHANGE_EVENT: &str = "TroubleTicketAttributeValueChangeEvent";
+
+/// Fields of the ticket that change with time alone, not with the ticket: left out of
+/// `fieldPath`, and a change of them alone is no event.
+const TIME_FIELDS: [&str; 2] = ["lastUpdate", "sla.downMinutes"];
+
+/// Extension objects of the ticket whose fields `fieldPath` names one by one
+/// (`sla.restoreBy`); TMF621's own fields are named whole (`relatedParty`).
+const NESTED_FIELDS: [&str; 2] = ["rootCause", "sla"];
+
+/// The fields of the ticket that differ between two versions of it, as `fieldPath`
+/// names them, sorted by name (not by the JSON map's order, which a serde_json feature
+/// changes); time-driven fields left out.
+pub fn changed_fields(before: &TroubleTicket, after: &TroubleTicket) -> Vec<String> {
+    let (Ok(serde_json::Value::Object(b)), Ok(serde_json::Value::Object(a))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut push = |path: String| {
+        if !TIME_FIELDS.contains(&path.as_str()) {
+            out.push(path);
+        }
+    };
+    let null = serde_json::Value::Null;
+    let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
+    for key in keys {
+        let (old, new) = (b.get(key).unwrap_or(&null), a.get(key).unwrap_or(&null));
+        if old == new {
+            continue;
+        }
+        match (old, new) {
+            (serde_json::Value::Object(o), serde_json::Value::Object(n))
+                if NESTED_FIELDS.contains(&key.as_str()) =>
+            {
+                let inner = n.keys().chain(o.keys().filter(|k| !n.contains_key(*k)));
+                for k in inner {
+                    if o.get(k) != n.get(k) {
+                        push(format!("{key}.{k}"));
+                    }
+                }
+            }
+            _ => push(key.clone()),
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Fault {
@@ -281,6 +390,7 @@ impl Fault {
             next_event: 0,
             worst_severity: None,
             written_report_sent_at: None,
+            next_reminder: 0,
         }
     }
 
@@ -472,84 +582,131 @@ impl Fault {
         self.next_timer(policy).map(|(t, _)| t)
     }
 
-    /// Fire every timer due at or before `now`, in due order. Each event carries its due
-    /// time as event time, so late evaluation gives the same events as timely evaluation.
-    pub fn fire_due(&mut self, now: DateTime<Utc>, policy: &Policy) -> Vec<TicketEvent> {
+    /// Fire every timer due at or before `now`, in due order: a ticket event for a timer
+    /// that changes the ticket (an escalation step, the close), a reminder for the others.
+    /// Each carries its due time as event time, so late evaluation gives the same output as
+    /// timely evaluation.
+    pub fn fire_due(&mut self, now: DateTime<Utc>, policy: &Policy) -> Vec<Fired> {
         let mut out = Vec::new();
         while let Some((due, timer)) = self.next_timer(policy) {
             if due > now {
                 break;
             }
-            let event = match timer {
+            let (kind, number, deadline) = match timer {
                 Timer::Acceptance => {
                     self.timers.acceptance_overdue = true;
-                    SlaEvent::AcceptanceOverdue
+                    (
+                        ReminderKind::AcceptanceOverdue,
+                        None,
+                        self.accept_by(policy),
+                    )
                 }
                 Timer::AtRisk => {
                     self.timers.at_risk = true;
-                    SlaEvent::DeadlineAtRisk
+                    (ReminderKind::DeadlineAtRisk, None, self.restore_by(policy))
                 }
                 Timer::Breach => {
                     self.timers.breached = true;
-                    SlaEvent::DeadlineBreached
+                    (
+                        ReminderKind::DeadlineBreached,
+                        None,
+                        self.restore_by(policy),
+                    )
                 }
                 Timer::Escalation(idx) => {
                     let steps = policy.escalation_steps(self.important);
                     let Some(step) = steps.get(idx) else { break };
+                    let before = self.published(due, policy);
                     self.timers.escalations += 1;
                     if step.action == EscalationAction::JointHandling
                         && self.timers.joint_since.is_none()
                     {
                         self.timers.joint_since = Some(due);
                     }
-                    SlaEvent::Escalated {
+                    let why = SlaEvent::Escalated {
                         level: self.timers.escalations,
                         action: step.action,
-                    }
+                    };
+                    out.extend(
+                        self.changed(why, due, policy, &before)
+                            .map(|e| Fired::Ticket(Box::new(e))),
+                    );
+                    continue;
                 }
                 Timer::Bulletin => {
                     self.timers.bulletins += 1;
-                    SlaEvent::BulletinDue {
-                        number: self.timers.bulletins,
-                    }
+                    (ReminderKind::BulletinDue, Some(self.timers.bulletins), due)
                 }
                 Timer::Feedback => {
                     self.timers.feedbacks += 1;
-                    SlaEvent::FeedbackDue {
-                        number: self.timers.feedbacks,
-                    }
+                    (ReminderKind::FeedbackDue, Some(self.timers.feedbacks), due)
                 }
                 Timer::PostRestoreFeedback => {
                     self.timers.post_restore_feedback = true;
-                    SlaEvent::PostRestoreFeedbackDue
+                    (ReminderKind::PostRestoreFeedbackDue, None, due)
                 }
                 Timer::WrittenReport => {
                     self.timers.written_report_due = true;
-                    SlaEvent::WrittenReportDue
+                    (ReminderKind::WrittenReportDue, None, due)
                 }
                 Timer::HoldDownEnd => {
+                    let before = self.published(due, policy);
                     self.status = TicketStatus::Closed;
-                    SlaEvent::Closed
+                    out.extend(
+                        self.changed(SlaEvent::Closed, due, policy, &before)
+                            .map(|e| Fired::Ticket(Box::new(e))),
+                    );
+                    continue;
                 }
             };
-            out.push(self.event(event, due, policy));
+            out.push(Fired::Reminder(Box::new(
+                self.reminder(kind, number, deadline, due),
+            )));
         }
         out
     }
 
+    /// The next reminder of this ticket.
+    fn reminder(
+        &mut self,
+        kind: ReminderKind,
+        number: Option<u32>,
+        due_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> SlaReminder {
+        let seq = self.next_reminder;
+        self.next_reminder += 1;
+        SlaReminder {
+            event_id: format!("{}-R{:04}", self.ticket_id, seq),
+            ticket_id: self.ticket_id.clone(),
+            circuit_id: self.circuit_id.clone(),
+            kind,
+            number,
+            due_at,
+            event_time: at,
+            action: kind.action().to_string(),
+            lead_team: self.lead_team.clone(),
+            customer_level: self.customer_level,
+            assurance_level: self.assurance_level,
+            ticket_status: self.status,
+        }
+    }
+
     /// The circuit came back at `at`.
-    pub fn restore(&mut self, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+    pub fn restore(&mut self, at: DateTime<Utc>, policy: &Policy) -> Option<TicketEvent> {
+        let before = self.published(at, policy);
         if let Some(last) = self.intervals.last_mut() {
             last.end = Some(at.max(last.start));
         }
         self.status = TicketStatus::Resolved;
         self.timers.post_restore_feedback = false;
         self.timers.written_report_due = false;
-        self.event(SlaEvent::Restored, at, policy)
+        self.changed(SlaEvent::Restored, at, policy, &before)
     }
 
     /// The circuit failed again at `at`, inside the hold-down window: same fault.
-    pub fn reopen(&mut self, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+    pub fn reopen(&mut self, at: DateTime<Utc>, policy: &Policy) -> Option<TicketEvent> {
+        let before = self.published(at, policy);
         let start = self.restored_at().map_or(at, |r| at.max(r));
         self.intervals.push(Interval { start, end: None });
         self.status = if self.acknowledged_at.is_some() {
@@ -557,7 +714,7 @@ impl Fault {
         } else {
             TicketStatus::Acknowledged
         };
-        self.event(SlaEvent::Reopened, at, policy)
+        self.changed(SlaEvent::Reopened, at, policy, &before)
     }
 
     /// Is a failure at `at` inside this fault's hold-down window?
@@ -580,13 +737,14 @@ impl Fault {
         } else {
             None
         };
-        let last = self.intervals.last_mut()?;
         let since = floor.map_or(since, |f| since.max(f));
-        if since >= last.start {
+        if since >= self.intervals.last()?.start {
             return None;
         }
+        let before = self.published(at, policy);
+        let last = self.intervals.last_mut()?;
         last.start = since;
-        Some(self.event(SlaEvent::FaultStartRevised, at, policy))
+        self.changed(SlaEvent::FaultStartRevised, at, policy, &before)
     }
 
     /// A better root cause arrived (a better cause class, or the same class raised
@@ -600,14 +758,20 @@ impl Fault {
     ) -> Option<TicketEvent> {
         let new_root = root_of(root);
         let same_alarm = new_root.alarm_key == self.root.alarm_key;
-        if same_alarm && new_root.severity < self.severity() {
-            // The root alarm got worse (severities order most severe first): the ticket's
-            // severity follows it from the ticket's next event on.
+        // The root alarm got worse (severities order most severe first): the ticket's
+        // severity, and its priority, follow it.
+        let worse = same_alarm && new_root.severity < self.severity();
+        let rank = |r: &RootCause| (r.cause_class, r.raised_at, r.alarm_key.clone());
+        let better_root = rank(&new_root) < rank(&self.root);
+        if !worse && !better_root {
+            return None;
+        }
+        let before = self.published(at, policy);
+        if worse {
             self.worst_severity = Some(new_root.severity);
         }
-        let rank = |r: &RootCause| (r.cause_class, r.raised_at, r.alarm_key.clone());
-        if rank(&new_root) >= rank(&self.root) {
-            return None;
+        if !better_root {
+            return self.changed(SlaEvent::SeverityRaised, at, policy, &before);
         }
         self.root = new_root;
         if !same_alarm {
@@ -615,18 +779,19 @@ impl Fault {
         }
         self.lead_team = lead_team_for(root, policy);
         self.notified_teams = policy.notify_teams(self.important, &self.lead_team);
-        Some(self.event(SlaEvent::RootCauseRevised, at, policy))
+        self.changed(SlaEvent::RootCauseRevised, at, policy, &before)
     }
 
     pub fn acknowledge(&mut self, at: DateTime<Utc>, policy: &Policy) -> Option<TicketEvent> {
         if self.acknowledged_at.is_some() || self.status == TicketStatus::Closed {
             return None;
         }
+        let before = self.published(at, policy);
         self.acknowledged_at = Some(at);
         if self.status == TicketStatus::Acknowledged {
             self.status = TicketStatus::InProgress;
         }
-        Some(self.event(SlaEvent::Acknowledged, at, policy))
+        self.changed(SlaEvent::Acknowledged, at, policy, &before)
     }
 
     /// The written fault report went to the customer at `at`. Only a restored ticket has
@@ -648,8 +813,9 @@ impl Fault {
         if self.written_report_sent().is_some() {
             return Ok(None);
         }
+        let before = self.published(at, policy);
         self.written_report_sent_at = Some(at.max(restored));
-        Ok(Some(self.event(SlaEvent::WrittenReportSent, at, policy)))
+        Ok(self.changed(SlaEvent::WrittenReportSent, at, policy, &before))
     }
 
     pub fn reclassify(
@@ -661,32 +827,100 @@ impl Fault {
         if self.cause == cause {
             return None;
         }
+        let before = self.published(at, policy);
         self.cause = cause;
-        Some(self.event(SlaEvent::Reclassified { cause }, at, policy))
+        self.changed(SlaEvent::Reclassified { cause }, at, policy, &before)
     }
 
     /// Close now, whatever the circuit's state (a manual close or the circuit's deletion).
-    pub fn close(&mut self, why: SlaEvent, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+    pub fn close(
+        &mut self,
+        why: SlaEvent,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        let before = self.published(at, policy);
         if let Some(last) = self.intervals.last_mut() {
             if last.end.is_none() {
                 last.end = Some(at.max(last.start));
             }
         }
         self.status = TicketStatus::Closed;
-        self.event(why, at, policy)
+        self.changed(why, at, policy, &before)
     }
 
-    /// Build the next event of this ticket, with a snapshot of the ticket.
-    pub fn event(&mut self, why: SlaEvent, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+    /// Note a planned-works window covering the circuit; an event when it is new (its
+    /// time may move the deadlines, and the ticket lists it).
+    pub fn note_planned_work(
+        &mut self,
+        work: PlannedWork,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        if self
+            .planned_works
+            .iter()
+            .any(|p| p.window_id == work.window_id)
+        {
+            return None;
+        }
+        let before = self.published(at, policy);
+        self.add_planned_work(work);
+        self.changed(SlaEvent::PlannedWorksNoted, at, policy, &before)
+    }
+
+    /// The ticket as an event publishes it at `at`: take it before changing the fault,
+    /// and hand it to [`Fault::changed`] after.
+    pub fn published(&self, at: DateTime<Utc>, policy: &Policy) -> TroubleTicket {
+        self.snapshot(at, policy)
+    }
+
+    /// The ticket's first event (TroubleTicketCreateEvent).
+    pub fn created(&mut self, at: DateTime<Utc>, policy: &Policy) -> TicketEvent {
+        let ticket = self.snapshot(at, policy);
+        self.next(SlaEvent::Opened, CREATE_EVENT, None, ticket, at)
+    }
+
+    /// The event of a change of the ticket from `before`: a status change event when its
+    /// status changed, else an attribute-value change event whose `fieldPath` names the
+    /// fields that changed; none when no field changed but those that move with time.
+    pub fn changed(
+        &mut self,
+        why: SlaEvent,
+        at: DateTime<Utc>,
+        policy: &Policy,
+        before: &TroubleTicket,
+    ) -> Option<TicketEvent> {
+        let after = self.snapshot(at, policy);
+        if after.status != before.status {
+            return Some(self.next(why, STATUS_CHANGE_EVENT, None, after, at));
+        }
+        let fields = changed_fields(before, &after);
+        if fields.is_empty() {
+            return None;
+        }
+        let path = Some(fields.join(","));
+        Some(self.next(why, ATTRIBUTE_CHANGE_EVENT, path, after, at))
+    }
+
+    fn next(
+        &mut self,
+        why: SlaEvent,
+        event_type: &str,
+        field_path: Option<String>,
+        ticket: TroubleTicket,
+        at: DateTime<Utc>,
+    ) -> TicketEvent {
         let seq = self.next_event;
         self.next_event += 1;
         TicketEvent {
             event_id: format!("{}-{:04}", self.ticket_id, seq),
             event_time: at,
-            event_type: why.event_type().to_string(),
+            event_type: event_type.to_string(),
+            field_path,
             sla_event: why,
             event: TicketEventBody {
-                trouble_ticket: self.snapshot(at, policy),
+                trouble_ticket: ticket,
             },
         }
     }
@@ -703,8 +937,10 @@ impl Fault {
                 self.root.probable_cause, self.root.object, self.customer_name
             ),
             ticket_type: "fault".into(),
-            severity: tmf_severity(self.severity()).into(),
-            priority: restoration_priority(self.assurance_level).to_string(),
+            severity: policy.ticket_severity(self.severity()).to_string(),
+            priority: policy
+                .ticket_priority(self.assurance_level, self.severity())
+                .to_string(),
             status: self.status,
             creation_date: opened,
             last_update: at,
@@ -814,15 +1050,6 @@ fn lead_team_for(root: &Impact, policy: &Policy) -> String {
         .to_string()
 }
 
-/// TMF621's severity is free text; a ticket's is the one of its root alarm, by name.
-/// A root alarm is active, so never cleared; were it, the ticket says `indeterminate`.
-pub fn tmf_severity(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Cleared => Severity::Indeterminate.as_str(),
-        s => s.as_str(),
-    }
-}
-
 /// Restoration priority in a mass outage: by assurance level, AAA first (DOMAIN.md).
 pub fn restoration_priority(level: AssuranceLevel) -> u8 {
     match level {
@@ -856,6 +1083,13 @@ pub struct TicketEvent {
     /// `TroubleTicketCreateEvent`, `TroubleTicketStatusChangeEvent` or
     /// `TroubleTicketAttributeValueChangeEvent`.
     pub event_type: String,
+    /// Of an attribute-value change event: the fields of the ticket that changed, comma
+    /// separated, sorted by name: TMF621 fields by name (`severity`,
+    /// `relatedParty`), the extension's by dotted path (`sla.escalationLevel`,
+    /// `rootCause.alarmKey`). `lastUpdate` and `sla.downMinutes`, which move with time,
+    /// are never named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_path: Option<String>,
     /// Why this event was emitted (extension of TMF621).
     pub sla_event: SlaEvent,
     pub event: TicketEventBody,
@@ -893,10 +1127,11 @@ pub struct TroubleTicket {
     pub name: String,
     pub description: String,
     pub ticket_type: String,
-    /// The worst severity of the root alarm: critical, major, minor, warning (TMF621 free
-    /// text).
+    /// By the policy (`tickets.severity`) from the worst severity of the root alarm; by
+    /// default its name: critical, major, minor (TMF621 free text).
     pub severity: String,
-    /// Restoration priority as TMF621's string: "1" for AAA through "4" for ordinary.
+    /// By the policy (`tickets.priority`) from the circuit's assurance level and the root
+    /// alarm's worst severity; by default "1" for AAA through "4" for ordinary.
     pub priority: String,
     pub status: TicketStatus,
     #[serde(serialize_with = "crate::timestamp::serialize")]

@@ -8,7 +8,7 @@ use linewatch::engine::{CommandAction, Engine, Input, Output, TicketCommand};
 use linewatch::inventory::{InventoryChange, ObjectKind};
 use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use linewatch::policy::Policy;
-use linewatch::ticket::{FaultCause, SlaEvent, TicketStatus};
+use linewatch::ticket::{FaultCause, ReminderKind, SlaEvent, TicketStatus};
 use scenario::*;
 
 fn simple_circuit(id: &str, port: &str) -> Input {
@@ -295,17 +295,14 @@ fn acknowledge_and_reclassify_commands_reach_the_ticket() {
     let evs = tickets(&out);
     assert_eq!(evs[0].sla_event, SlaEvent::Acknowledged);
     assert_eq!(evs[0].ticket().status, TicketStatus::InProgress);
-    assert!(!evs
-        .iter()
-        .any(|e| e.sla_event == SlaEvent::AcceptanceOverdue));
+    let due: Vec<ReminderKind> = reminders(&out).iter().map(|r| r.kind).collect();
+    assert!(!due.contains(&ReminderKind::AcceptanceOverdue), "{due:?}");
     assert!(evs.iter().any(|e| e.sla_event
         == SlaEvent::Reclassified {
             cause: FaultCause::Customer
         }));
     // Customer-caused: the 6 h clock stops, so no breach though restored after 8 h.
-    assert!(!evs
-        .iter()
-        .any(|e| e.sla_event == SlaEvent::DeadlineBreached));
+    assert!(!due.contains(&ReminderKind::DeadlineBreached), "{due:?}");
     assert!(evs.iter().any(|e| e.sla_event == SlaEvent::Restored));
 
     let bad = engine.handle(
@@ -341,14 +338,20 @@ fn an_unrestored_fault_breaches_at_its_limit() {
     );
     let evs = tickets(&out);
     // Level A, in a city: 6 h → breach at 16:00; at risk at 80 % of 6 h = 14:48.
-    let at = |ev: SlaEvent| evs.iter().find(|e| e.sla_event == ev).map(|e| e.event_time);
+    let due = reminders(&out);
+    let at = |kind: ReminderKind| {
+        due.iter()
+            .find(|r| r.kind == kind)
+            .map(|r| (r.event_time, r.due_at))
+    };
+    // Both name the restoration deadline as due.
     assert_eq!(
-        at(SlaEvent::DeadlineBreached),
-        Some(sh(2026, 2, 2, 16, 0, 0))
+        at(ReminderKind::DeadlineBreached),
+        Some((sh(2026, 2, 2, 16, 0, 0), sh(2026, 2, 2, 16, 0, 0)))
     );
     assert_eq!(
-        at(SlaEvent::DeadlineAtRisk),
-        Some(sh(2026, 2, 2, 14, 48, 0))
+        at(ReminderKind::DeadlineAtRisk),
+        Some((sh(2026, 2, 2, 14, 48, 0), sh(2026, 2, 2, 16, 0, 0)))
     );
     // Not important (silver, A): joint handling at 3 h, then bulletins every hour.
     let escalated: Vec<_> = evs
@@ -357,11 +360,17 @@ fn an_unrestored_fault_breaches_at_its_limit() {
         .map(|e| e.event_time)
         .collect();
     assert_eq!(escalated, vec![sh(2026, 2, 2, 13, 0, 0)]);
-    let bulletins: Vec<_> = evs
+    let bulletins: Vec<_> = due
         .iter()
-        .filter(|e| matches!(e.sla_event, SlaEvent::BulletinDue { .. }))
-        .map(|e| e.event_time)
+        .filter(|r| r.kind == ReminderKind::BulletinDue)
+        .map(|r| r.event_time)
         .collect();
+    let numbers: Vec<_> = due
+        .iter()
+        .filter(|r| r.kind == ReminderKind::BulletinDue)
+        .filter_map(|r| r.number)
+        .collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<u32>>());
     assert_eq!(bulletins.first(), Some(&sh(2026, 2, 2, 14, 0, 0)));
     assert_eq!(bulletins.len(), 10, "14:00 through 23:00");
 }

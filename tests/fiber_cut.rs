@@ -9,7 +9,7 @@ use linewatch::engine::{Engine, Input};
 use linewatch::inventory::{InventoryChange, ObjectKind};
 use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use linewatch::policy::Policy;
-use linewatch::ticket::{SlaEvent, TicketEvent, TicketStatus};
+use linewatch::ticket::{ReminderKind, SlaEvent, SlaReminder, TicketEvent, TicketStatus};
 use scenario::*;
 
 const ASSURANCE: [AssuranceLevel; 4] = [
@@ -179,18 +179,25 @@ fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
         );
     }
 
+    let reminders = reminders(&out);
     for (id, evs) in &per_ticket {
         let t0 = evs[0].ticket();
+        let due: Vec<&SlaReminder> = reminders
+            .iter()
+            .copied()
+            .filter(|r| &r.ticket_id == id)
+            .collect();
+        let kinds_due: Vec<ReminderKind> = due.iter().map(|r| r.kind).collect();
         let idx: usize = t0.related_entity[0].id[1..].parse().expect("circuit index");
         let important = matches!(CUSTOMER[idx % 5], CustomerLevel::Gold | CustomerLevel::Key)
             || ASSURANCE[idx % 4] == AssuranceLevel::Aaa;
-        let kinds: Vec<&SlaEvent> = evs.iter().map(|e| &e.sla_event).collect();
         // Nobody accepted the ticket: acceptance overdue at 10:10.
-        let overdue = evs
+        let overdue = due
             .iter()
-            .find(|e| e.sla_event == SlaEvent::AcceptanceOverdue)
+            .find(|r| r.kind == ReminderKind::AcceptanceOverdue)
             .expect("overdue");
         assert_eq!(overdue.event_time, sh(2026, 3, 10, 10, 10, 0));
+        assert_eq!(overdue.due_at, sh(2026, 3, 10, 10, 10, 0));
         // Restored by the last clear, 11:20:30, before any restoration deadline.
         let restored = evs
             .iter()
@@ -199,8 +206,8 @@ fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
         assert_eq!(restored.event_time, sh(2026, 3, 10, 11, 20, 30), "{id}");
         assert_eq!(restored.ticket().status, TicketStatus::Resolved);
         assert!(
-            !kinds.contains(&&SlaEvent::DeadlineBreached),
-            "{id}: {kinds:?}"
+            !kinds_due.contains(&ReminderKind::DeadlineBreached),
+            "{id}: {kinds_due:?}"
         );
         // Only important circuits reached an escalation (joint handling at 11:00).
         let escalations = evs
@@ -209,10 +216,10 @@ fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
             .count();
         assert_eq!(escalations, usize::from(important), "{id}");
         // Feedback: gold and key every 30 min → 10:30 and 11:00; silver hourly → 11:00.
-        let feedback: Vec<_> = evs
+        let feedback: Vec<_> = due
             .iter()
-            .filter(|e| matches!(e.sla_event, SlaEvent::FeedbackDue { .. }))
-            .map(|e| e.event_time)
+            .filter(|r| r.kind == ReminderKind::FeedbackDue)
+            .map(|r| r.event_time)
             .collect();
         let expected_feedback = match CUSTOMER[idx % 5] {
             CustomerLevel::Gold | CustomerLevel::Key => {
@@ -223,11 +230,17 @@ fn fiber_cut_gives_one_ticket_per_circuit_with_the_link_as_root_cause() {
         };
         assert_eq!(feedback, expected_feedback, "{id}");
         // Cause and result to the customer within 30 min of restoration: 11:50:30.
-        let post = evs
+        let post = due
             .iter()
-            .find(|e| e.sla_event == SlaEvent::PostRestoreFeedbackDue)
+            .find(|r| r.kind == ReminderKind::PostRestoreFeedbackDue)
             .expect("post-restore feedback");
         assert_eq!(post.event_time, sh(2026, 3, 10, 11, 50, 30));
+        // Reminders are numbered on their own, without gaps; ticket events never carry
+        // them (a reminder changes no field of the ticket).
+        for (n, r) in due.iter().enumerate() {
+            assert_eq!(r.event_id, format!("{id}-R{n:04}"));
+            assert_eq!(&r.circuit_id, &t0.related_entity[0].id);
+        }
         // The ticket ends closed, and its event ids are unique and in sequence.
         assert_eq!(evs.last().map(|e| &e.sla_event), Some(&SlaEvent::Closed));
         for (n, e) in evs.iter().enumerate() {

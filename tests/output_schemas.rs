@@ -1,6 +1,7 @@
 //! Every record the engine writes matches the JSON schema of its topic in `topics/`: the
 //! replay example (a fibre cut, a warning, a malformed line, a command, planned works
-//! announced late) is replayed and each output line is validated.
+//! announced late) is replayed and each output line is validated, SLA reminders included;
+//! and the reminder schema refuses what a reminder must not be.
 
 use std::fs;
 use std::path::Path;
@@ -36,6 +37,7 @@ fn every_output_record_matches_its_topic_schema() {
 
     let files = [
         ("tickets.jsonl", "ticket-event.schema.json"),
+        ("reminders.jsonl", "sla-reminder.schema.json"),
         ("circuits-status.jsonl", "line-status.schema.json"),
         ("warnings.jsonl", "sla-warning.schema.json"),
         ("kpi.jsonl", "kpi-circuit.schema.json"),
@@ -61,4 +63,54 @@ fn every_output_record_matches_its_topic_schema() {
         }
         assert!(n > 0, "{file} is empty: the example should exercise it");
     }
+}
+
+#[test]
+fn the_reminder_schema_holds_reminders_to_their_form() {
+    let v = validator("sla-reminder.schema.json");
+    let good = serde_json::json!({
+        "eventId": "TT-0123456789abcdef-R0002",
+        "ticketId": "TT-0123456789abcdef",
+        "circuitId": "C1",
+        "kind": "feedbackDue",
+        "number": 2,
+        "dueAt": "2026-03-10T02:30:00Z",
+        "eventTime": "2026-03-10T02:30:00Z",
+        "action": "send the customer progress feedback",
+        "leadTeam": "transport",
+        "customerLevel": "gold",
+        "assuranceLevel": "AA",
+        "ticketStatus": "inProgress"
+    });
+    assert!(
+        v.is_valid(&good),
+        "{:?}",
+        v.iter_errors(&good)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+    );
+    let bad = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut r = good.clone();
+        edit(&mut r);
+        !v.is_valid(&r)
+    };
+    assert!(bad(&|r| r["kind"] = "bulletin".into()), "unknown kind");
+    assert!(
+        bad(&|r| {
+            r.as_object_mut().map(|o| o.remove("number"));
+        }),
+        "feedback without its number"
+    );
+    assert!(
+        bad(&|r| r["kind"] = "deadlineBreached".into()),
+        "a number on a breach"
+    );
+    assert!(
+        bad(&|r| r["eventId"] = "TT-0123456789abcdef-0002".into()),
+        "a ticket event id"
+    );
+    assert!(
+        bad(&|r| r["event"] = serde_json::json!({})),
+        "a whole ticket"
+    );
 }

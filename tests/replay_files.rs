@@ -97,7 +97,12 @@ fn replay_is_byte_identical_and_rejects_bad_lines_with_their_place() {
     assert_eq!(s1.tickets_opened, 3, "the card carries three circuits");
     assert_eq!(s1.rejected, 1);
 
-    for name in ["tickets.jsonl", "circuits-status.jsonl", "rejections.jsonl"] {
+    for name in [
+        "tickets.jsonl",
+        "reminders.jsonl",
+        "circuits-status.jsonl",
+        "rejections.jsonl",
+    ] {
         let a = fs::read(out1.path().join(name)).expect("read");
         let b = fs::read(out2.path().join(name)).expect("read");
         assert_eq!(a, b, "{name} differs between two replays");
@@ -133,13 +138,24 @@ fn replay_is_byte_identical_and_rejects_bad_lines_with_their_place() {
         .filter(|e| e["slaEvent"]["kind"] == "closed")
         .count();
     assert_eq!(closed, 3);
-    // Each with its written report overdue at Wednesday 00:00 Shanghai time.
-    let overdue: Vec<_> = events
-        .iter()
-        .filter(|e| e["slaEvent"]["kind"] == "writtenReportDue")
-        .map(|e| e["eventTime"].as_str())
+    // Each with its written report overdue at Wednesday 00:00 Shanghai time: a reminder,
+    // not a ticket event (the ticket does not change).
+    let reminders = fs::read_to_string(out1.path().join("reminders.jsonl")).expect("read");
+    let reminders: Vec<serde_json::Value> = reminders
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
-    assert_eq!(overdue, vec![Some("2026-05-05T16:00:00Z"); 3]);
+    assert_eq!(s1.reminders, reminders.len() as u64);
+    let overdue: Vec<_> = reminders
+        .iter()
+        .filter(|e| e["kind"] == "writtenReportDue")
+        .map(|e| (e["eventTime"].as_str(), e["dueAt"].as_str()))
+        .collect();
+    let wednesday = Some("2026-05-05T16:00:00Z");
+    assert_eq!(overdue, vec![(wednesday, wednesday); 3]);
+    assert!(!events
+        .iter()
+        .any(|e| e["slaEvent"]["kind"] == "writtenReportDue"));
 }
 
 proptest::proptest! {

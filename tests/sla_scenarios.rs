@@ -11,7 +11,7 @@ use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
 use linewatch::maintenance::MaintenanceWindow;
 use linewatch::policy::Policy;
 use linewatch::sla::{CircuitFigures, Status};
-use linewatch::ticket::{FaultCause, SlaEvent};
+use linewatch::ticket::{FaultCause, ReminderKind, SlaEvent};
 use scenario::*;
 
 /// The last figures emitted for `circuit` and `period`.
@@ -446,21 +446,15 @@ fn a_customer_caused_fault_does_not_escalate() {
         reclassified.ticket().sla.escalations.is_empty(),
         "no escalation to come"
     );
-    let escalating: Vec<_> = events
-        .iter()
-        .filter(|t| {
-            matches!(
-                t.sla_event,
-                SlaEvent::Escalated { .. } | SlaEvent::BulletinDue { .. }
-            )
-        })
-        .map(|t| (t.event_time, t.sla_event.clone()))
+    let escalating: Vec<_> = timeline(&out)
+        .into_iter()
+        .filter(|(_, kind, _)| kind == "escalated" || kind == "bulletinDue")
         .collect();
     assert_eq!(escalating, vec![]);
     // The gold customer is still told of progress every 30 min.
-    assert!(events
+    assert!(reminders(&out)
         .iter()
-        .any(|t| matches!(t.sla_event, SlaEvent::FeedbackDue { .. })));
+        .any(|r| r.kind == ReminderKind::FeedbackDue));
 }
 
 #[test]
@@ -634,19 +628,22 @@ fn a_new_fault_does_not_drop_the_post_restore_feedback_of_the_last_ticket() {
         );
         let events = tickets(&out);
         let old = events[0].ticket().id.clone();
-        let of_old: Vec<_> = events
-            .iter()
-            .filter(|t| t.ticket().id == old)
-            .map(|t| (t.sla_event.clone(), t.event_time))
+        let of_old: Vec<_> = timeline(&out)
+            .into_iter()
+            .filter(|(id, _, _)| *id == old)
+            .map(|(_, kind, at)| (kind, at))
             .collect();
         assert_eq!(
             of_old,
             vec![
-                (SlaEvent::Opened, sh(2026, 5, 4, 2, 0, 0)),
-                (SlaEvent::AcceptanceOverdue, sh(2026, 5, 4, 2, 10, 0)),
-                (SlaEvent::Restored, sh(2026, 5, 4, 2, 20, 0)),
-                (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 4, 2, 50, 0)),
-                (SlaEvent::Closed, sh(2026, 5, 4, 2, 50, 0)),
+                ("opened".to_string(), sh(2026, 5, 4, 2, 0, 0)),
+                ("acceptanceOverdue".to_string(), sh(2026, 5, 4, 2, 10, 0)),
+                ("restored".to_string(), sh(2026, 5, 4, 2, 20, 0)),
+                (
+                    "postRestoreFeedbackDue".to_string(),
+                    sh(2026, 5, 4, 2, 50, 0)
+                ),
+                ("closed".to_string(), sh(2026, 5, 4, 2, 50, 0)),
             ],
             "new fault at {again}"
         );
@@ -687,12 +684,23 @@ fn restored_friday(
     (engine, out)
 }
 
-/// The ticket's SLA events after its restoration, with their times.
-fn after_restoration(out: &[Output]) -> Vec<(SlaEvent, chrono::DateTime<chrono::Utc>)> {
-    tickets(out)
-        .iter()
-        .skip_while(|t| t.sla_event != SlaEvent::Restored)
-        .map(|t| (t.sla_event.clone(), t.event_time))
+/// The ticket's events and reminders after its restoration, by kind, with their times.
+fn after_restoration(out: &[Output]) -> Vec<(&'static str, chrono::DateTime<chrono::Utc>)> {
+    let kinds = [
+        "opened",
+        "restored",
+        "postRestoreFeedbackDue",
+        "writtenReportDue",
+        "writtenReportSent",
+        "closed",
+    ];
+    timeline(out)
+        .into_iter()
+        .skip_while(|(_, kind, _)| kind != "restored")
+        .map(|(_, kind, at)| {
+            let known = kinds.iter().find(|k| **k == kind);
+            (*known.unwrap_or(&"other"), at)
+        })
         .collect()
 }
 
@@ -712,10 +720,10 @@ fn a_gold_customer_gets_a_written_report_within_two_working_days() {
     assert_eq!(
         after_restoration(&out),
         vec![
-            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
-            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
-            (SlaEvent::WrittenReportDue, due),
-            (SlaEvent::Closed, due),
+            ("restored", sh(2026, 5, 8, 15, 0, 0)),
+            ("postRestoreFeedbackDue", sh(2026, 5, 8, 15, 30, 0)),
+            ("writtenReportDue", due),
+            ("closed", due),
         ]
     );
     // While down there is no report deadline yet.
@@ -732,10 +740,10 @@ fn a_gold_customer_gets_a_written_report_within_two_working_days() {
     assert_eq!(
         after_restoration(&out),
         vec![
-            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
-            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
-            (SlaEvent::WrittenReportSent, monday),
-            (SlaEvent::Closed, monday),
+            ("restored", sh(2026, 5, 8, 15, 0, 0)),
+            ("postRestoreFeedbackDue", sh(2026, 5, 8, 15, 30, 0)),
+            ("writtenReportSent", monday),
+            ("closed", monday),
         ]
     );
     let sent = tickets(&out)
@@ -750,9 +758,9 @@ fn a_gold_customer_gets_a_written_report_within_two_working_days() {
     assert_eq!(
         after_restoration(&out),
         vec![
-            (SlaEvent::Restored, sh(2026, 5, 8, 15, 0, 0)),
-            (SlaEvent::PostRestoreFeedbackDue, sh(2026, 5, 8, 15, 30, 0)),
-            (SlaEvent::Closed, sh(2026, 5, 8, 15, 30, 0)),
+            ("restored", sh(2026, 5, 8, 15, 0, 0)),
+            ("postRestoreFeedbackDue", sh(2026, 5, 8, 15, 30, 0)),
+            ("closed", sh(2026, 5, 8, 15, 30, 0)),
         ]
     );
 }
@@ -858,15 +866,12 @@ fn a_superseded_ticket_takes_its_written_report() {
     assert_eq!(
         after_restoration(&out)
             .into_iter()
-            .filter(|(e, _)| matches!(
-                e,
-                SlaEvent::WrittenReportSent | SlaEvent::Closed | SlaEvent::Opened
-            ))
+            .filter(|(e, _)| matches!(*e, "writtenReportSent" | "closed" | "opened"))
             .collect::<Vec<_>>(),
         vec![
-            (SlaEvent::Opened, sh(2026, 5, 11, 9, 0, 0)),
-            (SlaEvent::WrittenReportSent, monday),
-            (SlaEvent::Closed, monday),
+            ("opened", sh(2026, 5, 11, 9, 0, 0)),
+            ("writtenReportSent", monday),
+            ("closed", monday),
         ]
     );
     let first = tickets(&out)[0].ticket().id.clone();

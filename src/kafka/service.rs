@@ -84,6 +84,7 @@ pub struct TopicNames {
     pub maintenance: String,
     pub commands: String,
     pub tickets: String,
+    pub reminders: String,
     pub line_status: String,
     pub warnings: String,
     pub figures: String,
@@ -106,6 +107,7 @@ impl TopicNames {
             maintenance: p("maintenance.windows"),
             commands: p("tickets.commands"),
             tickets: p("tickets.events"),
+            reminders: p("sla.reminders"),
             line_status: p("circuits.status"),
             warnings: p("sla.warnings"),
             figures: p("kpi.circuits"),
@@ -122,6 +124,7 @@ impl TopicNames {
     fn sink(&self, sink: Sink) -> &str {
         match sink {
             Sink::Tickets => &self.tickets,
+            Sink::Reminders => &self.reminders,
             Sink::Status => &self.line_status,
             Sink::Warnings => &self.warnings,
             Sink::Figures => &self.figures,
@@ -2146,7 +2149,7 @@ impl Core {
                     down = i.down_count,
                     "incident"
                 ),
-                Output::Line(_) | Output::Figures(_) => {}
+                Output::Reminder(_) | Output::Line(_) | Output::Figures(_) => {}
             }
             match output.to_json() {
                 Ok(bytes) => self.pending.push(Out {

@@ -334,6 +334,7 @@ pub fn replay(
     };
     Outputs {
         tickets: read("tickets.jsonl"),
+        reminders: read("reminders.jsonl"),
         kpi: read("kpi.jsonl"),
         incidents: read("incidents.jsonl"),
         rejections: read("rejections.jsonl"),
@@ -676,6 +677,7 @@ pub fn wait_quiescent(
     let consumer = plain_consumer(bootstrap, &common::unique_name("probe"));
     let watched = [
         t.tickets.as_str(),
+        t.reminders.as_str(),
         t.figures.as_str(),
         t.incidents.as_str(),
         t.impacts.as_str(),
@@ -713,6 +715,7 @@ pub fn wait_quiescent(
 #[derive(Debug, Default)]
 pub struct Outputs {
     pub tickets: Vec<Value>,
+    pub reminders: Vec<Value>,
     pub kpi: Vec<Value>,
     pub incidents: Vec<Value>,
     pub rejections: Vec<Value>,
@@ -724,6 +727,7 @@ impl Outputs {
         std::fs::create_dir_all(dir).expect("dir");
         for (name, records) in [
             ("tickets.jsonl", &self.tickets),
+            ("reminders.jsonl", &self.reminders),
             ("kpi.jsonl", &self.kpi),
             ("incidents.jsonl", &self.incidents),
             ("rejections.jsonl", &self.rejections),
@@ -745,6 +749,7 @@ pub fn read_outputs(bootstrap: &str, t: &TopicNames) -> Outputs {
     };
     Outputs {
         tickets: values(&t.tickets),
+        reminders: values(&t.reminders),
         kpi: values(&t.figures),
         incidents: values(&t.incidents),
         rejections: values(&t.rejected),
@@ -833,8 +838,15 @@ pub fn final_kpis(records: &[Value]) -> BTreeMap<String, Value> {
 }
 
 /// Assert that a run's committed output is what the replay gives: the same tickets in the
-/// same final state, the same final figures, the same final incidents.
+/// same final state, the same SLA reminders, the same final figures, the same final
+/// incidents.
 pub fn assert_same_answers(run: &Outputs, replay: &Outputs) {
+    let by_id = |records: &[Value]| {
+        last_by(records, |r| {
+            r["eventId"].as_str().unwrap_or_default().to_string()
+        })
+    };
+    assert_same_maps("reminder", &by_id(&run.reminders), &by_id(&replay.reminders));
     assert_same_maps(
         "ticket",
         &final_tickets(&run.tickets),

@@ -11,7 +11,7 @@ use linewatch::inventory::{
     Circuit, Customer, ObjectKind, PathElement, Route, RouteRole, ServiceKind,
 };
 use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
-use linewatch::ticket::TicketEvent;
+use linewatch::ticket::{SlaReminder, TicketEvent};
 
 /// A local time in Asia/Shanghai, as UTC.
 pub fn sh(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -124,6 +124,39 @@ pub fn tickets(out: &[Output]) -> Vec<&TicketEvent> {
     out.iter()
         .filter_map(|o| match o {
             Output::Ticket(t) => Some(t.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn reminders(out: &[Output]) -> Vec<&SlaReminder> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Reminder(r) => Some(r.as_ref()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ticket events and reminders in output order, as (ticket id, kind as the topics name it:
+/// `opened`, `feedbackDue`, ..., event time).
+pub fn timeline(out: &[Output]) -> Vec<(String, String, DateTime<Utc>)> {
+    let name = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => s,
+        v => v["kind"].as_str().unwrap_or_default().to_string(),
+    };
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Ticket(t) => Some((
+                t.ticket().id.clone(),
+                name(serde_json::to_value(&t.sla_event).unwrap_or_default()),
+                t.event_time,
+            )),
+            Output::Reminder(r) => Some((
+                r.ticket_id.clone(),
+                name(serde_json::to_value(r.kind).unwrap_or_default()),
+                r.event_time,
+            )),
             _ => None,
         })
         .collect()
