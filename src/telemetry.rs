@@ -87,7 +87,7 @@ pub fn describe() {
     );
     describe_counter!(
         TICKET_EVENTS,
-        "Committed ticket events, by SLA event kind (opened, restored, deadlineBreached, ...)"
+        "Committed ticket events, by SLA event kind (opened, restored, escalated, ...)"
     );
     describe_counter!(
         TRANSACTIONS,
