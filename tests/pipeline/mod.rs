@@ -846,7 +846,11 @@ pub fn assert_same_answers(run: &Outputs, replay: &Outputs) {
             r["eventId"].as_str().unwrap_or_default().to_string()
         })
     };
-    assert_same_maps("reminder", &by_id(&run.reminders), &by_id(&replay.reminders));
+    assert_same_maps(
+        "reminder",
+        &by_id(&run.reminders),
+        &by_id(&replay.reminders),
+    );
     assert_same_maps(
         "ticket",
         &final_tickets(&run.tickets),
