@@ -161,6 +161,17 @@ struct BenchKafkaArgs {
     /// Folder for the service's logs.
     #[arg(long, default_value = "target/bench", value_name = "DIR")]
     log_dir: PathBuf,
+
+    /// Process id of the broker, when it runs on this machine (e.g. `$(pgrep -f
+    /// kafka.Kafka)`): its CPU time is then measured in each phase too, so that the service
+    /// and the raw pipe are compared by the CPU they and the broker spend per alarm, a
+    /// figure that holds on a machine shared with other work.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
+
+    /// Leave the bench's topics on the cluster after the run (they are deleted by default).
+    #[arg(long)]
+    keep_topics: bool,
 }
 
 #[derive(Debug, Args)]
@@ -1165,7 +1176,7 @@ fn bench_storm(args: &BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
-    use linewatch::kafka::bench::{committed_and_end, raw_pipe, start_service};
+    use linewatch::kafka::bench::{committed_and_end_with, offsets_probe, raw_pipe, start_service};
     use linewatch::kafka::send::Publisher;
     use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
     use std::collections::HashMap;
@@ -1222,6 +1233,14 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     );
 
     // 1. The raw pipe.
+    let cpu = |pid: Option<u32>| -> f64 {
+        pid.map_or(0.0, |p| {
+            linewatch::kafka::bench::thread_cpu_seconds(p)
+                .values()
+                .sum()
+        })
+    };
+    let (raw_cpu_before, raw_broker_before) = (cpu(Some(std::process::id())), cpu(args.broker_pid));
     let raw_seconds = raw_pipe(
         b,
         x,
@@ -1231,19 +1250,27 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         n,
     )?;
     let raw_rate = n as f64 / raw_seconds.max(1e-9);
+    let raw_cpu = cpu(Some(std::process::id())) - raw_cpu_before;
+    let raw_broker_cpu = cpu(args.broker_pid) - raw_broker_before;
     eprintln!("bench: raw pipe {n} in {raw_seconds:.2} s = {raw_rate:.0}/s");
 
     // 2. The service, through both stages.
     let mut service = start_service(b, &prefix, &group, &args.log_dir.join("service.log"))?;
+    let fanout_probe = offsets_probe(b, x, &format!("{group}-fanout"))?;
+    let circuits_probe = offsets_probe(b, x, &format!("{group}-circuits"))?;
     let mut started = None;
+    let mut cpu_before = std::collections::BTreeMap::new();
+    let mut broker_before = 0.0;
     let mut last = (0, 0);
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         std::thread::sleep(Duration::from_millis(100));
-        let (fan, end) = committed_and_end(b, x, &format!("{group}-fanout"), &names.alarms)?;
-        let (cir, cir_end) = committed_and_end(b, x, &format!("{group}-circuits"), &names.impacts)?;
+        let (fan, end) = committed_and_end_with(&fanout_probe, &names.alarms)?;
+        let (cir, cir_end) = committed_and_end_with(&circuits_probe, &names.impacts)?;
         if fan > 0 && started.is_none() {
             started = Some(Instant::now());
+            cpu_before = linewatch::kafka::bench::thread_cpu_seconds(service.id());
+            broker_before = cpu(args.broker_pid);
         }
         if (fan, cir) != last {
             last = (fan, cir);
@@ -1260,8 +1287,14 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let service_seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64()).max(1e-9);
+    let service_cpu = linewatch::kafka::bench::cpu_used(
+        &cpu_before,
+        &linewatch::kafka::bench::thread_cpu_seconds(service.id()),
+    );
+    let service_cpu_total: f64 = service_cpu.values().sum();
+    let service_broker_cpu = cpu(args.broker_pid) - broker_before;
     let service_rate = n as f64 / service_seconds;
-    eprintln!("bench: service {n} in {service_seconds:.2} s = {service_rate:.0}/s");
+    eprintln!("bench: service {n} in {service_seconds:.2} s = {service_rate:.0}/s, {service_cpu_total:.2} s of CPU ({:.1} µs per alarm)", service_cpu_total * 1e6 / n.max(1) as f64);
     // What the service wrote for those alarms, internal topics and changelogs included
     // (the last stage may still be writing incidents; counted as it stands).
     let (_, input_bytes) = linewatch::kafka::bench::written(b, x, &[&names.alarms])?;
@@ -1441,6 +1474,13 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         "serviceAlarmsPerSecond": service_rate,
         "ratioToRawPipe": service_rate / raw_rate,
         "writtenRecordsPerAlarm": out_records as f64 / n.max(1) as f64,
+        "serviceCpuSeconds": service_cpu_total,
+        "serviceCpuMicrosPerAlarm": service_cpu_total * 1e6 / n.max(1) as f64,
+        "serviceCpuSecondsByThread": service_cpu,
+        "rawPipeCpuMicrosPerAlarm": raw_cpu * 1e6 / n.max(1) as f64,
+        "brokerCpuMicrosPerAlarmRawPipe": args.broker_pid.map(|_| raw_broker_cpu * 1e6 / n.max(1) as f64),
+        "brokerCpuMicrosPerAlarmService": args.broker_pid.map(|_| service_broker_cpu * 1e6 / n.max(1) as f64),
+        "cpuRatioToRawPipe": args.broker_pid.map(|_| (raw_cpu + raw_broker_cpu) / (service_cpu_total + service_broker_cpu).max(1e-9)),
         "writtenBytesPerInputByte": out_bytes as f64 / input_bytes.max(1) as f64,
         "latencyRate": rate,
         "latencyTickets": latencies.len(),
@@ -1456,6 +1496,12 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         "restoreSecondsPerMillionCircuits": restore_seconds.map(|s| s * 1e6 / args.circuits.max(1) as f64),
     });
     println!("{figures}");
+    // The bench's topics hold a gigabyte or more per run: left behind, they would weigh on
+    // the broker (its log cleaner, its memory) in every later run.
+    if !args.keep_topics {
+        let names: Vec<String> = plans.iter().map(|p| p.name.clone()).collect();
+        runtime()?.block_on(admin.delete(&names))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,7 +2,7 @@
 //! throughput with exactly-once on, alarm-to-ticket latency at half that rate, and the
 //! time to restore a stage's state. Measurements, not tests: figures go to BENCHMARKS.md.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,24 +112,36 @@ pub fn raw_pipe(
     Ok(first.map_or(0.0, |t| t.elapsed().as_secs_f64()))
 }
 
-/// The next offset committed by `group` on every partition of `topic`, summed, and the
-/// sum of the partitions' high watermarks.
+/// A client of `group` for [`committed_and_end_with`]: one made once and asked every
+/// 100 ms costs the broker a metadata, watermark and offset query each time, where a new
+/// client each time added its connection and handshake to the broker's load in the very
+/// phase whose CPU is measured.
 ///
 /// # Errors
 /// Kafka errors.
-pub fn committed_and_end(
+pub fn offsets_probe(
     bootstrap: &str,
     overrides: &[ClientOverride],
     group: &str,
-    topic: &str,
-) -> Result<(i64, i64), KafkaError> {
+) -> Result<BaseConsumer, KafkaError> {
     // read_uncommitted: a read_committed client asks for stable offsets (KIP-447), which
     // the broker withholds while a transaction holds pending offsets of the group, and
     // the query timed out now and then under load ("Meta data fetch error").
-    let consumer: BaseConsumer = client_config(bootstrap, overrides)
+    client_config(bootstrap, overrides)
         .set("group.id", group)
         .set("isolation.level", "read_uncommitted")
-        .create()?;
+        .create()
+}
+
+/// The next offset committed by the probe's group on every partition of `topic`, summed,
+/// and the sum of the partitions' high watermarks.
+///
+/// # Errors
+/// Kafka errors.
+pub fn committed_and_end_with(
+    consumer: &BaseConsumer,
+    topic: &str,
+) -> Result<(i64, i64), KafkaError> {
     // A busy single broker can miss one metadata deadline; a bench run should not end on it.
     let mut attempt = 0;
     let md = loop {
@@ -268,6 +280,57 @@ impl ServiceProcess {
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
     }
+}
+
+/// The CPU time (user and system, in seconds) each thread of process `pid` has used, summed
+/// by thread name, librdkafka's threads (`rdk:…`) under one name: read from `/proc`, so
+/// empty where there is none. Linux reports it in ticks of 1/100 s.
+pub fn thread_cpu_seconds(pid: u32) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (name) state ppid ...": the name may hold spaces; what follows its ')' is
+        // fields 3 on, utime and stime being fields 14 and 15.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat.get(open + 1..close).unwrap_or_default();
+        let name = if name.starts_with("rdk:") {
+            "librdkafka"
+        } else {
+            name
+        };
+        let fields: Vec<&str> = stat
+            .get(close + 1..)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        *by_name.entry(name.to_string()).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    by_name
+}
+
+/// What each thread name used between two [`thread_cpu_seconds`] readings.
+pub fn cpu_used(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, t)| (name.clone(), t - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, t)| *t > 0.0)
+        .collect()
 }
 
 impl Drop for ServiceProcess {

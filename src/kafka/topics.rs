@@ -751,6 +751,37 @@ impl TopicAdmin {
             .operation_timeout(Some(self.timeout))
     }
 
+    /// Deletes the named topics (the bench's own, after a run). Topics the cluster does
+    /// not know are skipped.
+    ///
+    /// # Errors
+    /// [`TopicsError::Admin`] when the cluster cannot be reached or refuses the request.
+    pub async fn delete(&self, names: &[String]) -> Result<(), TopicsError> {
+        let live = self.live_topics().await?;
+        let names: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| live.contains_key(*n))
+            .collect();
+        if names.is_empty() {
+            return Ok(());
+        }
+        let results = self
+            .client
+            .delete_topics(&names, &self.options())
+            .await
+            .map_err(|error| TopicsError::Admin {
+                operation: "DeleteTopics",
+                error,
+            })?;
+        for result in results {
+            if let Err((topic, code)) = result {
+                tracing::warn!(topic, error = %code, "topic not deleted");
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the planned topics that do not exist yet and waits until every partition of
     /// them has a leader, so that producers started right after do not race the cluster.
     /// Existing topics are never altered.
