@@ -172,6 +172,11 @@ struct BenchKafkaArgs {
     /// Leave the bench's topics on the cluster after the run (they are deleted by default).
     #[arg(long)]
     keep_topics: bool,
+
+    /// A librdkafka client property for every client of the run, the raw pipe's and the
+    /// service's alike, e.g. -X compression.type=lz4. Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = linewatch::kafka::parse_client_override)]
+    client_overrides: Vec<ClientOverride>,
 }
 
 #[derive(Debug, Args)]
@@ -1181,7 +1186,7 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
     use std::collections::HashMap;
     let b = args.bootstrap_servers.as_str();
-    let x: &[ClientOverride] = &[];
+    let x: &[ClientOverride] = &args.client_overrides;
     let prefix = format!("bench-{}-", std::process::id());
     let group = format!("bench-{}", std::process::id());
     std::fs::create_dir_all(&args.log_dir)?;
@@ -1255,7 +1260,7 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     eprintln!("bench: raw pipe {n} in {raw_seconds:.2} s = {raw_rate:.0}/s");
 
     // 2. The service, through both stages.
-    let mut service = start_service(b, &prefix, &group, &args.log_dir.join("service.log"))?;
+    let mut service = start_service(b, x, &prefix, &group, &args.log_dir.join("service.log"))?;
     let fanout_probe = offsets_probe(b, x, &format!("{group}-fanout"))?;
     let circuits_probe = offsets_probe(b, x, &format!("{group}-circuits"))?;
     let mut started = None;
@@ -1439,7 +1444,7 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         .status();
     let _ = service.wait();
     let restore_log = args.log_dir.join("service-restart.log");
-    let mut again = start_service(b, &prefix, &group, &restore_log)?;
+    let mut again = start_service(b, x, &prefix, &group, &restore_log)?;
     let mut restored = Vec::new();
     let until = Instant::now() + Duration::from_secs(300);
     while restored.len() < 3 && Instant::now() < until {

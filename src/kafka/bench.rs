@@ -342,12 +342,14 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// Start `linewatch run` (this executable) on the bench's topics, its log in `log`.
+/// Start `linewatch run` (this executable) on the bench's topics, its log in `log`, with
+/// the bench's client properties (`-X`), so that it and the raw pipe run alike.
 ///
 /// # Errors
 /// When the process cannot be started.
 pub fn start_service(
     bootstrap: &str,
+    overrides: &[ClientOverride],
     prefix: &str,
     group: &str,
     log: &Path,
@@ -367,6 +369,11 @@ pub fn start_service(
             "--http-listen",
             "127.0.0.1:0",
         ])
+        .args(
+            overrides
+                .iter()
+                .flat_map(|(k, v)| ["-X".to_string(), format!("{k}={v}")]),
+        )
         .stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file)
