@@ -309,48 +309,84 @@ pub const ATTRIBUTE_CHANGE_EVENT: &str = "TroubleTicketAttributeValueChangeEvent
 /// `fieldPath`, and a change of them alone is no event.
 const TIME_FIELDS: [&str; 2] = ["lastUpdate", "sla.downMinutes"];
 
-/// Extension objects of the ticket whose fields `fieldPath` names one by one
-/// (`sla.restoreBy`); TMF621's own fields are named whole (`relatedParty`).
-const NESTED_FIELDS: [&str; 2] = ["rootCause", "sla"];
-
 /// The fields of the ticket that differ between two versions of it, as `fieldPath`
 /// names them, sorted by name (not by the JSON map's order, which a serde_json feature
-/// changes); time-driven fields left out.
+/// changes); time-driven fields left out. TMF621's own fields are named whole
+/// (`relatedParty`), the extension objects field by field (`sla.restoreBy`). Compared as
+/// typed values: building both tickets as JSON trees was 8 % of the circuit stage.
 pub fn changed_fields(before: &TroubleTicket, after: &TroubleTicket) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(b)), Ok(serde_json::Value::Object(a))) =
-        (serde_json::to_value(before), serde_json::to_value(after))
-    else {
-        return Vec::new();
-    };
+    let (b, a) = (before, after);
     let mut out = Vec::new();
-    let mut push = |path: String| {
-        if !TIME_FIELDS.contains(&path.as_str()) {
-            out.push(path);
-        }
-    };
-    let null = serde_json::Value::Null;
-    let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
-    for key in keys {
-        let (old, new) = (b.get(key).unwrap_or(&null), a.get(key).unwrap_or(&null));
-        if old == new {
-            continue;
-        }
-        match (old, new) {
-            (serde_json::Value::Object(o), serde_json::Value::Object(n))
-                if NESTED_FIELDS.contains(&key.as_str()) =>
-            {
-                let inner = n.keys().chain(o.keys().filter(|k| !n.contains_key(*k)));
-                for k in inner {
-                    if o.get(k) != n.get(k) {
-                        push(format!("{key}.{k}"));
-                    }
-                }
-            }
-            _ => push(key.clone()),
-        }
+    // Every field named, so that a field added to the ticket fails to compile here until
+    // it is compared too.
+    let TroubleTicket {
+        id: _,
+        name: _,
+        description: _,
+        ticket_type: _,
+        severity: _,
+        priority: _,
+        status: _,
+        creation_date: _,
+        last_update: _,
+        expected_resolution_date: _,
+        resolution_date: _,
+        related_entity: _,
+        related_party: _,
+        root_cause: _,
+        sla: _,
+        at_type: _,
+        base_type: _,
+    } = b;
+    // TMF621's own fields, compared as they are (`lastUpdate` moves with time alone).
+    let own: [(&str, bool); 15] = [
+        ("id", b.id != a.id),
+        ("name", b.name != a.name),
+        ("description", b.description != a.description),
+        ("ticketType", b.ticket_type != a.ticket_type),
+        ("severity", b.severity != a.severity),
+        ("priority", b.priority != a.priority),
+        ("status", b.status != a.status),
+        ("creationDate", b.creation_date != a.creation_date),
+        (
+            "expectedResolutionDate",
+            b.expected_resolution_date != a.expected_resolution_date,
+        ),
+        ("resolutionDate", b.resolution_date != a.resolution_date),
+        ("relatedEntity", b.related_entity != a.related_entity),
+        ("relatedParty", b.related_party != a.related_party),
+        ("@type", b.at_type != a.at_type),
+        ("@baseType", b.base_type != a.base_type),
+        ("lastUpdate", false),
+    ];
+    out.extend(own.iter().filter(|(_, c)| *c).map(|(k, _)| k.to_string()));
+    // The extension objects, field by field as their JSON names them; only when they
+    // differ at all (most changes touch one of them, and a few of their fields).
+    if b.root_cause != a.root_cause {
+        nested_changes("rootCause", &b.root_cause, &a.root_cause, &mut out);
     }
+    if b.sla != a.sla {
+        nested_changes("sla", &b.sla, &a.sla, &mut out);
+    }
+    out.retain(|path| !TIME_FIELDS.contains(&path.as_str()));
     out.sort();
     out
+}
+
+/// The fields of an extension object that differ, as `<name>.<field>`.
+fn nested_changes<T: Serialize>(name: &str, before: &T, after: &T, out: &mut Vec<String>) {
+    let (Ok(serde_json::Value::Object(o)), Ok(serde_json::Value::Object(n))) =
+        (serde_json::to_value(before), serde_json::to_value(after))
+    else {
+        out.push(name.to_string());
+        return;
+    };
+    let keys = n.keys().chain(o.keys().filter(|k| !n.contains_key(*k)));
+    for k in keys {
+        if o.get(k) != n.get(k) {
+            out.push(format!("{name}.{k}"));
+        }
+    }
 }
 
 impl Fault {
