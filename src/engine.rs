@@ -223,7 +223,11 @@ struct CircuitEntry {
     excluded: Vec<Span>,
     /// Customer and assurance level, as of the last fault (the circuit may be deleted).
     ident: Option<(String, AssuranceLevel)>,
-    /// The figures last emitted, per period label.
+    /// The figures last emitted, per period label. Not in the circuit's changelog record:
+    /// they change only when figures are emitted, and have a record of their own
+    /// ([`CircuitStates::export_figures`]), written only then. Read from a record of a
+    /// release that still carried them.
+    #[serde(default, skip_serializing)]
     figures: BTreeMap<String, CircuitFigures>,
     /// While the circuit is down: when its outage will next cross a risk threshold or a
     /// limit, so that the warning comes out then, not at the next ticket event.
@@ -250,6 +254,9 @@ pub struct CircuitStates {
     windows: BTreeMap<String, MaintenanceWindow>,
     /// Circuits whose state changed since the last [`CircuitStates::take_dirty`].
     dirty: BTreeSet<String>,
+    /// Circuits whose last emitted figures changed since the last
+    /// [`CircuitStates::take_figures_dirty`].
+    figures_dirty: BTreeSet<String>,
 }
 
 impl CircuitStates {
@@ -356,8 +363,41 @@ impl CircuitStates {
         std::mem::take(&mut self.dirty)
     }
 
-    /// The state of one circuit as its changelog record carries it; `None` when nothing
-    /// is held (a tombstone).
+    /// The circuits whose last emitted figures changed since the last call (for their
+    /// changelog record).
+    pub fn take_figures_dirty(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.figures_dirty)
+    }
+
+    /// The last emitted figures of one circuit, per period, as their changelog record
+    /// carries them; `None` when the circuit has no state.
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which the types here do not allow in practice.
+    pub fn export_figures(&self, circuit_id: &str) -> serde_json::Result<Option<Vec<u8>>> {
+        self.circuits
+            .get(circuit_id)
+            .map(|e| serde_json::to_vec(&e.figures))
+            .transpose()
+    }
+
+    /// Put back the last emitted figures of one circuit read from the changelog, before or
+    /// after its state record (compaction keeps the latest of each, in either order).
+    ///
+    /// # Errors
+    /// When the record is not figures this version can read.
+    pub fn import_figures(&mut self, circuit_id: &str, bytes: &[u8]) -> serde_json::Result<()> {
+        let figures: BTreeMap<String, CircuitFigures> = serde_json::from_slice(bytes)?;
+        self.circuits
+            .entry(circuit_id.to_string())
+            .or_default()
+            .figures = figures;
+        self.figures_dirty.remove(circuit_id);
+        Ok(())
+    }
+
+    /// The state of one circuit as its changelog record carries it, its last emitted
+    /// figures aside; `None` when nothing is held (a tombstone).
     ///
     /// # Errors
     /// Only if serde_json fails, which the types here do not allow in practice.
@@ -378,7 +418,14 @@ impl CircuitStates {
         bytes: &[u8],
         policy: &Policy,
     ) -> serde_json::Result<()> {
-        let entry: CircuitEntry = serde_json::from_slice(bytes)?;
+        let mut entry: CircuitEntry = serde_json::from_slice(bytes)?;
+        // The figures are a record of their own, read before or after this one; a record
+        // of a release that carried them in the state brings its own.
+        if entry.figures.is_empty() {
+            if let Some(old) = self.circuits.get_mut(circuit_id) {
+                entry.figures = std::mem::take(&mut old.figures);
+            }
+        }
         self.circuits.insert(circuit_id.to_string(), entry);
         self.reschedule(circuit_id, policy);
         self.dirty.remove(circuit_id);
@@ -837,13 +884,18 @@ impl CircuitStates {
             }
             out.push(Output::Figures(Box::new(new.clone())));
             entry.figures.insert(new.period.clone(), new);
+            self.figures_dirty.insert(circuit_id.to_string());
         }
         entry.figures_due = crossing_due;
         // Keep the figures of this and last year only.
         let keep = Period::containing(PeriodKind::Year, last_year_start, policy.time_zone()).label;
+        let kept = entry.figures.len();
         entry
             .figures
             .retain(|label, _| label.as_str() >= keep.as_str());
+        if entry.figures.len() != kept {
+            self.figures_dirty.insert(circuit_id.to_string());
+        }
         self.reschedule(circuit_id, policy);
         out
     }

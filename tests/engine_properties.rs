@@ -134,3 +134,87 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 }
+
+/// The circuit stage's changelog carries each circuit's state and its last emitted figures
+/// as two records, which compaction may leave in either order (and a release before this
+/// one wrote the figures inside the state): restored from them in any of those forms, the
+/// state is the same, and fires the same events and figures from then on.
+#[test]
+fn a_circuit_comes_back_from_its_state_and_figures_records_in_either_order() {
+    use linewatch::engine::CircuitStates;
+    let policy = Policy::builtin();
+    let mut engine = Engine::new(policy.clone());
+    let now = sh(2026, 6, 1, 12, 10, 0);
+    let spec = [(0u8, 0u16, 149u16), (2, 30, 60)];
+    let inputs = inventory()
+        .into_iter()
+        .chain((0..CIRCUITS).flat_map(|i| circuit_alarms(i, &spec[..1 + i % 2])));
+    for input in inputs {
+        engine.handle(input, now).expect("accepted");
+    }
+    // Faults restored, their tickets in hold-down with timers pending.
+    let original = engine.states();
+    let ids: Vec<String> = original.ids().map(str::to_string).collect();
+    assert!(!ids.is_empty());
+    let records: Vec<(String, Vec<u8>, Vec<u8>)> = ids
+        .iter()
+        .map(|id| {
+            let state = original.export(id).expect("encodes").expect("has state");
+            let figures = original
+                .export_figures(id)
+                .expect("encodes")
+                .expect("has state");
+            (id.clone(), state, figures)
+        })
+        .collect();
+    assert!(
+        records.iter().any(|(_, _, f)| f.len() > 2),
+        "some circuit has figures"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|(_, s, _)| !String::from_utf8_lossy(s).contains("\"figures\"")),
+        "the state record does not repeat the figures"
+    );
+    let mut state_first = CircuitStates::new();
+    let mut figures_first = CircuitStates::new();
+    let mut combined = CircuitStates::new();
+    for (id, state, figures) in &records {
+        state_first.import(id, state, &policy).expect("state");
+        state_first.import_figures(id, figures).expect("figures");
+        figures_first.import_figures(id, figures).expect("figures");
+        figures_first.import(id, state, &policy).expect("state");
+        // As a release before this one wrote it: the figures inside the state.
+        let mut old: serde_json::Value = serde_json::from_slice(state).expect("json");
+        old["figures"] = serde_json::from_slice(figures).expect("json");
+        combined
+            .import(id, &serde_json::to_vec(&old).expect("json"), &policy)
+            .expect("old form");
+    }
+    let later = sh(2026, 6, 3, 0, 0, 0);
+    let expected = original.clone().advance(later, &policy);
+    assert!(!expected.is_empty(), "timers left to fire");
+    for (name, restored) in [
+        ("state first", state_first),
+        ("figures first", figures_first),
+        ("old form", combined),
+    ] {
+        for (id, state, figures) in &records {
+            assert_eq!(
+                &restored.export(id).expect("encodes").expect("state"),
+                state,
+                "{name}: {id}"
+            );
+            assert_eq!(
+                &restored
+                    .export_figures(id)
+                    .expect("encodes")
+                    .expect("state"),
+                figures,
+                "{name}: {id}"
+            );
+        }
+        assert_eq!(restored.clone().advance(later, &policy), expected, "{name}");
+    }
+}

@@ -1154,7 +1154,9 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 }
                 self.pending.insert((r.time, r.class, r.seq), r.item);
             }
-            StateKind::Entity => return Err("not a record of the partition's buffer".into()),
+            StateKind::Entity | StateKind::Figures => {
+                return Err("not a record of the partition's buffer".into())
+            }
         }
         Ok(())
     }
@@ -1474,7 +1476,7 @@ impl Core {
             .map(|bytes| open_state(bytes, entity))
             .transpose()
             .map_err(bad)?;
-        let bookkeeping = |kind: StateKind| kind != StateKind::Entity;
+        let bookkeeping = |kind: StateKind| kind == StateKind::Meta || kind == StateKind::Pending;
         match self.kind {
             StageKind::FanOut => {
                 let Some(fanout) = self.fanout.get_mut(&p) else {
@@ -1496,6 +1498,16 @@ impl Core {
                     return Ok(());
                 };
                 match opened {
+                    Some((StateKind::Figures, body)) => {
+                        let id = figures_key_circuit(raw_key).ok_or_else(|| {
+                            bad("figures under a key that is not a circuit's figures key".into())
+                        })?;
+                        part.states
+                            .import_figures(id, &body)
+                            .map_err(|e| bad(e.to_string()))?;
+                    }
+                    // Written only with the circuit's own tombstone, which forgot them.
+                    None if figures_key_circuit(raw_key).is_some() => {}
                     Some((kind, body)) if bookkeeping(kind) => {
                         if let Err(e) = part.buf.restore(raw_key, kind, &body) {
                             // A release before 0.2 sealed a circuit keyed `~meta` or
@@ -1518,6 +1530,7 @@ impl Core {
                     }
                 }
                 part.states.take_dirty();
+                part.states.take_figures_dirty();
             }
             StageKind::Incidents => {
                 let Some(part) = self.incidents.get_mut(&p) else {
@@ -2330,7 +2343,16 @@ impl Core {
                     )
                     .map(Box::new);
                 self.views.push(ViewUpdate::Circuit(key.clone(), view));
+                if value.is_none() {
+                    // A circuit without state has no figures either.
+                    records.push((*p, figures_key(&key), StateKind::Figures, None));
+                }
                 records.push((*p, key.into_bytes(), StateKind::Entity, value));
+            }
+            for key in part.states.take_figures_dirty() {
+                if let Some(value) = part.states.export_figures(&key).ok().flatten() {
+                    records.push((*p, figures_key(&key), StateKind::Figures, Some(value)));
+                }
             }
             let mut buffered = Vec::new();
             part.buf.changelog(&mut buffered);
@@ -2512,6 +2534,28 @@ enum StateKind {
     Entity,
     Meta,
     Pending,
+    /// A circuit's last emitted figures (circuit-state changelog, key
+    /// [`figures_key`]): apart from the circuit's record, so that they are written only
+    /// when they change.
+    Figures,
+}
+
+/// Suffix of the key of a circuit's figures record: the byte 0xFF, which no id (UTF-8
+/// text) holds, then `figures`.
+const FIGURES_KEY_SUFFIX: &[u8] = b"\xFFfigures";
+
+/// The changelog key of circuit `id`'s figures record.
+fn figures_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + FIGURES_KEY_SUFFIX.len());
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(FIGURES_KEY_SUFFIX);
+    key
+}
+
+/// The circuit id of a figures record's key; `None` for any other key.
+fn figures_key_circuit(key: &[u8]) -> Option<&str> {
+    key.strip_suffix(FIGURES_KEY_SUFFIX)
+        .and_then(|id| std::str::from_utf8(id).ok())
 }
 
 /// The envelope name of the entities of `stage`'s changelog.
@@ -2529,6 +2573,7 @@ impl StateKind {
             StateKind::Entity => entity_kind(stage),
             StateKind::Meta => "meta",
             StateKind::Pending => "pending",
+            StateKind::Figures => "figures",
         }
     }
 }
@@ -2562,13 +2607,14 @@ fn open_state(bytes: &[u8], entity: &str) -> Result<(StateKind, Vec<u8>), String
         k if k == entity => Some(StateKind::Entity),
         "meta" => Some(StateKind::Meta),
         "pending" => Some(StateKind::Pending),
+        "figures" if entity == entity_kind(StageKind::Circuits) => Some(StateKind::Figures),
         _ => None,
     };
     match kind {
         Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes().to_vec())),
         _ => Err(format!(
-            "state of kind {:?} version {}, expected {entity:?}, \"meta\" or \"pending\" \
-             version {STATE_VERSION}",
+            "state of kind {:?} version {}, expected {entity:?}, \"meta\", \"pending\" or \
+             (circuits) \"figures\" version {STATE_VERSION}",
             e.kind, e.version
         )),
     }
@@ -2876,5 +2922,21 @@ mod tests {
         );
         assert_eq!(StateKind::Pending.name(StageKind::Incidents), "pending");
         assert_eq!(StateKind::Entity.name(StageKind::Incidents), "incident");
+    }
+
+    #[test]
+    fn a_circuits_figures_have_a_key_and_kind_of_their_own() {
+        let key = figures_key("DL-000001");
+        assert_eq!(figures_key_circuit(&key), Some("DL-000001"));
+        // No id can end like it: ids are UTF-8 text, which never holds the byte 0xFF.
+        assert_eq!(figures_key_circuit(b"DL-000001"), None);
+        assert_eq!(figures_key_circuit(b"DL-figures"), None);
+        let sealed = seal_state(StateKind::Figures.name(StageKind::Circuits), b"{}");
+        assert_eq!(
+            open_state(&sealed, "circuit").expect("opens").0,
+            StateKind::Figures
+        );
+        // Only the circuit-state changelog holds figures.
+        assert!(open_state(&sealed, "incident").is_err());
     }
 }
