@@ -249,6 +249,10 @@ const RESTORE_STALL: Duration = Duration::from_secs(120);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the views of down circuits are refreshed to the partition's clock.
 const VIEW_REFRESH: Duration = Duration::from_secs(5);
+/// How often the views of the circuits changed by committed transactions are built and
+/// published: a circuit changed by several transactions in a row (a storm, its timers) is
+/// built once for them, and the API is at most this much behind the topics.
+const VIEW_PUBLISH: Duration = Duration::from_millis(250);
 /// How long a stage reads before it commits what it read (a transaction's interval).
 const BATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// A transaction is committed early once it has read this many bytes of input...
@@ -801,6 +805,8 @@ fn run_stage(
             live: env.live.clone(),
             views: Vec::new(),
             views_refreshed: Instant::now(),
+            stale_views: BTreeSet::new(),
+            views_published: Instant::now(),
             batch: BatchStats::default(),
             replica: env.replica.clone(),
             summary: env.summary.clone(),
@@ -908,9 +914,9 @@ fn stage_loop(
     Ok(())
 }
 
-/// A view change to publish once the transaction that carries it commits.
+/// A view change to publish once the transaction that carries it commits (circuits' views
+/// are built after the commit instead: [`Core::publish_stale_views`]).
 enum ViewUpdate {
-    Circuit(String, Option<Box<CircuitView>>),
     Incident(String, Option<Box<IncidentEvent>>),
 }
 
@@ -933,6 +939,11 @@ struct Core {
     views: Vec<ViewUpdate>,
     /// When the views of down circuits were last brought to the partition's clock.
     views_refreshed: Instant,
+    /// Circuits (partition, id) changed by committed transactions whose views are not
+    /// built yet.
+    stale_views: BTreeSet<(i32, String)>,
+    /// When the stale views were last built and published.
+    views_published: Instant,
     batch: BatchStats,
     replica: Arc<RwLock<Replica>>,
     summary: Arc<Mutex<RunSummary>>,
@@ -1248,6 +1259,7 @@ impl Core {
     /// an abort): what the last committed transaction left is restored on assignment.
     fn discard(&mut self) {
         self.views.clear();
+        self.stale_views.clear();
         self.batch = BatchStats::default();
         match self.kind {
             StageKind::Circuits => self.live.views.clear_circuits(),
@@ -2236,11 +2248,12 @@ impl Core {
             self.views_refreshed = Instant::now();
             self.refresh_down_views();
         }
+        if self.views_published.elapsed() >= VIEW_PUBLISH {
+            self.publish_stale_views();
+        }
         let views = &self.live.views;
         for update in self.views.drain(..) {
             match update {
-                ViewUpdate::Circuit(_, Some(view)) => views.put_circuit(*view),
-                ViewUpdate::Circuit(id, None) => views.remove_circuit(&id),
                 ViewUpdate::Incident(key, Some(record)) => views.put_incident(&key, *record),
                 ViewUpdate::Incident(key, None) => views.remove_incident(&key),
             }
@@ -2259,6 +2272,33 @@ impl Core {
         let latency = histogram!(telemetry::PROCESSING_LATENCY, "stage" => self.kind.name());
         for ms in batch.timestamps {
             latency.record((now - ms).max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// Build and publish the views of the circuits changed since the last call. Called
+    /// when the state in memory is the committed state (after a commit, or when there was
+    /// nothing to commit).
+    fn publish_stale_views(&mut self) {
+        self.views_published = Instant::now();
+        if self.stale_views.is_empty() {
+            return;
+        }
+        let replica = read(&self.replica);
+        let views = &self.live.views;
+        for (p, id) in std::mem::take(&mut self.stale_views) {
+            let Some(part) = self.circuits.get(&p) else {
+                continue;
+            };
+            match part.states.view(
+                &id,
+                p,
+                &replica.network,
+                &self.config.policy,
+                part.buf.meta.clock,
+            ) {
+                Some(view) => views.put_circuit(view),
+                None => views.remove_circuit(&id),
+            }
         }
     }
 
@@ -2327,22 +2367,10 @@ impl Core {
                 records.push((*p, key.into_bytes(), StateKind::Entity, value));
             }
         }
-        let replica = self.replica.clone();
-        let network = read(&replica);
         for (p, part) in &mut self.circuits {
             for key in part.states.take_dirty() {
                 let value = part.states.export(&key).ok().flatten();
-                let view = part
-                    .states
-                    .view(
-                        &key,
-                        *p,
-                        &network.network,
-                        &self.config.policy,
-                        part.buf.meta.clock,
-                    )
-                    .map(Box::new);
-                self.views.push(ViewUpdate::Circuit(key.clone(), view));
+                self.stale_views.insert((*p, key.clone()));
                 if value.is_none() {
                     // A circuit without state has no figures either.
                     records.push((*p, figures_key(&key), StateKind::Figures, None));
@@ -2370,7 +2398,6 @@ impl Core {
             part.buf.changelog(&mut buffered);
             records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
         }
-        drop(network);
         for (p, key, kind, value) in records {
             let value = value.map(|state| seal_state(kind.name(self.kind), &state));
             self.pending.push(Out {
@@ -2386,7 +2413,9 @@ impl Core {
     fn commit(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
         self.flush_state();
         if self.pending.is_empty() && !self.offsets_dirty {
-            return Ok(()); // never commit an empty transaction
+            // Never commit an empty transaction; the state in memory is the committed one.
+            self.publish_stale_views();
+            return Ok(());
         }
         let started = Instant::now();
         let result = self.transact(consumer);
