@@ -470,13 +470,13 @@ impl CircuitStates {
         if entry.is_none() && circuit.is_none() {
             return None;
         }
+        // Borrowed: the view clones only the figures it shows.
         let latest = |year: bool| {
             entry.and_then(|e| {
                 e.figures
                     .values()
                     .filter(|f| (f.period.len() == 4) == year)
                     .max_by(|a, b| a.period.cmp(&b.period))
-                    .cloned()
             })
         };
         let fault = entry.and_then(|e| e.fault.as_ref());
@@ -487,7 +487,7 @@ impl CircuitStates {
             .and_then(|now| self.figures_as_of(circuit_id, now, policy));
         let (year_to_date, month) = match live {
             Some((year, month)) => (Some(year), Some(month)),
-            None => (latest(true), latest(false)),
+            None => (latest(true).cloned(), latest(false).cloned()),
         };
         Some(CircuitView {
             circuit_id: circuit_id.to_string(),
