@@ -217,6 +217,13 @@ struct CircuitEntry {
     superseded: Vec<Fault>,
     /// Closed by hand while still down: no new fault until the circuit comes back up.
     suppressed_until_up: bool,
+    /// The start of the fault in `history` whose ticket was closed by hand while the
+    /// circuit was down, until the line is back (up or on one route): the outage ends at
+    /// restoration, whatever the ticket, so that fault's last down span counts on up to
+    /// the figures' time meanwhile, and ends when the line comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
+    outage_open_of: Option<DateTime<Utc>>,
     /// Closed faults of this and last year, for the SLA figures.
     history: Vec<FaultFacts>,
     /// Time of properly announced planned works seen by this circuit's faults.
@@ -564,7 +571,10 @@ impl CircuitStates {
         if !entry.impacts.apply(impact) {
             return Vec::new();
         }
-        let out = evaluate(entry, circuit, at, &self.windows, policy);
+        let (mut out, outage_ended) = evaluate(entry, circuit, at, &self.windows, policy);
+        if let Some(up) = outage_ended {
+            out.extend(self.refresh_figures(&circuit_id, up, policy));
+        }
         self.settle(&circuit_id, policy);
         out
     }
@@ -583,7 +593,12 @@ impl CircuitStates {
             Some(circuit) => {
                 if let Some(entry) = self.circuits.get_mut(circuit_id) {
                     entry.impacts.retain_on(circuit_id, network);
-                    out.extend(evaluate(entry, circuit, now, &self.windows, policy));
+                    let (events, outage_ended) =
+                        evaluate(entry, circuit, now, &self.windows, policy);
+                    out.extend(events);
+                    if let Some(up) = outage_ended {
+                        out.extend(self.refresh_figures(circuit_id, up, policy));
+                    }
                 }
             }
             None => {
@@ -669,6 +684,9 @@ impl CircuitStates {
                 let ev = fault.close(SlaEvent::ManuallyClosed, cmd.at, policy);
                 if current {
                     entry.suppressed_until_up = still_down;
+                    if still_down {
+                        entry.outage_open_of = Some(opened);
+                    }
                 }
                 ev
             }
@@ -748,17 +766,25 @@ impl CircuitStates {
         policy: &Policy,
     ) -> Option<(CircuitFigures, CircuitFigures)> {
         let entry = self.circuits.get(circuit_id)?;
-        let fault = entry.fault.as_ref().filter(|f| f.is_down())?;
-        let mut faults = entry.history.clone();
+        let fault = entry.fault.as_ref().filter(|f| f.is_down());
+        // Down with its ticket closed by hand: the outage still counts.
+        let (customer_id, level) = match (fault, &entry.ident) {
+            (Some(f), _) => (f.customer_id.as_str(), f.assurance_level),
+            (None, Some((customer, level))) if entry.outage_open_of.is_some() => {
+                (customer.as_str(), *level)
+            }
+            _ => return None,
+        };
+        let mut faults = history_as_of(entry, as_of);
         let mut excluded = entry.excluded.clone();
-        for f in entry.superseded.iter().chain(Some(fault)) {
+        for f in entry.superseded.iter().chain(fault) {
             faults.push(fault_facts(f, as_of));
             excluded.extend(excluded_spans(f));
         }
         let facts = CircuitFacts {
             circuit_id,
-            customer_id: Some(&fault.customer_id),
-            assurance_level: fault.assurance_level,
+            customer_id: Some(customer_id),
+            assurance_level: level,
             faults: &faults,
             excluded: &excluded,
             open_fault: true,
@@ -814,7 +840,7 @@ impl CircuitStates {
         entry.history.retain(|f| {
             f.down.iter().any(|d| d.end >= last_year_start) || f.started_at >= last_year_start
         });
-        let mut faults = entry.history.clone();
+        let mut faults = history_as_of(entry, as_of);
         let mut excluded = entry.excluded.clone();
         let mut started = vec![as_of];
         for f in &entry.superseded {
@@ -834,14 +860,21 @@ impl CircuitStates {
             assurance_level: level,
             faults: &faults,
             excluded: &excluded,
-            open_fault: entry.fault.as_ref().is_some_and(Fault::is_down),
+            open_fault: entry.fault.as_ref().is_some_and(Fault::is_down)
+                || entry.outage_open_of.is_some(),
         };
         // Only an outage that counts grows towards a threshold: a customer-caused or
         // interconnection fault needs no figure timer (its figures do not change).
         let outage_grows = entry
             .fault
             .as_ref()
-            .is_some_and(|f| f.is_down() && f.cause == FaultCause::Network);
+            .is_some_and(|f| f.is_down() && f.cause == FaultCause::Network)
+            || entry.outage_open_of.is_some_and(|started| {
+                entry
+                    .history
+                    .iter()
+                    .any(|f| f.started_at == started && f.counted)
+            });
         let mut periods: Vec<Period> = Vec::new();
         for kind in [PeriodKind::Year, PeriodKind::Month] {
             for t in &started {
@@ -986,6 +1019,24 @@ fn excluded_spans(fault: &Fault) -> Vec<Span> {
         .collect()
 }
 
+/// The circuit's closed faults as the SLA figures see them at `as_of`: the fault whose
+/// ticket was closed by hand while the circuit was down counts its outage up to `as_of`
+/// until the line is back.
+fn history_as_of(entry: &CircuitEntry, as_of: DateTime<Utc>) -> Vec<FaultFacts> {
+    let mut faults = entry.history.clone();
+    if let Some(started) = entry.outage_open_of {
+        if let Some(last) = faults
+            .iter_mut()
+            .rev()
+            .find(|f| f.started_at == started)
+            .and_then(|f| f.down.last_mut())
+        {
+            last.end = last.end.max(as_of);
+        }
+    }
+    faults
+}
+
 /// A fault as the SLA figures see it; an interval still open is closed at `as_of`.
 fn fault_facts(fault: &Fault, as_of: DateTime<Utc>) -> FaultFacts {
     FaultFacts {
@@ -1000,14 +1051,17 @@ fn fault_facts(fault: &Fault, as_of: DateTime<Utc>) -> FaultFacts {
 }
 
 /// Re-decide a circuit's status after a change at event time `at`, and move its fault.
+/// With the events, when the outage of a fault closed by hand while down ended (no ticket
+/// event says so: the caller refreshes the figures then).
 fn evaluate(
     entry: &mut CircuitEntry,
     circuit: CircuitRef<'_>,
     at: DateTime<Utc>,
     windows: &BTreeMap<String, MaintenanceWindow>,
     policy: &Policy,
-) -> Vec<Output> {
+) -> (Vec<Output>, Option<DateTime<Utc>>) {
     let mut out = Vec::new();
+    let mut outage_ended = None;
     let status = entry.impacts.status(circuit.routes.len());
     let changed_kind = entry
         .last_status
@@ -1024,10 +1078,10 @@ fn evaluate(
     match status {
         LineStatus::Down { since } => {
             if entry.suppressed_until_up {
-                return out;
+                return (out, outage_ended);
             }
             let Some(root) = entry.impacts.root_cause().cloned() else {
-                return out;
+                return (out, outage_ended);
             };
             let root = &root;
             match entry.fault.as_mut() {
@@ -1064,17 +1118,30 @@ fn evaluate(
             if status == LineStatus::Up {
                 entry.suppressed_until_up = false;
             }
+            // Back up at the latest clear, in whatever order the clears arrived.
+            let at = match (status, entry.impacts.latest_clear()) {
+                (LineStatus::Up, Some(latest)) => at.max(latest),
+                _ => at,
+            };
             if let Some(fault) = entry.fault.as_mut().filter(|f| f.is_down()) {
-                // Back up at the latest clear, in whatever order the clears arrived.
-                let at = match (status, entry.impacts.latest_clear()) {
-                    (LineStatus::Up, Some(latest)) => at.max(latest),
-                    _ => at,
-                };
                 out.extend(fault.restore(at, policy).map(ticket));
+            }
+            if let Some(started) = entry.outage_open_of.take() {
+                // The fault closed by hand while down: its outage ends now.
+                if let Some(last) = entry
+                    .history
+                    .iter_mut()
+                    .rev()
+                    .find(|f| f.started_at == started)
+                    .and_then(|f| f.down.last_mut())
+                {
+                    last.end = last.end.max(at);
+                }
+                outage_ended = Some(at);
             }
         }
     }
-    out
+    (out, outage_ended)
 }
 
 /// Every maintenance window covering `circuit` that has not ended by `since`.

@@ -891,3 +891,87 @@ fn a_superseded_ticket_takes_its_written_report() {
     let f = last_figures(&out, "WR1", "2026");
     assert_eq!(f.failures, 2);
 }
+
+#[test]
+fn a_ticket_closed_by_hand_while_down_leaves_the_outage_counting_until_the_line_is_up() {
+    // Issue 15, item 6. The AAA circuit of `down_from_nine` (down from 09:00) has its
+    // ticket closed by hand at 09:10 while still down; the line comes back at 10:00. The
+    // outage ends at the restoration, not at the close: 3600 s, past the at-risk point
+    // (2523 s, 09:42:03) and the budget (3154 s, 09:52:34), each warned at its second.
+    // Before the fix the outage stopped at the close (600 s) and nothing was warned.
+    let a = los("MC", "PTN-4/2/1", sh(2026, 4, 2, 9, 0, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let mut out = run(
+        &mut engine,
+        vec![
+            upsert(
+                "MC1",
+                CustomerLevel::Bronze,
+                AssuranceLevel::Aaa,
+                "PTN-4/2/1",
+            ),
+            Input::Alarm(a.clone()),
+        ],
+        sh(2026, 4, 2, 9, 0, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    out.extend(run(
+        &mut engine,
+        vec![command(
+            &id,
+            "MC1",
+            CommandAction::Close,
+            sh(2026, 4, 2, 9, 10, 0),
+        )],
+        sh(2026, 4, 2, 9, 59, 0),
+    ));
+    // Down and closed: the NOC still sees the outage grow.
+    let live = engine
+        .states()
+        .view(
+            "MC1",
+            0,
+            engine.network(),
+            engine.policy(),
+            Some(sh(2026, 4, 2, 9, 59, 0)),
+        )
+        .and_then(|v| v.year_to_date)
+        .expect("figures");
+    assert_eq!((live.outage_seconds, live.open_fault), (3540, true));
+    out.extend(run(
+        &mut engine,
+        vec![Input::Alarm(clear(&a, sh(2026, 4, 2, 10, 0, 0)))],
+        sh(2026, 4, 3, 0, 0, 0),
+    ));
+    let risks: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(Warning::Risk(r)) if r.period == "2026" => Some((r.to, r.at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        risks,
+        vec![
+            (Status::AtRisk, sh(2026, 4, 2, 9, 42, 3)),
+            (Status::Breached, sh(2026, 4, 2, 9, 52, 34)),
+        ]
+    );
+    let year = last_figures(&out, "MC1", "2026");
+    assert_eq!(
+        (
+            year.failures,
+            year.outage_seconds,
+            year.open_fault,
+            year.as_of
+        ),
+        (1, 3600, false, sh(2026, 4, 2, 10, 0, 0))
+    );
+    assert_eq!(last_figures(&out, "MC1", "2026-04").outage_seconds, 3600);
+    // No new ticket while it stayed down, and none at the restoration.
+    let ids: std::collections::BTreeSet<_> = tickets(&out)
+        .iter()
+        .map(|t| t.ticket().id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+}
