@@ -1499,7 +1499,7 @@ impl Core {
                 match opened {
                     Some((_, body)) => {
                         let record: AlarmRecord =
-                            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+                            serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
                         fanout.import(&key, record);
                     }
                     None => fanout.import(&key, AlarmRecord::default()),
@@ -1515,17 +1515,17 @@ impl Core {
                             bad("figures under a key that is not a circuit's figures key".into())
                         })?;
                         part.states
-                            .import_figures(id, &body)
+                            .import_figures(id, body)
                             .map_err(|e| bad(e.to_string()))?;
                     }
                     // Written only with the circuit's own tombstone, which forgot them.
                     None if figures_key_circuit(raw_key).is_some() => {}
                     Some((kind, body)) if bookkeeping(kind) => {
-                        if let Err(e) = part.buf.restore(raw_key, kind, &body) {
+                        if let Err(e) = part.buf.restore(raw_key, kind, body) {
                             // A release before 0.2 sealed a circuit keyed `~meta` or
                             // `~pending/…` as bookkeeping: read it as what it holds.
                             if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
-                                || part.states.import(&key, &body, policy).is_err()
+                                || part.states.import(&key, body, policy).is_err()
                             {
                                 return Err(bad(e));
                             }
@@ -1533,7 +1533,7 @@ impl Core {
                     }
                     Some((_, body)) => part
                         .states
-                        .import(&key, &body, policy)
+                        .import(&key, body, policy)
                         .map_err(|e| bad(e.to_string()))?,
                     None => {
                         if !part.buf.restore_tombstone(raw_key) {
@@ -1550,10 +1550,10 @@ impl Core {
                 };
                 match opened {
                     Some((kind, body)) if bookkeeping(kind) => {
-                        if let Err(e) = part.buf.restore(raw_key, kind, &body) {
+                        if let Err(e) = part.buf.restore(raw_key, kind, body) {
                             // As for circuits: an incident of a release before 0.2 keyed
                             // like bookkeeping.
-                            match serde_json::from_slice(&body) {
+                            match serde_json::from_slice(body) {
                                 Ok(incident) if raw_key.first() != Some(&INTERNAL_KEY_BYTE) => {
                                     part.book.restore(incident);
                                 }
@@ -1563,7 +1563,7 @@ impl Core {
                     }
                     Some((_, body)) => {
                         let incident =
-                            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+                            serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
                         part.book.restore(incident);
                     }
                     None => {
@@ -2622,7 +2622,7 @@ fn seal_state(kind: &str, state: &[u8]) -> Vec<u8> {
 
 /// The kind and state body of a changelog record, if its kind is `entity` or the
 /// bookkeeping's and its version the expected one.
-fn open_state(bytes: &[u8], entity: &str) -> Result<(StateKind, Vec<u8>), String> {
+fn open_state<'a>(bytes: &'a [u8], entity: &str) -> Result<(StateKind, &'a [u8]), String> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(borrow)]
@@ -2640,7 +2640,8 @@ fn open_state(bytes: &[u8], entity: &str) -> Result<(StateKind, Vec<u8>), String
         _ => None,
     };
     match kind {
-        Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes().to_vec())),
+        // The body is read where it lies in the record, not copied.
+        Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes())),
         _ => Err(format!(
             "state of kind {:?} version {}, expected {entity:?}, \"meta\", \"pending\" or \
              (circuits) \"figures\" version {STATE_VERSION}",
@@ -2937,7 +2938,7 @@ mod tests {
         assert_eq!(value["version"], STATE_VERSION);
         assert_eq!(
             open_state(&sealed, "circuit").expect("opens"),
-            (StateKind::Entity, br#"{"fault":null}"#.to_vec())
+            (StateKind::Entity, &br#"{"fault":null}"#[..])
         );
         assert!(open_state(&sealed, "fanout").is_err());
         let future = br#"{"kind":"circuit","version":99,"state":{}}"#;
