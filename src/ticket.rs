@@ -557,6 +557,8 @@ impl Fault {
         }
         let opened = self.opened_at();
         let mut due: Vec<(DateTime<Utc>, Timer)> = Vec::new();
+        // None before it while down: the start of the current down interval.
+        let mut floor = None;
         if let Some(restored) = self.restored_at() {
             if !self.timers.post_restore_feedback {
                 due.push((
@@ -582,6 +584,10 @@ impl Fault {
                 ));
             }
         } else {
+            // A reopened fault keeps the deadlines of its first start (they are the same
+            // fault's); one that passed while the line was up, in the hold-down, is due
+            // at the re-failure, not dated back to a time the circuit was up (issue 15).
+            floor = self.intervals.last().map(|i| i.start);
             if self.acknowledged_at.is_none() && !self.timers.acceptance_overdue {
                 due.push((self.accept_by(policy), Timer::Acceptance));
             }
@@ -610,7 +616,15 @@ impl Fault {
                 due.push((opened + every * n, Timer::Feedback));
             }
         }
-        due.into_iter().min_by_key(|(t, _)| *t)
+        due.into_iter()
+            .map(|(t, timer)| (floor.map_or(t, |f| t.max(f)), timer))
+            .min_by_key(|(t, _)| *t)
+    }
+
+    /// The feedback deadline of the `n`-th progress feedback (from 1).
+    fn feedback_by(&self, n: u32, policy: &Policy) -> Option<DateTime<Utc>> {
+        let every = policy.feedback_every(self.customer_level)?;
+        Some(self.opened_at() + every * i32::try_from(n).unwrap_or(i32::MAX))
     }
 
     /// When the next timer of this fault is due, if any.
@@ -657,7 +671,9 @@ impl Fault {
                     if step.action == EscalationAction::JointHandling
                         && self.timers.joint_since.is_none()
                     {
-                        self.timers.joint_since = Some(due);
+                        // On the fault's clock, from its first start, even when the step
+                        // comes late, at a re-failure.
+                        self.timers.joint_since = Some(self.opened_at() + step.after);
                     }
                     let why = SlaEvent::Escalated {
                         level: self.timers.escalations,
@@ -671,11 +687,17 @@ impl Fault {
                 }
                 Timer::Bulletin => {
                     self.timers.bulletins += 1;
-                    (ReminderKind::BulletinDue, Some(self.timers.bulletins), due)
+                    let n = self.timers.bulletins;
+                    let by = self.timers.joint_since.map_or(due, |since| {
+                        since + policy.joint_bulletin_every() * i32::try_from(n).unwrap_or(i32::MAX)
+                    });
+                    (ReminderKind::BulletinDue, Some(n), by)
                 }
                 Timer::Feedback => {
                     self.timers.feedbacks += 1;
-                    (ReminderKind::FeedbackDue, Some(self.timers.feedbacks), due)
+                    let n = self.timers.feedbacks;
+                    let by = self.feedback_by(n, policy).unwrap_or(due);
+                    (ReminderKind::FeedbackDue, Some(n), by)
                 }
                 Timer::PostRestoreFeedback => {
                     self.timers.post_restore_feedback = true;

@@ -975,3 +975,83 @@ fn a_ticket_closed_by_hand_while_down_leaves_the_outage_counting_until_the_line_
         .collect();
     assert_eq!(ids.len(), 1);
 }
+
+#[test]
+fn a_reopened_fault_keeps_the_deadlines_of_its_first_start() {
+    // Issue 15, item 6. AAA circuit of a bronze customer within a city (restore within
+    // 2 h, at risk at 80 %: 96 min; joint handling at 1 h, all teams on site at 2 h), down
+    // 09:00-10:30, down again at 10:40, inside the 15 min hold-down: the same fault, whose
+    // deadlines still count from 09:00 (restore by 11:00, at risk at 10:36), not from the
+    // re-failure. The at-risk point passed while the line was up: its reminder comes at
+    // the re-failure (10:40), never dated before it (it was dated 10:36 before the fix);
+    // the breach at 11:00.
+    let a = los("RO1", "PTN-4/3/1", sh(2026, 4, 2, 9, 0, 0));
+    let b = los("RO2", "PTN-4/3/1", sh(2026, 4, 2, 10, 40, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert(
+                "RO",
+                CustomerLevel::Bronze,
+                AssuranceLevel::Aaa,
+                "PTN-4/3/1",
+            ),
+            Input::Alarm(a.clone()),
+            Input::Alarm(clear(&a, sh(2026, 4, 2, 10, 30, 0))),
+            Input::Alarm(b),
+        ],
+        sh(2026, 4, 2, 11, 30, 0),
+    );
+    let events = tickets(&out);
+    let reopened = events
+        .iter()
+        .find(|t| t.sla_event == SlaEvent::Reopened)
+        .expect("reopened");
+    let sla = &reopened.ticket().sla;
+    assert_eq!(
+        (sla.restore_by, sla.at_risk_at, sla.accept_by),
+        (
+            sh(2026, 4, 2, 11, 0, 0),
+            sh(2026, 4, 2, 10, 36, 0),
+            sh(2026, 4, 2, 9, 10, 0)
+        )
+    );
+    assert_eq!(
+        reopened.ticket().expected_resolution_date,
+        sh(2026, 4, 2, 11, 0, 0)
+    );
+    assert_eq!(
+        reopened
+            .ticket()
+            .sla
+            .escalations
+            .iter()
+            .map(|e| e.at)
+            .collect::<Vec<_>>(),
+        vec![sh(2026, 4, 2, 10, 0, 0), sh(2026, 4, 2, 11, 0, 0)]
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|t| t.sla_event == SlaEvent::Opened)
+            .count(),
+        1
+    );
+    let after: Vec<_> = timeline(&out)
+        .into_iter()
+        .skip_while(|(_, kind, _)| kind != "reopened")
+        .map(|(_, kind, at)| (kind, at))
+        .collect();
+    assert_eq!(
+        after,
+        vec![
+            ("reopened".to_string(), sh(2026, 4, 2, 10, 40, 0)),
+            ("deadlineAtRisk".to_string(), sh(2026, 4, 2, 10, 40, 0)),
+            ("deadlineBreached".to_string(), sh(2026, 4, 2, 11, 0, 0)),
+            ("escalated".to_string(), sh(2026, 4, 2, 11, 0, 0)),
+            // Joint handling since 10:00: hourly bulletins.
+            ("bulletinDue".to_string(), sh(2026, 4, 2, 11, 0, 0)),
+        ]
+    );
+}
