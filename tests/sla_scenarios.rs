@@ -1055,3 +1055,56 @@ fn a_reopened_fault_keeps_the_deadlines_of_its_first_start() {
         ]
     );
 }
+
+#[test]
+fn figures_after_a_late_command_are_not_older_than_those_published() {
+    // Issue 15, item 6. The circuit of `down_from_nine` breached its 2026 budget at
+    // 09:52:34 (a figure timer); at 09:59 the ticketing system's acknowledgement dated
+    // 09:30 arrives. Its ticket event is dated 09:30, but the figures that follow it are
+    // not as of 09:30 (ok, 1800 s): figures already published as of 09:52:34 (breached)
+    // would be replaced by older ones, and the next record would warn again.
+    let (mut engine, out) = down_from_nine();
+    let id = tickets(&out)[0].ticket().id.clone();
+    let published = last_figures(&out, "RW1", "2026").clone();
+    assert_eq!(
+        (published.as_of, published.status),
+        (sh(2026, 4, 2, 9, 52, 34), Status::Breached)
+    );
+    let late = command(
+        &id,
+        "RW1",
+        CommandAction::Acknowledge,
+        sh(2026, 4, 2, 9, 30, 0),
+    );
+    let now = sh(2026, 4, 2, 9, 59, 0);
+    let mut after = engine.advance(now);
+    after.extend(engine.handle(late, now).expect("accepted"));
+    let acknowledged = tickets(&after);
+    assert_eq!(
+        acknowledged
+            .iter()
+            .map(|t| (t.sla_event.clone(), t.event_time))
+            .collect::<Vec<_>>(),
+        vec![(SlaEvent::Acknowledged, sh(2026, 4, 2, 9, 30, 0))]
+    );
+    for o in &after {
+        if let Output::Figures(f) = o {
+            assert!(
+                f.as_of >= published.as_of,
+                "{} as of {}, after a record as of {}",
+                f.period,
+                f.as_of,
+                published.as_of
+            );
+            assert_eq!(f.status, published.status, "{}", f.period);
+        }
+    }
+    assert!(risk_warnings(&after).is_empty(), "nothing warned again");
+    let mut all = out;
+    all.extend(after);
+    all.extend(engine.advance(sh(2026, 4, 2, 11, 30, 0)));
+    assert_eq!(
+        warning_chain_breaks(&risk_warnings(&all)),
+        Vec::<String>::new()
+    );
+}
