@@ -900,6 +900,8 @@ impl CircuitStates {
             None
         };
         let mut out = Vec::new();
+        let mut same = Vec::new();
+        let mut recorded = false;
         for period in periods {
             let new = circuit_figures(policy, &facts, &period, as_of);
             let old = entry.figures.get(&new.period);
@@ -910,6 +912,7 @@ impl CircuitStates {
                 } == new
             });
             if unchanged {
+                same.push(new.period);
                 continue;
             }
             if let Some(w) = warning_between(old, &new) {
@@ -918,6 +921,18 @@ impl CircuitStates {
             out.push(Output::Figures(Box::new(new.clone())));
             entry.figures.insert(new.period.clone(), new);
             self.figures_dirty.insert(circuit_id.to_string());
+            recorded = true;
+        }
+        // When some of the circuit's figures were recorded, those of the periods that did
+        // not change hold as of the same time: the state (and the query API's view of an
+        // up circuit, built from it) is never older than the circuit's last record. Not
+        // recorded again: only their `asOf` would differ.
+        if recorded {
+            for label in same {
+                if let Some(f) = entry.figures.get_mut(&label) {
+                    f.as_of = f.as_of.max(as_of);
+                }
+            }
         }
         entry.figures_due = crossing_due;
         // Keep the figures of this and last year only.

@@ -1108,3 +1108,79 @@ fn figures_after_a_late_command_are_not_older_than_those_published() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn an_up_circuits_view_is_as_of_its_last_record() {
+    // Issue 15, item 6. A customer-caused fault (nothing counted) of an AAA circuit of a
+    // bronze customer, down 23:00-23:50 on 31 March 2026 (Shanghai); its ticket closes at
+    // 00:20 on 1 April (post-restore feedback due). The close's figures: March is over
+    // (final) and April begins, both recorded as of 00:20; the year's figures are the
+    // same as at 23:50 and are not recorded again. The circuit is up: its view shows what
+    // its state recorded, and that must not be older than its last record (before the fix
+    // its year was as of 23:50).
+    let a = los("UV", "PTN-4/4/1", sh(2026, 3, 31, 23, 0, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let mut out = run(
+        &mut engine,
+        vec![
+            upsert(
+                "UV1",
+                CustomerLevel::Bronze,
+                AssuranceLevel::Aaa,
+                "PTN-4/4/1",
+            ),
+            Input::Alarm(a.clone()),
+        ],
+        sh(2026, 3, 31, 23, 0, 0),
+    );
+    let id = tickets(&out)[0].ticket().id.clone();
+    out.extend(run(
+        &mut engine,
+        vec![
+            command(
+                &id,
+                "UV1",
+                CommandAction::Reclassify,
+                sh(2026, 3, 31, 23, 5, 0),
+            ),
+            Input::Alarm(clear(&a, sh(2026, 3, 31, 23, 50, 0))),
+        ],
+        sh(2026, 4, 1, 2, 0, 0),
+    ));
+    assert!(timeline(&out)
+        .iter()
+        .any(|(_, kind, at)| kind == "closed" && *at == sh(2026, 4, 1, 0, 20, 0)));
+    let last = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Figures(f) => Some(f.as_of),
+            _ => None,
+        })
+        .max()
+        .expect("figures");
+    assert_eq!(last, sh(2026, 4, 1, 0, 20, 0));
+    assert!(last_figures(&out, "UV1", "2026-03").is_final);
+    let view = engine
+        .states()
+        .view(
+            "UV1",
+            0,
+            engine.network(),
+            engine.policy(),
+            Some(sh(2026, 4, 1, 2, 0, 0)),
+        )
+        .expect("a view");
+    let year = view.year_to_date.expect("year");
+    let month = view.month.expect("month");
+    assert_eq!(
+        (year.period.as_str(), month.period.as_str()),
+        ("2026", "2026-04")
+    );
+    assert_eq!((year.as_of, month.as_of), (last, last));
+    // The same figures as the year's last record, as of then.
+    let recorded = last_figures(&out, "UV1", "2026");
+    assert_eq!(
+        (year.failures, year.outage_seconds, year.status),
+        (recorded.failures, recorded.outage_seconds, recorded.status)
+    );
+}
