@@ -365,3 +365,97 @@ async fn topics_that_do_not_fit_together_stop_the_service_with_their_names() {
         "not restarted over and over"
     );
 }
+
+/// A restore that outlasts `max.poll.interval.ms` (6 s here) keeps the instance in its
+/// group: the restore reads between polls of the stage's consumer, its assignment paused,
+/// instead of holding the consumer unpolled until it is done (the group would then drop
+/// the member, and the restore would start over on the next assignment, and again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_longer_than_the_poll_interval_keeps_the_instance_in_its_group() {
+    let setup = setup("edge-long-restore").await;
+    let t = &setup.topics;
+    produce(
+        &setup.bootstrap,
+        &t.inventory,
+        &[circuit("DL-1", "ACC-1/0/1")],
+    );
+    // Circuits with a year of closed faults each, as a previous owner left them.
+    let history: Vec<Value> = (0..20)
+        .map(|d| {
+            let start = format!("2026-03-{:02}T10:00:00Z", d + 1);
+            let end = format!("2026-03-{:02}T11:30:00Z", d + 1);
+            json!({ "startedAt": start, "down": [{ "start": start, "end": end }], "counted": true })
+        })
+        .collect();
+    let states: Vec<Rec> = (0..CIRCUITS_RESTORED)
+        .map(|i| Rec {
+            key: format!("OLD-{i:06}"),
+            value: json!({ "kind": "circuit", "version": 1, "state": {
+                "impacts": { "active": {} }, "last_status": null, "fault": null,
+                "suppressed_until_up": false, "history": history, "excluded": [],
+                "ident": ["CUST-OLD", "AA"], "figures_due": null, "faults_opened": 20,
+            }}),
+            partition: Some(i as i32 % PARTITIONS),
+        })
+        .collect();
+    produce(&setup.bootstrap, &t.circuit_changelog, &states);
+    let mut a = Instance::start_with(
+        &setup.bootstrap,
+        &setup.prefix,
+        &setup.group,
+        "a",
+        &setup.dir,
+        &["--idle-after-ms", "1000", "-X", "max.poll.interval.ms=6000"],
+    );
+    a.wait_for_log(Duration::from_secs(300), |log| {
+        log.matches("state restored").count() >= 3
+    });
+    let log = std::fs::read_to_string(&a.log).expect("log");
+    let restored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("state restored") && l.contains("stage=\"circuits\""))
+        .collect();
+    let seconds: f64 = restored
+        .first()
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("seconds="))
+        })
+        .and_then(|s| s.parse().ok())
+        .expect("the restore's duration in its log line");
+    assert!(
+        seconds > 6.0,
+        "the restore took {seconds} s, not longer than max.poll.interval.ms: the test shows \
+         nothing (more state records needed on this machine)"
+    );
+    // Processing goes on, in the same group generation: no second restore, no revocation.
+    let mut new = alarm("NEW-1", "ACC-1/0/1", false);
+    new["alarmRaisedTime"] = json!(Utc::now().to_rfc3339());
+    produce(&setup.bootstrap, &t.alarms, &[rec("ACC-1/0/1", new)]);
+    wait_for_tickets(
+        &setup,
+        &mut a,
+        Duration::from_secs(60),
+        "the new alarm's ticket",
+        |t| events_of(t, "opened") == ["DL-1"],
+    );
+    let log = std::fs::read_to_string(&a.log).expect("log");
+    let circuit_restores = log
+        .lines()
+        .filter(|l| l.contains("state restored") && l.contains("stage=\"circuits\""))
+        .count();
+    assert_eq!(
+        circuit_restores, 1,
+        "one restore, not one per lost membership"
+    );
+    assert!(
+        !log.contains("partitions revoked") && !log.contains("maximum poll interval"),
+        "the instance stayed in its group (log: {})",
+        a.log.display()
+    );
+    a.stop();
+}
+
+/// How many circuit states the long restore reads: enough for more than 6 s in a debug
+/// build on this project's 2-core machine.
+const CIRCUITS_RESTORED: usize = 120_000;

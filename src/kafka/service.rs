@@ -249,6 +249,9 @@ const RESTORE_STALL: Duration = Duration::from_secs(120);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often the views of down circuits are refreshed to the partition's clock.
 const VIEW_REFRESH: Duration = Duration::from_secs(5);
+/// How long a restore reads before the stage polls its group consumer again (which keeps
+/// the member in its group, however long the whole restore takes).
+const RESTORE_SLICE: Duration = Duration::from_millis(200);
 /// How often the views of the circuits changed by committed transactions are built and
 /// published: a circuit changed by several transactions in a row (a storm, its timers) is
 /// built once for them, and the API is at most this much behind the topics.
@@ -676,7 +679,7 @@ impl ConsumerContext for StageContext {
         info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut guard = self.core.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(core) = guard.as_mut() {
@@ -703,6 +706,12 @@ impl ConsumerContext for StageContext {
                 });
                 core.to_restore.extend(assigned);
                 core.assigned = true;
+                // Nothing is read from the new assignment until its state is restored:
+                // the restore goes on between polls of this consumer (so that the group
+                // keeps the member however long it takes), and resumes them at its end.
+                if let Err(e) = consumer.pause(tpl) {
+                    warn!(stage = core.kind.name(), error = %e, "cannot pause the assignment for its restore");
+                }
             }
         }
     }
@@ -815,6 +824,8 @@ fn run_stage(
             pending: Vec::new(),
             offsets: BTreeMap::new(),
             to_restore: BTreeSet::new(),
+            restoring: None,
+            rewind: BTreeMap::new(),
             fanout: BTreeMap::new(),
             circuits: BTreeMap::new(),
             incidents: BTreeMap::new(),
@@ -865,7 +876,17 @@ fn stage_loop(
             if left < Duration::from_millis(1) {
                 break;
             }
-            let polled = consumer.poll(left.min(Duration::from_millis(20)));
+            // During a restore the assignment is paused: the poll only serves the group
+            // (heartbeats, rebalances) between slices of the restore, without waiting.
+            let restoring = lock_core(consumer.context())
+                .as_ref()
+                .is_some_and(|c| c.restoring.is_some());
+            let wait = if restoring {
+                Duration::ZERO
+            } else {
+                left.min(Duration::from_millis(20))
+            };
+            let polled = consumer.poll(wait);
             if let Some(e) = consumer
                 .context()
                 .revoke_error
@@ -880,6 +901,13 @@ fn stage_loop(
                 return Ok(());
             };
             core.restore_assigned(consumer)?;
+            if core.restoring.is_some() {
+                // Paused: a record polled anyway is read again once the restore is over.
+                if let Some(Ok(msg)) = &polled {
+                    core.read_again(msg.topic(), msg.partition(), msg.offset());
+                }
+                continue;
+            }
             match polled {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -898,6 +926,10 @@ fn stage_loop(
         let Some(core) = guard.as_mut() else {
             return Ok(());
         };
+        if core.restoring.is_some() {
+            // Changes wait in the channel; timers and commits wait for the whole state.
+            continue;
+        }
         while let Ok(change) = changes.try_recv() {
             core.on_change(change);
         }
@@ -912,6 +944,25 @@ fn stage_loop(
         core.commit(consumer)?;
     }
     Ok(())
+}
+
+/// A restore in progress: the changelog partitions being read, and how far.
+struct Restore {
+    restorer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+    /// High watermark of each changelog partition when the restore began.
+    ends: BTreeMap<i32, i64>,
+    /// Partitions not read to their end yet.
+    open: BTreeSet<i32>,
+    records: u64,
+    /// Records already added to the restore counter.
+    counted: u64,
+    since_check: u32,
+    /// When a record was last read (or a partition found at its end).
+    progress: Instant,
+    last_log: Instant,
+    started: Instant,
 }
 
 /// A view change to publish once the transaction that carries it commits (circuits' views
@@ -957,6 +1008,12 @@ struct Core {
     offsets: BTreeMap<(String, i32), i64>,
     /// Partitions assigned whose state is not restored yet.
     to_restore: BTreeSet<i32>,
+    /// The restore in progress, if any: while it lasts the assignment is paused and
+    /// nothing is processed or committed.
+    restoring: Option<Restore>,
+    /// Records polled while the assignment was paused for a restore, per input partition
+    /// the first one's offset: read again when the restore is over.
+    rewind: BTreeMap<(String, i32), i64>,
     fanout: BTreeMap<i32, FanOut>,
     circuits: BTreeMap<i32, CircuitPartition>,
     incidents: BTreeMap<i32, IncidentPartition>,
@@ -1275,8 +1332,19 @@ impl Core {
         self.reported.clear();
         self.at_end.clear();
         self.to_restore.clear();
+        self.restoring = None;
+        self.rewind.clear();
         self.last_alarm.clear();
         self.owned.clear();
+    }
+
+    /// A record of the paused assignment was polled during a restore: its partition is
+    /// read again from it (or an earlier one) once the restore is over.
+    fn read_again(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.rewind
+            .entry((topic.to_string(), partition))
+            .and_modify(|o| *o = (*o).min(offset))
+            .or_insert(offset);
     }
 
     fn changelog(&self) -> String {
@@ -1296,9 +1364,23 @@ impl Core {
         &mut self,
         consumer: &BaseConsumer<StageContext>,
     ) -> Result<(), ServiceError> {
-        if !std::mem::take(&mut self.assigned) {
-            return Ok(());
+        if std::mem::take(&mut self.assigned) {
+            self.begin_restore(consumer)?;
         }
+        let Some(mut r) = self.restoring.take() else {
+            return Ok(());
+        };
+        if self.restore_slice(&mut r)? {
+            self.finish_restore(consumer, r)
+        } else {
+            self.restoring = Some(r);
+            Ok(())
+        }
+    }
+
+    /// Start restoring the partitions just assigned: their committed offsets, then a
+    /// reader of their changelog partitions from the start to their current end.
+    fn begin_restore(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
         let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
         let started = Instant::now();
         // An assignment starts from what the changelog holds and nothing else (the
@@ -1381,66 +1463,106 @@ impl Core {
         restorer.assign(&tpl).map_err(retry)?;
         gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name())
             .set(partitions.len() as f64);
-        let mut records = 0u64;
-        let mut last_log = Instant::now();
         // Partitions still to read: one is done when a record at its last offset has been
         // read, or when the consumer's position has reached the high watermark (a trailing
-        // transaction marker moves the position past itself without a record). The
-        // position is a round trip to librdkafka's thread: asked when the poll comes back
-        // empty or every 1 000 records, not per record (it cost 41 % of a restore).
-        let mut open: BTreeSet<i32> = ends
+        // transaction marker moves the position past itself without a record).
+        let open: BTreeSet<i32> = ends
             .iter()
             .filter(|(_, high)| **high > 0)
             .map(|(p, _)| *p)
             .collect();
-        let mut since_check = 0u32;
-        let mut counted = 0u64;
-        let mut progress = Instant::now();
-        while !open.is_empty() {
-            if progress.elapsed() > RESTORE_STALL {
+        self.restoring = Some(Restore {
+            restorer,
+            topic,
+            partitions,
+            ends,
+            open,
+            records: 0,
+            counted: 0,
+            since_check: 0,
+            progress: Instant::now(),
+            last_log: Instant::now(),
+            started,
+        });
+        Ok(())
+    }
+
+    /// Read the changelog for one slice of time; true once every partition is read to
+    /// its end. The position is a round trip to librdkafka's thread: asked when the poll
+    /// comes back empty or every 1 000 records, not per record (it cost 41 % of a restore).
+    fn restore_slice(&mut self, r: &mut Restore) -> Result<bool, ServiceError> {
+        let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
+        let slice_end = Instant::now() + RESTORE_SLICE;
+        while !r.open.is_empty() && Instant::now() < slice_end {
+            if r.progress.elapsed() > RESTORE_STALL {
                 return Err(ServiceError::Aborted(format!(
-                    "restoring state: nothing read from {topic} partitions {open:?} for {}s \
+                    "restoring state: nothing read from {} partitions {:?} for {}s \
                      (leader unavailable?)",
+                    r.topic,
+                    r.open,
                     RESTORE_STALL.as_secs()
                 )));
             }
-            match restorer.poll(Duration::from_millis(200)) {
-                None => since_check = u32::MAX,
+            match r.restorer.poll(Duration::from_millis(100)) {
+                None => r.since_check = u32::MAX,
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(retry(e)),
                 Some(Err(e)) => warn!(error = %e, "restore: consumer error; retrying"),
                 Some(Ok(msg)) => {
-                    records += 1;
-                    progress = Instant::now();
-                    since_check = since_check.saturating_add(1);
+                    r.records += 1;
+                    r.progress = Instant::now();
+                    r.since_check = r.since_check.saturating_add(1);
                     self.restore_record(&msg)?;
                     let p = msg.partition();
-                    if ends.get(&p).is_some_and(|high| msg.offset() + 1 >= *high) {
-                        open.remove(&p);
+                    if r.ends.get(&p).is_some_and(|high| msg.offset() + 1 >= *high) {
+                        r.open.remove(&p);
                     }
                 }
             }
-            if since_check >= 1_000 && !open.is_empty() {
-                since_check = 0;
-                let positions = restorer.position().map_err(retry)?;
-                let before = open.len();
-                open.retain(|p| {
+            if r.since_check >= 1_000 && !r.open.is_empty() {
+                r.since_check = 0;
+                let positions = r.restorer.position().map_err(retry)?;
+                let before = r.open.len();
+                let (topic, ends) = (&r.topic, &r.ends);
+                r.open.retain(|p| {
                     let high = ends.get(p).copied().unwrap_or(0);
                     !positions
-                        .find_partition(&topic, *p)
+                        .find_partition(topic, *p)
                         .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= high))
                 });
-                if open.len() < before {
-                    progress = Instant::now();
+                if r.open.len() < before {
+                    r.progress = Instant::now();
                 }
             }
-            if last_log.elapsed() >= Duration::from_secs(5) {
-                last_log = Instant::now();
+            if r.last_log.elapsed() >= Duration::from_secs(5) {
+                r.last_log = Instant::now();
                 counter!(telemetry::RESTORE_RECORDS, "stage" => self.kind.name())
-                    .increment(records - counted);
-                counted = records;
-                info!(stage = self.kind.name(), records, "restoring state");
+                    .increment(r.records - r.counted);
+                r.counted = r.records;
+                info!(
+                    stage = self.kind.name(),
+                    records = r.records,
+                    "restoring state"
+                );
             }
         }
+        Ok(r.open.is_empty())
+    }
+
+    /// The restore is over: publish what it restored, and read the assignment's inputs
+    /// from their committed offsets on.
+    fn finish_restore(
+        &mut self,
+        consumer: &BaseConsumer<StageContext>,
+        r: Restore,
+    ) -> Result<(), ServiceError> {
+        let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
+        let Restore {
+            partitions,
+            records,
+            counted,
+            started,
+            ..
+        } = r;
         counter!(telemetry::RESTORE_RECORDS, "stage" => self.kind.name())
             .increment(records - counted);
         // The restored (committed) state is what the views show; what follows reaches them
@@ -1467,6 +1589,14 @@ impl Core {
             seconds = started.elapsed().as_secs_f64(),
             "state restored"
         );
+        // A record polled before the pause took hold is read again.
+        for ((topic, p), offset) in std::mem::take(&mut self.rewind) {
+            consumer
+                .seek(&topic, p, Offset::Offset(offset), Duration::from_secs(10))
+                .map_err(retry)?;
+        }
+        let assignment = consumer.assignment().map_err(retry)?;
+        consumer.resume(&assignment).map_err(retry)?;
         Ok(())
     }
 
