@@ -735,15 +735,19 @@ impl CircuitStates {
             else {
                 continue;
             };
-            if fault.status == crate::ticket::TicketStatus::Closed
-                || window.end <= fault.opened_at()
-                || !window.affects(circuit)
-            {
+            if fault.status == crate::ticket::TicketStatus::Closed {
                 continue;
             }
-            let work = PlannedWork::from_window(&window, circuit.customer.level, policy);
             let at = window.notice_given_at.max(fault.opened_at());
-            if let Some(ev) = fault.note_planned_work(work, at, policy) {
+            // A window the fault noted may have moved: it follows, or drops out when it
+            // no longer covers the circuit during the fault.
+            let event = if window.end > fault.opened_at() && window.affects(circuit) {
+                let work = PlannedWork::from_window(&window, circuit.customer.level, policy);
+                fault.note_planned_work(work, at, policy)
+            } else {
+                fault.drop_planned_work(&window.window_id, at, policy)
+            };
+            if let Some(ev) = event {
                 out.push(ticket(ev));
                 touched.push(circuit_id.clone());
             }
@@ -948,9 +952,42 @@ impl CircuitStates {
         out
     }
 
-    /// Forget a maintenance window that was called off.
+    /// Forget a maintenance window that was called off, leaving the faults that noted it
+    /// as they are. [`Self::withdraw_window`] applies the cancellation to them too.
     pub fn cancel_window(&mut self, window_id: &str) {
         self.windows.remove(window_id);
+    }
+
+    /// A maintenance window was called off at `at` (engine time): forget it, and the open
+    /// faults that noted it no longer exclude its time (their deadlines move back; their
+    /// figures count it again), each with a ticket event.
+    pub fn withdraw_window(
+        &mut self,
+        window_id: &str,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Vec<Output> {
+        self.windows.remove(window_id);
+        let mut out = Vec::new();
+        let mut touched = Vec::new();
+        for (circuit_id, entry) in &mut self.circuits {
+            let Some(fault) = entry
+                .fault
+                .as_mut()
+                .filter(|f| f.status != crate::ticket::TicketStatus::Closed)
+            else {
+                continue;
+            };
+            let when = at.max(fault.opened_at());
+            if let Some(ev) = fault.drop_planned_work(window_id, when, policy) {
+                out.push(ticket(ev));
+                touched.push(circuit_id.clone());
+            }
+        }
+        for circuit_id in touched {
+            self.reschedule(&circuit_id, policy);
+        }
+        out
     }
 
     /// Drop circuits with nothing left to remember and re-index the circuit's timer.
@@ -1189,8 +1226,8 @@ pub enum Input {
     Alarm(Alarm),
     Inventory(InventoryChange),
     Maintenance(MaintenanceWindow),
-    /// A maintenance window was called off (a tombstone on its compacted topic). Faults
-    /// that already noted it keep it: the works may have started.
+    /// A maintenance window was called off (a tombstone on its compacted topic). Open
+    /// faults that noted it no longer exclude its time.
     CancelWindow {
         window_id: String,
     },
@@ -1347,7 +1384,9 @@ impl Engine {
                 out.extend(self.states.on_window(window, &self.network, &self.policy)?);
                 out.extend(notice.map(|n| Output::Warning(Warning::LateNotice(n))));
             }
-            Input::CancelWindow { window_id } => self.states.cancel_window(&window_id),
+            Input::CancelWindow { window_id } => {
+                out.extend(self.states.withdraw_window(&window_id, now, &self.policy));
+            }
             Input::Command(cmd) => {
                 let skew = self.policy.max_future_skew();
                 if now

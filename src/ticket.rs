@@ -222,7 +222,8 @@ pub enum SlaEvent {
     },
     ManuallyClosed,
     CircuitDeleted,
-    /// A maintenance window covering the circuit became known; deadlines may move.
+    /// A maintenance window covering the circuit became known, was moved or was called
+    /// off; deadlines may move.
     PlannedWorksNoted,
 }
 
@@ -907,23 +908,38 @@ impl Fault {
         self.changed(why, at, policy, &before)
     }
 
-    /// Note a planned-works window covering the circuit; an event when it is new (its
-    /// time may move the deadlines, and the ticket lists it).
+    /// Note a planned-works window covering the circuit, or its new times or notice when
+    /// it was moved; an event when the ticket changes (its time may move the deadlines,
+    /// and the ticket lists it).
     pub fn note_planned_work(
         &mut self,
         work: PlannedWork,
         at: DateTime<Utc>,
         policy: &Policy,
     ) -> Option<TicketEvent> {
-        if self
-            .planned_works
-            .iter()
-            .any(|p| p.window_id == work.window_id)
-        {
+        if self.planned_works.contains(&work) {
             return None;
         }
         let before = self.published(at, policy);
+        self.planned_works.retain(|p| p.window_id != work.window_id);
         self.add_planned_work(work);
+        self.changed(SlaEvent::PlannedWorksNoted, at, policy, &before)
+    }
+
+    /// A planned-works window the fault noted no longer covers it (called off, or moved
+    /// away from the circuit or the fault): its time counts again, and the deadlines move
+    /// back. An event when the fault had noted it.
+    pub fn drop_planned_work(
+        &mut self,
+        window_id: &str,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<TicketEvent> {
+        if !self.planned_works.iter().any(|p| p.window_id == window_id) {
+            return None;
+        }
+        let before = self.published(at, policy);
+        self.planned_works.retain(|p| p.window_id != window_id);
         self.changed(SlaEvent::PlannedWorksNoted, at, policy, &before)
     }
 

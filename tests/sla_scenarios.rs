@@ -1184,3 +1184,70 @@ fn an_up_circuits_view_is_as_of_its_last_record() {
         (recorded.failures, recorded.outage_seconds, recorded.status)
     );
 }
+
+#[test]
+fn a_moved_or_cancelled_window_is_applied_again_to_the_fault_that_noted_it() {
+    // Issue 15, item 6. The works of `works` (window W-7 01:00-03:00, notice nine working
+    // days ahead): the fault from 01:10 (ordinary: restore within 8 h) noted the window,
+    // restore by 01:10 + 8 h + 1 h 50 min excluded = 11:00. The window is then moved to
+    // 01:00-02:00 (the fault excludes 50 min: restore by 10:00), or called off (nothing
+    // excluded: restore by 09:10), before the port comes back at 03:30. Before the fix the
+    // fault kept the window as first noted, in its deadlines and in the figures.
+    let moved = MaintenanceWindow {
+        window_id: "W-7".into(),
+        objects: vec!["PTN-5".into()],
+        circuits: vec![],
+        start: sh(2026, 6, 10, 1, 0, 0),
+        end: sh(2026, 6, 10, 2, 0, 0),
+        notice_given_at: sh(2026, 5, 27, 9, 0, 0),
+        emergency: false,
+        cross_border: false,
+    };
+    let cancelled = Input::CancelWindow {
+        window_id: "W-7".into(),
+    };
+    for (change, restore_by, seconds) in [
+        (
+            vec![Input::Maintenance(moved.clone())],
+            sh(2026, 6, 10, 10, 0, 0),
+            (8400 - 3000, 3000),
+        ),
+        (
+            vec![Input::Maintenance(moved.clone()), cancelled.clone()],
+            sh(2026, 6, 10, 9, 10, 0),
+            (8400, 0),
+        ),
+        (vec![cancelled], sh(2026, 6, 10, 9, 10, 0), (8400, 0)),
+    ] {
+        let mut inputs = works(sh(2026, 5, 27, 9, 0, 0));
+        let clear = inputs.pop().expect("the clear");
+        let what = format!("{change:?}");
+        inputs.extend(change);
+        inputs.push(clear);
+        let mut engine = Engine::new(Policy::builtin());
+        let out = run(&mut engine, inputs, sh(2026, 6, 11, 0, 0, 0));
+        let events = tickets(&out);
+        assert_eq!(
+            events[0].ticket().sla.restore_by,
+            sh(2026, 6, 10, 11, 0, 0),
+            "{what}"
+        );
+        let last_noted = events
+            .iter()
+            .rfind(|t| t.sla_event == SlaEvent::PlannedWorksNoted)
+            .unwrap_or_else(|| panic!("{what}: the ticket follows the window"));
+        assert_eq!(last_noted.ticket().sla.restore_by, restore_by, "{what}");
+        assert_eq!(
+            last_noted.field_path.as_deref(),
+            Some("expectedResolutionDate,sla.atRiskAt,sla.plannedWorks,sla.restoreBy"),
+            "{what}"
+        );
+        let restored = events
+            .iter()
+            .find(|t| t.sla_event == SlaEvent::Restored)
+            .expect("restored");
+        assert_eq!(restored.ticket().sla.restore_by, restore_by, "{what}");
+        let f = last_figures(&out, "MW1", "2026");
+        assert_eq!((f.outage_seconds, f.maintenance_seconds), seconds, "{what}");
+    }
+}
