@@ -952,12 +952,6 @@ impl CircuitStates {
         out
     }
 
-    /// Forget a maintenance window that was called off, leaving the faults that noted it
-    /// as they are. [`Self::withdraw_window`] applies the cancellation to them too.
-    pub fn cancel_window(&mut self, window_id: &str) {
-        self.windows.remove(window_id);
-    }
-
     /// A maintenance window was called off at `at` (engine time): forget it, and the open
     /// faults that noted it no longer exclude its time (their deadlines move back; their
     /// figures count it again), each with a ticket event.

@@ -459,3 +459,74 @@ async fn a_restore_longer_than_the_poll_interval_keeps_the_instance_in_its_group
 /// How many circuit states the long restore reads: enough for more than 6 s in a debug
 /// build on this project's 2-core machine.
 const CIRCUITS_RESTORED: usize = 120_000;
+
+/// A maintenance window called off (its tombstone on `maintenance.windows`) while a fault
+/// that noted it is open: `linewatch run` applies the cancellation to the fault, as
+/// `replay` does — the works' time counts again and the deadline moves back, announced by
+/// a `plannedWorksNoted` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_called_off_moves_back_the_deadline_of_the_fault_that_noted_it() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let setup = setup("edge-window-off").await;
+    let t = &setup.topics;
+    produce(
+        &setup.bootstrap,
+        &t.inventory,
+        &[circuit("DL-1", "ACC-1/0/1")],
+    );
+    let now = Utc::now();
+    let window = json!({
+        "windowId": "MW-1", "objects": [], "circuits": ["DL-1"],
+        "start": (now - chrono::Duration::minutes(30)).to_rfc3339(),
+        "end": (now + chrono::Duration::hours(2)).to_rfc3339(),
+        "noticeGivenAt": (now - chrono::Duration::days(30)).to_rfc3339(),
+        "emergency": false, "crossBorder": false,
+    });
+    produce(&setup.bootstrap, &t.maintenance, &[rec("MW-1", window)]);
+    let mut a = live_instance(&setup, "a");
+    a.wait_for_log(Duration::from_secs(120), |log| {
+        log.matches("state restored").count() >= 3
+    });
+    produce(
+        &setup.bootstrap,
+        &t.alarms,
+        &[rec("ACC-1/0/1", alarm("LOS-1", "ACC-1/0/1", false))],
+    );
+    let restore_by = |e: &Value| e["event"]["troubleTicket"]["sla"]["restoreBy"].clone();
+    let opened = wait_for_tickets(&setup, &mut a, Duration::from_secs(60), "the ticket", |t| {
+        events_of(t, "opened") == ["DL-1"]
+    });
+    let opened = opened
+        .iter()
+        .find(|e| e["slaEvent"]["kind"] == "opened")
+        .map(restore_by)
+        .expect("opened");
+    // The window's tombstone.
+    let producer: BaseProducer = common::producer_config(&setup.bootstrap)
+        .create()
+        .expect("producer");
+    producer
+        .send(BaseRecord::<str, [u8]>::to(&t.maintenance).key("MW-1"))
+        .expect("tombstone queued");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let events = wait_for_tickets(
+        &setup,
+        &mut a,
+        Duration::from_secs(60),
+        "the cancellation's event",
+        |t| events_of(t, "plannedWorksNoted") == ["DL-1"],
+    );
+    let noted = events
+        .iter()
+        .find(|e| e["slaEvent"]["kind"] == "plannedWorksNoted")
+        .map(restore_by)
+        .expect("noted");
+    let at = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default()).expect("a time")
+    };
+    assert!(
+        at(&noted) < at(&opened),
+        "the deadline moves back once the works are called off: {opened} then {noted}"
+    );
+    a.stop();
+}

@@ -2132,9 +2132,12 @@ impl Core {
                             .states
                             .on_window(w.clone(), &r.network, policy)
                             .unwrap_or_default(),
+                        // The faults that noted the window count its time again, dated
+                        // at the partition's event-time clock (the replay's clock when
+                        // it reads the cancellation).
                         Change::WindowCancelled(id) => {
-                            part.states.cancel_window(id);
-                            Vec::new()
+                            let at = part.buf.meta.clock.unwrap_or(now);
+                            part.states.withdraw_window(id, at, policy)
                         }
                     };
                     drop(r);
