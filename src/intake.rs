@@ -189,16 +189,21 @@ pub fn admit(input: &mut Input) -> Result<(), RejectReason> {
             check_text("customer.name", &c.customer.name)?;
             for (r, route) in c.routes.iter().enumerate() {
                 for (e, el) in route.path.iter().enumerate() {
-                    let at = |f: &str| format!("routes[{r}].path[{e}].{f}");
-                    check_id(&at("id"), &el.id)?;
-                    for (name, v) in [
-                        ("domain", &el.domain),
-                        ("neType", &el.ne_type),
-                        ("ne", &el.ne),
-                        ("card", &el.card),
-                    ] {
-                        if let Some(v) = v {
-                            check_id(&at(name), v)?;
+                    // The field path is only written for a reason (this runs for every
+                    // element of every circuit loaded).
+                    let fields = [
+                        ("id", Some(&el.id)),
+                        ("domain", el.domain.as_ref()),
+                        ("neType", el.ne_type.as_ref()),
+                        ("ne", el.ne.as_ref()),
+                        ("card", el.card.as_ref()),
+                    ];
+                    for (name, v) in fields {
+                        if let Some(problem) = v.and_then(|v| id_problem(v)) {
+                            return Err(RejectReason::Invalid {
+                                field: format!("routes[{r}].path[{e}].{name}"),
+                                problem,
+                            });
                         }
                     }
                 }
@@ -229,23 +234,30 @@ pub fn admit(input: &mut Input) -> Result<(), RejectReason> {
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), RejectReason> {
-    let problem = if id.len() > MAX_ID_BYTES {
-        format!(
+    match id_problem(id) {
+        None => Ok(()),
+        Some(problem) => Err(RejectReason::Invalid {
+            field: field.into(),
+            problem,
+        }),
+    }
+}
+
+/// What is wrong with an identifier, if anything.
+fn id_problem(id: &str) -> Option<String> {
+    if id.len() > MAX_ID_BYTES {
+        Some(format!(
             "an identifier of {} bytes; at most {MAX_ID_BYTES} are accepted",
             id.len()
-        )
-    } else if let Some(c) = id.chars().find(|c| c.is_control()) {
-        format!(
-            "an identifier with the control character U+{:04X}; ids are printable text",
-            u32::from(c)
-        )
+        ))
     } else {
-        return Ok(());
-    };
-    Err(RejectReason::Invalid {
-        field: field.into(),
-        problem,
-    })
+        id.chars().find(|c| c.is_control()).map(|c| {
+            format!(
+                "an identifier with the control character U+{:04X}; ids are printable text",
+                u32::from(c)
+            )
+        })
+    }
 }
 
 fn check_text(field: &str, text: &str) -> Result<(), RejectReason> {

@@ -243,6 +243,15 @@ pub fn parse_circuit_record(
                 .into(),
         });
     }
+    match wire::decode(key, value) {
+        Some(change) => Ok(change),
+        None => parse_tree(key, value),
+    }
+}
+
+/// [`parse_circuit_record`] of a value that is not blank, through a `serde_json::Value`
+/// tree: the parser of every record the fast path ([`wire`]) leaves, and of every reason.
+fn parse_tree(key: Option<&str>, value: &[u8]) -> Result<InventoryChange, RejectReason> {
     let root = json::parse(value, DEFAULT_MAX_MESSAGE_BYTES)?;
     let o = Obj::at(String::new(), &root)?;
     let change = if o.opt_bool("deleted")? == Some(true) {
@@ -264,6 +273,205 @@ pub fn parse_circuit_record(
             key: json::show(k),
         }),
         _ => Ok(change),
+    }
+}
+
+/// The fast path of [`parse_circuit_record`]: a record decoded straight from its bytes into
+/// typed structs that borrow its text, without the `serde_json::Value` tree (which cost one
+/// allocation per key and per value, and an owned field path per route and path element).
+///
+/// It only ever accepts: a record it does not take (any rule broken, but also a duplicate
+/// key, a number where a string goes, a delete) goes to the tree-based parser, which
+/// accepts it or writes the reason, so that reasons keep their text and their field
+/// paths. What it accepts, the tree-based parser accepts too, with the same result (tests
+/// below hold the two together on the fixtures and on mutations of them).
+mod wire {
+    use std::borrow::Cow;
+
+    use serde::Deserialize;
+
+    use super::{
+        Circuit, Customer, InventoryChange, PathElement, Route, RouteRole, ASSURANCE_LEVELS,
+        CUSTOMER_LEVELS, KINDS, ROLES, SCOPES, SERVICES,
+    };
+    use crate::rejection::DEFAULT_MAX_MESSAGE_BYTES;
+
+    /// A JSON string, borrowed from the record unless it has escapes. (A bare
+    /// `Option<Cow<str>>` would always be copied out: serde borrows a `Cow` only as a field
+    /// of its own, not inside an `Option`.)
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+    // Every field is optional here so that `null` reads as absent, as in the tree-based
+    // parser; a required field found missing sends the record to that parser.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct CircuitWire<'a> {
+        #[serde(borrow, default)]
+        circuit_id: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        customer: Option<CustomerWire<'a>>,
+        #[serde(borrow, default)]
+        assurance_level: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        scope: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        service: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        routes: Option<Vec<RouteWire<'a>>>,
+        #[serde(default)]
+        deleted: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CustomerWire<'a> {
+        #[serde(borrow, default)]
+        id: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        name: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        level: Option<Text<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RouteWire<'a> {
+        #[serde(borrow, default)]
+        role: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        path: Option<Vec<ElementWire<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct ElementWire<'a> {
+        #[serde(borrow, default)]
+        kind: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        id: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        domain: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        ne_type: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        ne: Option<Text<'a>>,
+        #[serde(borrow, default)]
+        card: Option<Text<'a>>,
+    }
+
+    /// The circuit the record upserts, or `None` when the tree-based parser must decide.
+    pub(super) fn decode(key: Option<&str>, value: &[u8]) -> Option<InventoryChange> {
+        if value.len() > DEFAULT_MAX_MESSAGE_BYTES {
+            return None;
+        }
+        let body = value.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(value);
+        let w: CircuitWire<'_> = serde_json::from_slice(body).ok()?;
+        if w.deleted == Some(true) {
+            return None;
+        }
+        let circuit_id = non_blank(w.circuit_id)?;
+        if key.is_some_and(|k| k != circuit_id) {
+            return None;
+        }
+        let c = w.customer?;
+        let customer = Customer {
+            id: non_blank(c.id)?,
+            name: c.name?.0.into_owned(),
+            level: choice(c.level?, CUSTOMER_LEVELS)?,
+        };
+        let assurance_level = choice(w.assurance_level?, ASSURANCE_LEVELS)?;
+        let scope = choice(w.scope?, SCOPES)?;
+        let service = choice(w.service?, SERVICES)?;
+        let raw_routes = w.routes?;
+        if raw_routes.is_empty() {
+            return None;
+        }
+        let mut routes = Vec::with_capacity(raw_routes.len());
+        for r in raw_routes {
+            let role = choice(r.role?, ROLES)?;
+            if role == RouteRole::Working && routes.iter().any(|r: &Route| r.role == role) {
+                return None;
+            }
+            routes.push(Route {
+                role,
+                path: path(r.path?)?,
+            });
+        }
+        Some(InventoryChange::Upsert(Box::new(Circuit {
+            circuit_id,
+            customer,
+            assurance_level,
+            scope,
+            service,
+            routes,
+        })))
+    }
+
+    fn path(raw: Vec<ElementWire<'_>>) -> Option<Vec<PathElement>> {
+        if raw.is_empty() {
+            return None;
+        }
+        let mut path: Vec<PathElement> = Vec::with_capacity(raw.len());
+        for e in raw {
+            let id = non_blank(e.id)?;
+            // Paths are short: a scan beats hashing them (the set is for the rare long one).
+            let seen = if path.len() < 32 {
+                path.iter().any(|p| p.id == id)
+            } else {
+                path.iter()
+                    .map(|p| p.id.as_str())
+                    .collect::<std::collections::HashSet<_>>()
+                    .contains(id.as_str())
+            };
+            if seen {
+                return None;
+            }
+            path.push(PathElement {
+                kind: choice(e.kind?, KINDS)?,
+                id,
+                domain: optional(e.domain),
+                ne_type: optional(e.ne_type),
+                ne: optional(e.ne),
+                card: optional(e.card),
+            });
+        }
+        Some(path)
+    }
+
+    /// A required string that is not blank (`req_str`).
+    fn non_blank(s: Option<Text<'_>>) -> Option<String> {
+        s.filter(|s| !s.0.trim().is_empty())
+            .map(|s| s.0.into_owned())
+    }
+
+    /// An optional string; blank reads as absent (`opt_str`).
+    fn optional(s: Option<Text<'_>>) -> Option<String> {
+        non_blank(s)
+    }
+
+    /// One of `choices`, without regard to letter case (`req_enum`).
+    fn choice<T: Copy>(s: Text<'_>, choices: &[(&str, T)]) -> Option<T> {
+        let s = s.0.trim();
+        choices
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, v)| *v)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn text_is_borrowed_unless_escaped() {
+            let plain: Option<Text<'_>> = serde_json::from_str(r#""NE-1/2""#).unwrap();
+            assert!(matches!(plain, Some(Text(Cow::Borrowed("NE-1/2")))));
+            let escaped: Option<Text<'_>> = serde_json::from_str(r#""NE-1\/2""#).unwrap();
+            assert!(matches!(escaped, Some(Text(Cow::Owned(s))) if s == "NE-1/2"));
+            let null: Option<Text<'_>> = serde_json::from_str("null").unwrap();
+            assert!(null.is_none());
+        }
     }
 }
 
@@ -559,7 +767,161 @@ mod parse_tests {
             .contains(&String::new()));
     }
 
+    /// Every record both parsers are held to: the result of [`parse_circuit_record`] (fast
+    /// path first) is the tree-based parser's, reason text included. Returns whether the
+    /// fast path took the record.
+    fn same_as_tree(key: Option<&str>, value: &[u8]) -> bool {
+        let got = parse_circuit_record(key.map(str::as_bytes), Some(value));
+        if !value.iter().all(u8::is_ascii_whitespace) {
+            assert_eq!(
+                got,
+                parse_tree(key, value),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        let fast = wire::decode(key, value);
+        if let Some(fast) = &fast {
+            assert_eq!(got.as_ref(), Ok(fast));
+        }
+        fast.is_some()
+    }
+
+    fn fixtures(dir: &str) -> Vec<Vec<u8>> {
+        let dir = format!(
+            "{}/tests/fixtures/inventory/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "{dir}");
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn the_fast_path_takes_valid_circuits_as_the_tree_reads_them() {
+        for bytes in fixtures("valid") {
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            let took = same_as_tree(None, &bytes);
+            // Deletes are left to the tree; every circuit is taken.
+            assert_eq!(took, !text.contains("\"deleted\""), "{text}");
+        }
+        let key = Some("SZ-GZ-DL-000731");
+        assert!(same_as_tree(key, PROTECTED.as_bytes()));
+        // Letter case, blanks and nulls where they are harmless, escapes, a byte-order
+        // mark, `deleted: false`: all taken, read as the tree reads them.
+        let mut v = circuit();
+        v["assuranceLevel"] = json!(" aaa ");
+        v["customer"]["level"] = json!("Gold");
+        v["customer"]["name"] = json!("");
+        v["routes"][0]["path"][0]["ne"] = json!("");
+        v["routes"][0]["path"][0]["card"] = Value::Null;
+        v["routes"][0]["path"][1]["domain"] = json!("  ");
+        v["routes"][1]["path"][0]["neType"] = json!("Optical \"X\" \u{e9}");
+        v["deleted"] = json!(false);
+        let text = v.to_string();
+        assert!(same_as_tree(None, text.as_bytes()));
+        let escaped = text.replace("SZ-GZ-DL-000731", "SZ-GZ-DL-\\u0030\\u0030\\u00307\\/31");
+        assert!(same_as_tree(None, escaped.as_bytes()));
+        let with_bom = [&b"\xEF\xBB\xBF"[..], text.as_bytes()].concat();
+        assert!(same_as_tree(None, &with_bom));
+        // The key must name the circuit, or the tree writes the reason.
+        assert!(!same_as_tree(Some("OTHER"), PROTECTED.as_bytes()));
+    }
+
+    #[test]
+    fn the_fast_path_leaves_every_rejection_to_the_tree() {
+        for dir in ["invalid", "invalid_semantic"] {
+            for bytes in fixtures(dir) {
+                assert!(!same_as_tree(None, &bytes));
+                assert!(parse_tree(None, &bytes).is_err());
+            }
+        }
+        // Each field of each level absent, null, blank, of the wrong type, unknown or
+        // twice: whatever the tree says, the record's result is the tree's.
+        let base = circuit();
+        let mut objects: Vec<String> = vec![String::new(), "/customer".into()];
+        for (r, route) in base["routes"].as_array().unwrap().iter().enumerate() {
+            objects.push(format!("/routes/{r}"));
+            for e in 0..route["path"].as_array().unwrap().len() {
+                objects.push(format!("/routes/{r}/path/{e}"));
+            }
+        }
+        let odd = [
+            Value::Null,
+            json!(""),
+            json!(" "),
+            json!(7),
+            json!(true),
+            json!([]),
+            json!({}),
+            json!("WORKING"),
+            json!("x"),
+        ];
+        let mut cases = 0;
+        for at in &objects {
+            let keys: Vec<String> = base
+                .pointer(at)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            for k in keys
+                .iter()
+                .chain([&"deleted".to_string(), &"extra".to_string()])
+            {
+                let mut v = base.clone();
+                v.pointer_mut(at)
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .remove(k);
+                same_as_tree(None, v.to_string().as_bytes());
+                for o in &odd {
+                    let mut v = base.clone();
+                    v.pointer_mut(at).unwrap()[k.as_str()] = o.clone();
+                    same_as_tree(None, v.to_string().as_bytes());
+                    cases += 1;
+                }
+                // The same key twice: the tree keeps the last; the fast path leaves it.
+                let text = base.to_string();
+                if let Some(i) = text.find(&format!("\"{k}\":")) {
+                    let twice = format!("{}\"{k}\":null,{}", &text[..i], &text[i..]);
+                    same_as_tree(None, twice.as_bytes());
+                }
+            }
+        }
+        assert!(cases > 500, "{cases}");
+        // A delete, the size limit, not an object, trailing bytes.
+        for text in [
+            r#"{"circuitId":"C-9","deleted":true}"#.to_string(),
+            r#"{"circuitId":"C-9","deleted":true,"routes":[]}"#.to_string(),
+            format!("{PROTECTED}{}", " ".repeat(DEFAULT_MAX_MESSAGE_BYTES)),
+            "[]".into(),
+            format!("{PROTECTED}x"),
+        ] {
+            assert!(!same_as_tree(Some("C-9"), text.as_bytes()));
+        }
+    }
+
     proptest! {
+        #[test]
+        fn mutated_fixture_reads_as_the_tree_reads_it(
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let mut bytes = PROTECTED.as_bytes().to_vec();
+            let i = at.index(bytes.len());
+            if cut { bytes.truncate(i) } else { bytes[i] = byte }
+            same_as_tree(None, &bytes);
+        }
+
         #[test]
         fn arbitrary_records_never_panic(
             key in prop::option::of(prop::collection::vec(any::<u8>(), 0..16)),

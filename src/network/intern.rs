@@ -60,7 +60,13 @@ impl Interner {
     /// When `u32::MAX - 1` distinct strings are held at once: at 16 bytes of slot each, the
     /// replica would need over 64 GB before that.
     pub fn intern(&mut self, text: &str) -> Sym {
-        if let Some(sym) = self.get(text) {
+        // Hashed once, for the look-up and the insertion both.
+        let hash = self.hasher.hash_one(text);
+        let found = self
+            .table
+            .find(hash, |s| &*self.slots[s.slot()].text == text)
+            .copied();
+        if let Some(sym) = found {
             self.retain(sym);
             return sym;
         }
@@ -85,9 +91,7 @@ impl Interner {
             hasher,
             ..
         } = self;
-        table.insert_unique(hasher.hash_one(text), sym, |s| {
-            hasher.hash_one(&*slots[s.slot()].text)
-        });
+        table.insert_unique(hash, sym, |s| hasher.hash_one(&*slots[s.slot()].text));
         sym
     }
 
