@@ -142,3 +142,59 @@ async fn sigterm_is_obeyed_within_seconds_while_the_broker_does_not_answer() {
         "the storm's tickets are there"
     );
 }
+
+/// Started against a cluster that does not answer at all, the instance retries its first
+/// metadata requests for up to a minute; a SIGTERM meanwhile ends it within seconds, with
+/// an error that names the cause (it took 58 s when the retries ignored the signal).
+#[test]
+fn sigterm_is_obeyed_within_seconds_while_no_broker_answers_at_start() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique_name("no-broker"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("run.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_linewatch"))
+        // Port 1 on loopback: nothing listens there.
+        .args([
+            "run",
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .expect("linewatch run");
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let asked = Instant::now();
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if asked.elapsed() > Duration::from_secs(45) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = asked.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let status = status.unwrap_or_else(|| panic!("no exit {took:?} after SIGTERM (log: {text})"));
+    assert!(
+        took < Duration::from_secs(15),
+        "SIGTERM took {took:?} with no broker (log: {})",
+        log.display()
+    );
+    assert!(
+        status.code().is_some(),
+        "an exit, not a signal death: {status}"
+    );
+    assert!(
+        text.contains("127.0.0.1:1"),
+        "the error names the unreachable broker: {text}"
+    );
+}

@@ -318,6 +318,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let marks = assign_from_start(
         &replica_consumer,
         &[&config.topics.inventory, &config.topics.maintenance],
+        &shutdown,
     )?;
     let started = Instant::now();
     while !caught_up(&replica_consumer, &marks)? {
@@ -754,7 +755,7 @@ fn run_stage(
         .set("partitioner", "murmur2_random");
     crate::kafka::throughput_producer(&mut producer_cfg);
     let producer: BaseProducer = producer_cfg.create()?;
-    with_retries(|| producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
+    with_retries(&env.shutdown, || producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
 
     let inputs: Vec<String> = match kind {
         StageKind::FanOut => vec![t.alarms.clone(), t.maintenance.clone(), t.inventory.clone()],
@@ -764,10 +765,10 @@ fn run_stage(
     let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)
         .set("group.id", format!("{}-probe", config.group_id))
         .create()?;
-    let mut impact_partitions = partition_count(&probe, &t.impacts)?;
-    let alarm_partitions = partition_count(&probe, &t.alarms)?;
-    let facts_partitions = partition_count(&probe, &t.incident_facts)?;
-    let mut commands_partitions = partition_count(&probe, &t.commands)?;
+    let mut impact_partitions = partition_count(&probe, &t.impacts, &env.shutdown)?;
+    let alarm_partitions = partition_count(&probe, &t.alarms, &env.shutdown)?;
+    let facts_partitions = partition_count(&probe, &t.incident_facts, &env.shutdown)?;
+    let mut commands_partitions = partition_count(&probe, &t.commands, &env.shutdown)?;
     // Partitions being added by an operator reach the topics one after the other: a
     // mismatch stops the service only if it lasts.
     let settling = Instant::now() + TOPOLOGY_SETTLE;
@@ -781,8 +782,8 @@ fn run_stage(
             "tickets.commands and linewatch.impacts differ in partitions; checking again"
         );
         std::thread::sleep(Duration::from_secs(2));
-        commands_partitions = partition_count(&probe, &t.commands)?;
-        impact_partitions = partition_count(&probe, &t.impacts)?;
+        commands_partitions = partition_count(&probe, &t.commands, &env.shutdown)?;
+        impact_partitions = partition_count(&probe, &t.impacts, &env.shutdown)?;
     }
     if commands_partitions != impact_partitions {
         return Err(ServiceError::Topology(format!(
@@ -798,7 +799,7 @@ fn run_stage(
         StageKind::Circuits => (&t.impacts, impact_partitions, &t.circuit_changelog),
         StageKind::Incidents => (&t.incident_facts, facts_partitions, &t.incident_changelog),
     };
-    let changelog_count = partition_count(&probe, changelog)?;
+    let changelog_count = partition_count(&probe, changelog, &env.shutdown)?;
     if changelog_count < keyed_count {
         return Err(ServiceError::Topology(format!(
             "{changelog} has {changelog_count} partitions and {keyed} has {keyed_count}: a \
@@ -1396,7 +1397,7 @@ impl Core {
             .collect();
         // Under read_committed, librdkafka asks for stable offsets (KIP-447): this waits
         // while a previous owner's transaction is pending.
-        let committed = with_retries(|| {
+        let committed = with_retries(&self.shutdown, || {
             consumer.committed_offsets(assignment.clone(), Duration::from_secs(10))
         })
         .map_err(retry)?;
@@ -1440,9 +1441,10 @@ impl Core {
         for p in &partitions {
             tpl.add_partition_offset(&topic, *p, Offset::Beginning)
                 .map_err(retry)?;
-            let (low, high) =
-                with_retries(|| ends_client.fetch_watermarks(&topic, *p, Duration::from_secs(10)))
-                    .map_err(retry)?;
+            let (low, high) = with_retries(&self.shutdown, || {
+                ends_client.fetch_watermarks(&topic, *p, Duration::from_secs(10))
+            })
+            .map_err(retry)?;
             // Nothing left to read (never written, or all compacted away): 0.
             ends.insert(*p, if high > low { high } else { 0 });
             match self.kind {
@@ -2847,8 +2849,11 @@ fn replica_consumer(config: &ServiceConfig) -> Result<BaseConsumer, ServiceError
 fn partition_count<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
+    stop: &AtomicBool,
 ) -> Result<i32, ServiceError> {
-    let metadata = with_retries(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+    let metadata = with_retries(stop, || {
+        consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+    })?;
     let n = metadata
         .topics()
         .iter()
@@ -2883,19 +2888,24 @@ fn usable(
 type Mark = (String, i32, i64);
 
 /// Assign every partition of `topics` from the beginning; return the high watermarks now.
-fn assign_from_start(consumer: &BaseConsumer, topics: &[&str]) -> Result<Vec<Mark>, ServiceError> {
+fn assign_from_start(
+    consumer: &BaseConsumer,
+    topics: &[&str],
+    stop: &AtomicBool,
+) -> Result<Vec<Mark>, ServiceError> {
     let mut tpl = TopicPartitionList::new();
     let mut marks = Vec::new();
     for topic in topics {
-        let metadata =
-            with_retries(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(10)))?;
+        let metadata = with_retries(stop, || {
+            consumer.fetch_metadata(Some(topic), Duration::from_secs(10))
+        })?;
         for t in metadata.topics() {
             if let Some(err) = t.error() {
                 return Err(ServiceError::Kafka(KafkaError::MetadataFetch(err.into())));
             }
             for p in t.partitions() {
                 tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                let (_, high) = with_retries(|| {
+                let (_, high) = with_retries(stop, || {
                     consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                 })?;
                 marks.push(((*topic).to_string(), p.id(), high));
@@ -2908,15 +2918,22 @@ fn assign_from_start(consumer: &BaseConsumer, topics: &[&str]) -> Result<Vec<Mar
 
 /// Retry a call that fails while the cluster settles (a topic just created has no leader
 /// yet, a coordinator is loading, a previous owner's transaction is pending): up to 60 s,
-/// then give up with the last error.
-fn with_retries<T>(mut call: impl FnMut() -> Result<T, KafkaError>) -> Result<T, KafkaError> {
+/// then give up with the last error; at once when `stop` is set (SIGTERM), so that a
+/// cluster that does not answer cannot hold a shutdown for a minute.
+fn with_retries<T>(
+    stop: &AtomicBool,
+    mut call: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, KafkaError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match call() {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
                 warn!(error = %e, "Kafka not ready; retrying");
-                std::thread::sleep(Duration::from_millis(500));
+                let pause = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < pause && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
             Err(e) => return Err(e),
         }
