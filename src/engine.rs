@@ -215,7 +215,8 @@ struct CircuitEntry {
     /// count in the figures like the current one until they join `history`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     superseded: Vec<Fault>,
-    /// Closed by hand while still down: no new fault until the circuit comes back up.
+    /// Closed by hand while still down: no new fault until the line is back (up, or on
+    /// one route).
     suppressed_until_up: bool,
     /// The start of the fault in `history` whose ticket was closed by hand while the
     /// circuit was down, until the line is back (up or on one route): the outage ends at
@@ -1161,9 +1162,12 @@ fn evaluate(
             }
         }
         LineStatus::Up | LineStatus::Unprotected { .. } => {
-            if status == LineStatus::Up {
-                entry.suppressed_until_up = false;
-            }
+            // The line is back (on one route is back: the service is restored), so a
+            // ticket closed by hand while down no longer holds back a new fault: down
+            // again is a new failure with a new ticket, as its outage ended here (issue
+            // 15, item 6; before, a protected circuit stayed suppressed until fully up,
+            // and a second spell counted neither as a failure nor as outage).
+            entry.suppressed_until_up = false;
             // Back up at the latest clear, in whatever order the clears arrived.
             let at = match (status, entry.impacts.latest_clear()) {
                 (LineStatus::Up, Some(latest)) => at.max(latest),

@@ -1251,3 +1251,85 @@ fn a_moved_or_cancelled_window_is_applied_again_to_the_fault_that_noted_it() {
         assert_eq!((f.outage_seconds, f.maintenance_seconds), seconds, "{what}");
     }
 }
+
+/// A protected AAA circuit of a bronze customer: working route through `PTN-5/1/1`,
+/// protection route through `PTN-5/2/1`.
+fn protected(id: &str) -> Input {
+    let route = |port: &str, link: &str| {
+        vec![
+            element(ObjectKind::Ne, &format!("CPE-{id}"), "cpe", "CPE"),
+            element(ObjectKind::Port, port, "transmission", "PTN"),
+            element(ObjectKind::Link, link, "transmission", "OTN"),
+        ]
+    };
+    Input::Inventory(InventoryChange::Upsert(Box::new(circuit(
+        id,
+        CustomerLevel::Bronze,
+        AssuranceLevel::Aaa,
+        Scope::IntraCity,
+        vec![route("PTN-5/1/1", "L-W5"), route("PTN-5/2/1", "L-P5")],
+    ))))
+}
+
+#[test]
+fn down_again_after_a_hand_closed_outage_came_back_on_one_route_is_a_new_failure() {
+    // Issue 15, item 6, the case left over. Both routes of a protected AAA circuit are cut
+    // (08:59 working, 09:00 protection): down from 09:00, ticket 1. The ticket is closed by
+    // hand at 09:10 while still down; the outage counts on. At 09:30 the protection route
+    // is back: the line is back (on one route), so the outage ends there (1800 s), and so
+    // does "no new ticket until the line is back". At 09:40 the protection route is cut
+    // again: the circuit is down again, a new failure with a new ticket (the old one is
+    // closed and cannot be reopened), and its outage counts (09:40-10:00, 1200 s) until
+    // both routes are back at 10:00. Year 2026: 2 failures, 3000 s.
+    // Before the fix the circuit stayed "closed by hand" until it was fully up: the second
+    // spell opened no ticket and counted neither as a failure nor as outage (1, 1800 s).
+    let w = los("MRW", "PTN-5/1/1", sh(2026, 5, 6, 8, 59, 0));
+    let p = los("MRP", "PTN-5/2/1", sh(2026, 5, 6, 9, 0, 0));
+    let p2 = los("MRP2", "PTN-5/2/1", sh(2026, 5, 6, 9, 40, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let mut out = run(
+        &mut engine,
+        vec![
+            protected("MR1"),
+            Input::Alarm(w.clone()),
+            Input::Alarm(p.clone()),
+        ],
+        sh(2026, 5, 6, 9, 0, 0),
+    );
+    let first = tickets(&out)[0].ticket().id.clone();
+    out.extend(run(
+        &mut engine,
+        vec![
+            command(
+                &first,
+                "MR1",
+                CommandAction::Close,
+                sh(2026, 5, 6, 9, 10, 0),
+            ),
+            Input::Alarm(clear(&p, sh(2026, 5, 6, 9, 30, 0))),
+            Input::Alarm(p2.clone()),
+            Input::Alarm(clear(&p2, sh(2026, 5, 6, 10, 0, 0))),
+            Input::Alarm(clear(&w, sh(2026, 5, 6, 10, 0, 0))),
+        ],
+        sh(2026, 5, 7, 0, 0, 0),
+    ));
+    let opened: Vec<_> = tickets(&out)
+        .iter()
+        .filter(|t| t.sla_event == SlaEvent::Opened)
+        .map(|t| (t.ticket().id.clone(), t.ticket().creation_date))
+        .collect();
+    assert_eq!(
+        opened.len(),
+        2,
+        "a new ticket for the second spell: {opened:?}"
+    );
+    assert_eq!(opened[0].0, first);
+    assert_eq!(opened[1].1, sh(2026, 5, 6, 9, 40, 0));
+    let year = last_figures(&out, "MR1", "2026");
+    assert_eq!(
+        (year.failures, year.outage_seconds, year.open_fault),
+        (2, 3000, false)
+    );
+    let may = last_figures(&out, "MR1", "2026-05");
+    assert_eq!((may.failures, may.outage_seconds), (2, 3000));
+}
