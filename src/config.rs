@@ -14,6 +14,7 @@ use crate::alarm::StndDefinedObject;
 use crate::intake::NonFaultEvents;
 use crate::kafka::service::TopicNames;
 use crate::kafka::ClientOverride;
+use crate::tmf621::Tmf621Version;
 
 /// Default consumer-group prefix (`group_id`).
 pub const DEFAULT_GROUP_ID: &str = "linewatch";
@@ -78,6 +79,7 @@ pub struct Layer {
     pub http_token_file: Option<PathBuf>,
     pub stnd_defined_object: Option<StndDefinedObject>,
     pub non_fault_events: Option<NonFaultEvents>,
+    pub tmf621_version: Option<Tmf621Version>,
 }
 
 impl Layer {
@@ -97,6 +99,7 @@ impl Layer {
             http_token_file: self.http_token_file.or(lower.http_token_file),
             stnd_defined_object: self.stnd_defined_object.or(lower.stnd_defined_object),
             non_fault_events: self.non_fault_events.or(lower.non_fault_events),
+            tmf621_version: self.tmf621_version.or(lower.tmf621_version),
         }
     }
 }
@@ -182,6 +185,7 @@ struct RawFile {
     http_token_file: Option<PathBuf>,
     stnd_defined_object: Option<StndDefinedObject>,
     non_fault_events: Option<NonFaultEvents>,
+    tmf621_version: Option<Tmf621Version>,
     #[serde(default)]
     kafka: toml::Table,
     #[serde(default)]
@@ -299,6 +303,7 @@ impl FileConfig {
                 http_token_file: raw.http_token_file,
                 stnd_defined_object: raw.stnd_defined_object,
                 non_fault_events: raw.non_fault_events,
+                tmf621_version: raw.tmf621_version,
             },
             kafka: kafka.into_iter().collect(),
             topics: raw.topics,
@@ -411,6 +416,8 @@ pub struct RunSettings {
     pub http_token_file: Option<PathBuf>,
     /// How inputs are read (3GPP alarmed object, non-fault VES events).
     pub intake: crate::intake::IntakeOptions,
+    /// The TMF621 version of the events on `tickets.events` (4 unless set).
+    pub tmf621_version: Tmf621Version,
 }
 
 /// Merges the command line (flags, each already resolved by clap against its environment
@@ -479,6 +486,7 @@ pub fn resolve(
             },
             non_fault_events: merged.non_fault_events.unwrap_or_default(),
         },
+        tmf621_version: merged.tmf621_version.unwrap_or_default(),
     })
 }
 
@@ -583,6 +591,7 @@ mod tests {
         assert!(s.log_format.is_some());
         assert_eq!(s.stnd_defined_object, Some(StndDefinedObject::Auto));
         assert_eq!(s.non_fault_events, Some(NonFaultEvents::Drop));
+        assert_eq!(s.tmf621_version, Some(Tmf621Version::V4));
         assert!(!file.kafka.is_empty());
         // The example shows every topic of TopicNames.
         let t = &file.topics;
@@ -646,6 +655,7 @@ mod tests {
                 http_token_file: None,
                 stnd_defined_object: None,
                 non_fault_events: None,
+                tmf621_version: None,
             }
         );
         let kafka: Vec<(&str, &str)> = file

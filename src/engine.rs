@@ -154,8 +154,17 @@ impl Output {
     /// # Errors
     /// Only if serde_json fails, which the types here do not allow in practice.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        self.to_json_as(crate::tmf621::Tmf621Version::default())
+    }
+
+    /// The record value, ticket events in the form of TMF621 `version`
+    /// ([`crate::tmf621`]); every other output as [`Output::to_json`] writes it.
+    ///
+    /// # Errors
+    /// As [`Output::to_json`].
+    pub fn to_json_as(&self, version: crate::tmf621::Tmf621Version) -> serde_json::Result<Vec<u8>> {
         match self {
-            Output::Ticket(ev) => serde_json::to_vec(ev),
+            Output::Ticket(ev) => crate::tmf621::event_json(ev, version),
             Output::Reminder(r) => serde_json::to_vec(r),
             Output::Line(ev) => serde_json::to_vec(ev),
             Output::Warning(w) => serde_json::to_vec(w),

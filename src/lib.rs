@@ -13,6 +13,8 @@
 //! - [`rejection`]: what becomes of input that cannot be read.
 //! - [`correlation`]: which circuits an alarm hits, and whether each is down.
 //! - [`ticket`]: fault tickets, their SLA deadlines and TMF621 events.
+//! - [`tmf621`]: the TMF621 version of the ticket events (v4.0.0, or v5.0.1 by
+//!   configuration), applied when they are serialized.
 //! - [`engine`]: the facade the runtimes drive: input and time in, events out.
 //! - [`views`]: what the NOC sees of the committed state (circuits, open tickets, budgets,
 //!   incidents), read by the query API.
@@ -43,4 +45,5 @@ pub mod sla;
 pub mod telemetry;
 pub mod ticket;
 pub mod timestamp;
+pub mod tmf621;
 pub mod views;

@@ -22,6 +22,7 @@ use linewatch::kafka::service::{self, HttpConfig, ServiceConfig, TopicNames};
 use linewatch::kafka::topics::{self, PlanOptions, TopicAdmin};
 use linewatch::kafka::{client_config, parse_client_override, ClientOverride};
 use linewatch::policy::Policy;
+use linewatch::tmf621::Tmf621Version;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -378,6 +379,12 @@ struct RunArgs {
     /// the rejection topic). File key: non_fault_events. Default: drop.
     #[arg(long, env = "LINEWATCH_NON_FAULT_EVENTS", value_name = "drop|reject")]
     non_fault_events: Option<NonFaultEvents>,
+
+    /// The TMF621 version of the events on tickets.events: 4 (v4.0.0) or 5 (v5.0.1, with
+    /// @type on every reference and references nested under entity and partyOrPartyRole).
+    /// File key: tmf621_version. Default: 4.
+    #[arg(long, env = "LINEWATCH_TMF621_VERSION", value_name = "4|5")]
+    tmf621_version: Option<Tmf621Version>,
 }
 
 impl RunArgs {
@@ -403,6 +410,7 @@ impl RunArgs {
             http_token_file: self.http_token_file,
             stnd_defined_object: self.stnd_defined_object,
             non_fault_events: self.non_fault_events,
+            tmf621_version: self.tmf621_version,
         };
         Ok(config::resolve(
             command_line,
@@ -470,6 +478,11 @@ struct ReplayArgs {
     /// summary) or reject them (one line each in rejections.jsonl).
     #[arg(long, value_name = "drop|reject", default_value_t = NonFaultEvents::Drop)]
     non_fault_events: NonFaultEvents,
+
+    /// The TMF621 version of the events in tickets.jsonl: 4 (v4.0.0) or 5 (v5.0.1), as
+    /// `run --tmf621-version`.
+    #[arg(long, value_name = "4|5", default_value_t = Tmf621Version::V4)]
+    tmf621_version: Tmf621Version,
 }
 
 #[derive(Debug, Subcommand)]
@@ -633,12 +646,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 non_fault_events: args.non_fault_events,
             };
-            let summary = linewatch::replay::replay_with(
+            let summary = linewatch::replay::replay_as(
                 &args.input,
                 &args.output,
                 policy,
                 args.until,
                 &options,
+                args.tmf621_version,
             )
             .context("replay failed")?;
             eprintln!(
@@ -1604,6 +1618,7 @@ fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
             metrics: Some(metrics),
         }),
         intake: settings.intake,
+        tmf621: settings.tmf621_version,
     };
     service::run(config, shutdown)?;
     Ok(ExitCode::SUCCESS)

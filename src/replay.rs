@@ -26,6 +26,7 @@ use crate::engine::{Engine, Input, Output, Sink};
 use crate::intake::{decode_with, IntakeOptions, Stream};
 use crate::policy::Policy;
 use crate::rejection::{Rejection, Source};
+use crate::tmf621::Tmf621Version;
 
 /// What a replay did, for the summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -108,6 +109,29 @@ pub fn replay_with(
     until: Option<DateTime<Utc>>,
     options: &IntakeOptions,
 ) -> Result<ReplaySummary, ReplayError> {
+    replay_as(
+        input,
+        output,
+        policy,
+        until,
+        options,
+        Tmf621Version::default(),
+    )
+}
+
+/// [`replay_with`], ticket events written in the form of TMF621 `tmf621`, as `linewatch
+/// run --tmf621-version` writes them.
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_as(
+    input: &Path,
+    output: &Path,
+    policy: Policy,
+    until: Option<DateTime<Utc>>,
+    options: &IntakeOptions,
+    tmf621: Tmf621Version,
+) -> Result<ReplaySummary, ReplayError> {
     let mut records = Vec::new();
     let mut non_fault_dropped = 0;
     for (name, stream) in FILES {
@@ -169,7 +193,7 @@ pub fn replay_with(
         path: output.into(),
         error,
     })?;
-    let mut sinks = Sinks::create(output)?;
+    let mut sinks = Sinks::create(output, tmf621)?;
     let mut rejections = Writer::create(&output.join("rejections.jsonl"))?;
 
     let mut engine = Engine::new(policy);
@@ -245,15 +269,17 @@ fn event_time(input: &Input) -> Option<DateTime<Utc>> {
 /// The output files, one per [`Sink`].
 struct Sinks {
     files: Vec<(Sink, Writer)>,
+    /// The form of the ticket events.
+    tmf621: Tmf621Version,
 }
 
 impl Sinks {
-    fn create(dir: &Path) -> Result<Self, ReplayError> {
+    fn create(dir: &Path, tmf621: Tmf621Version) -> Result<Self, ReplayError> {
         let mut files = Vec::new();
         for sink in Sink::ALL {
             files.push((sink, Writer::create(&dir.join(file_name(sink)))?));
         }
-        Ok(Self { files })
+        Ok(Self { files, tmf621 })
     }
 
     fn write(
@@ -277,10 +303,12 @@ impl Sinks {
             }
             let sink = o.sink();
             if let Some((_, w)) = self.files.iter_mut().find(|(s, _)| *s == sink) {
-                let bytes = o.to_json().map_err(|error| ReplayError::Json {
-                    path: w.path.clone(),
-                    error,
-                })?;
+                let bytes = o
+                    .to_json_as(self.tmf621)
+                    .map_err(|error| ReplayError::Json {
+                        path: w.path.clone(),
+                        error,
+                    })?;
                 w.write_raw(&bytes)?;
             }
         }

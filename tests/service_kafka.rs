@@ -113,6 +113,7 @@ async fn run_opens_one_committed_ticket_per_circuit_and_rejects_bad_input() {
         idle_after: Duration::from_secs(1),
         http: None,
         intake: Default::default(),
+        tmf621: Default::default(),
     };
     let flag = shutdown.clone();
     let worker = std::thread::spawn(move || service::run(config, flag));

@@ -24,6 +24,7 @@ use linewatch::maintenance::MaintenanceWindow;
 use linewatch::policy::Policy;
 use linewatch::replay::replay;
 use linewatch::ticket::{ticket_id, FaultCause, ReminderKind, TicketEvent};
+use linewatch::tmf621::{to_v5, Tmf621Version};
 use scenario::*;
 use serde_json::{json, Value};
 
@@ -47,12 +48,81 @@ fn definitions() -> Value {
 /// One validator per event type: `{"$ref": "#/definitions/<type>", "definitions": ...}`,
 /// read as draft 4 (Swagger 2's schema dialect), formats (date-time, uri) checked.
 fn validators() -> BTreeMap<&'static str, jsonschema::Validator> {
-    let defs = definitions();
+    validators_of(Tmf621Version::V4)
+}
+
+/// The official v5.0.1 OAS's `components.schemas`, with each `oneOf` that has a
+/// `discriminator` made to honour it (see [`honour_discriminators`]).
+fn components_v5() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tmf621/TMF621-Trouble_Ticket-v5.0.1.oas.json");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let oas: Value = serde_json::from_str(&text).expect("OAS is JSON");
+    assert_eq!(oas["openapi"], "3.0.1");
+    assert_eq!(oas["info"]["version"], "5.0.1");
+    let mut schemas = oas["components"]["schemas"].clone();
+    honour_discriminators(&mut schemas);
+    json!({ "schemas": schemas })
+}
+
+/// OpenAPI 3's `discriminator` picks the `oneOf` branch by the value of `@type`; plain
+/// JSON Schema ignores it, and then a `PartyRef` is also a valid `PartyRoleRef` (the
+/// latter only adds optional fields), so every `oneOf` of the two fails. Each branch
+/// `{"$ref": X}` becomes `{"allOf": [{"$ref": X}, {"@type" one of the mapping's names
+/// for X, required}]}`: what OpenAPI tools do with the discriminator.
+fn honour_discriminators(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            let mapping = o
+                .get("discriminator")
+                .and_then(|d| d.get("mapping"))
+                .and_then(Value::as_object)
+                .cloned();
+            if let (Some(mapping), Some(Value::Array(branches))) = (mapping, o.get_mut("oneOf")) {
+                for b in branches.iter_mut() {
+                    let Some(target) = b.get("$ref").cloned() else {
+                        continue;
+                    };
+                    let names: Vec<&String> = mapping
+                        .iter()
+                        .filter(|(_, t)| **t == target)
+                        .map(|(n, _)| n)
+                        .collect();
+                    *b = json!({"allOf": [
+                        {"$ref": target},
+                        {"properties": {"@type": {"enum": names}}, "required": ["@type"]}
+                    ]});
+                }
+            }
+            for child in o.values_mut() {
+                honour_discriminators(child);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(honour_discriminators),
+        _ => {}
+    }
+}
+
+/// One validator per event type of `version`'s official schema: v4 as above; v5 as
+/// `{"$ref": "#/components/schemas/<type>", "components": ...}` (OpenAPI 3.0's schema
+/// objects, read as draft 4, formats checked).
+fn validators_of(version: Tmf621Version) -> BTreeMap<&'static str, jsonschema::Validator> {
+    let (root, defs) = match version {
+        Tmf621Version::V4 => ("#/definitions", json!({ "definitions": definitions() })),
+        Tmf621Version::V5 => (
+            "#/components/schemas",
+            json!({ "components": components_v5() }),
+        ),
+    };
     EVENT_TYPES
         .iter()
         .map(|name| {
-            assert!(defs.get(name).is_some(), "the swagger defines {name}");
-            let schema = json!({ "$ref": format!("#/definitions/{name}"), "definitions": defs });
+            assert!(
+                defs.pointer(&format!("{}/{name}", &root[1..])).is_some(),
+                "TMF621 {version} defines {name}"
+            );
+            let mut schema = defs.clone();
+            schema["$ref"] = json!(format!("{root}/{name}"));
             let v = jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft4)
                 .should_validate_formats(true)
@@ -81,7 +151,12 @@ fn errors(
 
 /// Check every event; the failures are listed together, one per event (first three errors).
 fn assert_all_valid(events: &[Value]) {
-    let validators = validators();
+    assert_all_valid_as(Tmf621Version::V4, events);
+}
+
+/// [`assert_all_valid`] against `version`'s official schema.
+fn assert_all_valid_as(version: Tmf621Version, events: &[Value]) {
+    let validators = validators_of(version);
     let failures: Vec<String> = events
         .iter()
         .filter_map(|e| {
@@ -99,7 +174,7 @@ fn assert_all_valid(events: &[Value]) {
         .collect();
     assert!(
         failures.is_empty(),
-        "{} of {} ticket events are not valid TMF621 v4.0.0 events:\n{}",
+        "{} of {} ticket events are not valid TMF621 v{version} events:\n{}",
         failures.len(),
         events.len(),
         failures.join("\n")
@@ -405,7 +480,27 @@ fn every_engine_ticket_event_is_a_valid_tmf621_v4_event() {
 fn replayed(input: &Path) -> Vec<Value> {
     let output = tempfile::tempdir().expect("tempdir");
     replay(input, output.path(), Policy::builtin(), None).expect("replay");
-    let text = fs::read_to_string(output.path().join("tickets.jsonl")).expect("read");
+    read_events(output.path())
+}
+
+/// The ticket events a replay of `input` writes with `--tmf621-version <version>`.
+fn replayed_as(input: &Path, version: Tmf621Version) -> Vec<Value> {
+    let output = tempfile::tempdir().expect("tempdir");
+    let options = linewatch::intake::IntakeOptions::default();
+    linewatch::replay::replay_as(
+        input,
+        output.path(),
+        Policy::builtin(),
+        None,
+        &options,
+        version,
+    )
+    .expect("replay");
+    read_events(output.path())
+}
+
+fn read_events(output: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(output.join("tickets.jsonl")).expect("read");
     text.lines()
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect()
@@ -432,6 +527,33 @@ fn every_replayed_ticket_event_is_a_valid_tmf621_v4_event() {
 /// circuits, 12 h) is valid, and each attribute change names what changed.
 #[test]
 fn every_ticket_event_of_simulated_traffic_is_valid_and_names_its_change() {
+    let input = simulated_traffic();
+    let events = replayed(input.path());
+    let attribute_changes = events
+        .iter()
+        .filter(|e| e["eventType"] == "TroubleTicketAttributeValueChangeEvent")
+        .count();
+    assert!(
+        events.len() > 100 && attribute_changes > 10,
+        "{} events, {attribute_changes} attribute changes",
+        events.len()
+    );
+    assert_all_valid(&events);
+    for e in &events {
+        assert_extensions(e);
+    }
+    let breaks = field_path_breaks(&events);
+    assert!(
+        breaks.is_empty(),
+        "{} of {} events: {:#?}",
+        breaks.len(),
+        events.len(),
+        &breaks[..breaks.len().min(10)]
+    );
+}
+
+/// The replay files of the simulator's traffic: 300 circuits, 12 h, seed 14.
+fn simulated_traffic() -> tempfile::TempDir {
     use linewatch::simulate::{topology, traffic, SimConfig, SimStream};
     use std::io::Write;
     let cfg = SimConfig {
@@ -462,28 +584,131 @@ fn every_ticket_event_of_simulated_traffic_is_valid_and_names_its_change() {
     for mut f in [inventory, alarms, works] {
         f.flush().expect("flush");
     }
-    let events = replayed(input.path());
-    let attribute_changes = events
-        .iter()
-        .filter(|e| e["eventType"] == "TroubleTicketAttributeValueChangeEvent")
-        .count();
-    assert!(
-        events.len() > 100 && attribute_changes > 10,
-        "{} events, {attribute_changes} attribute changes",
-        events.len()
-    );
-    assert_all_valid(&events);
-    for e in &events {
-        assert_extensions(e);
+    input
+}
+
+/// Issue 14, item 1: with `--tmf621-version 5`, every ticket event of the replay of the
+/// simulator's traffic is valid against the official TMF621 v5.0.1 OAS, and is the v4 event
+/// with v5's form (same events, same order, same ids, same fieldPath).
+#[test]
+fn every_ticket_event_of_simulated_traffic_is_a_valid_tmf621_v5_event() {
+    let input = simulated_traffic();
+    let v5 = replayed_as(input.path(), Tmf621Version::V5);
+    assert_all_valid_as(Tmf621Version::V5, &v5);
+    let v4 = replayed(input.path());
+    assert!(v4.len() > 100);
+    assert_eq!(v5.len(), v4.len());
+    for (a, b) in v4.iter().zip(&v5) {
+        assert_eq!(&to_v5(a.clone()), b);
+        assert_v5_form(b);
     }
-    let breaks = field_path_breaks(&events);
-    assert!(
-        breaks.is_empty(),
-        "{} of {} events: {:#?}",
-        breaks.len(),
-        events.len(),
-        &breaks[..breaks.len().min(10)]
+    // The v4 events are not valid v5 events (no @type on the event, the parties, ...):
+    // the check above is not one that anything passes.
+    assert!(v4
+        .iter()
+        .all(|e| !errors(&validators_of(Tmf621Version::V5), e).is_empty()));
+}
+
+/// What v5 wants beyond the schema's letter: every reference typed and nested.
+fn assert_v5_form(event: &Value) {
+    assert_eq!(event["@type"], event["eventType"], "{event}");
+    let t = &event["event"]["troubleTicket"];
+    assert!(t["@type"].is_string(), "{event}");
+    for r in t["relatedEntity"].as_array().expect("relatedEntity") {
+        assert_eq!(r["@type"], "RelatedEntity", "{r}");
+        assert!(r["role"].is_string() && r.get("id").is_none(), "{r}");
+        assert_eq!(r["entity"]["@type"], "EntityRef", "{r}");
+        assert!(r["entity"]["id"].is_string() && r["entity"]["@referredType"].is_string());
+    }
+    for p in t["relatedParty"].as_array().expect("relatedParty") {
+        assert_eq!(p["@type"], "RelatedPartyRefOrPartyRoleRef", "{p}");
+        let party = &p["partyOrPartyRole"];
+        let want = if p["role"] == "customer" {
+            ("PartyRoleRef", "Customer")
+        } else {
+            ("PartyRef", "Organization")
+        };
+        assert_eq!(
+            (&party["@type"], &party["@referredType"]),
+            (&json!(want.0), &json!(want.1)),
+            "{p}"
+        );
+        assert!(party["id"].is_string() && p.get("id").is_none(), "{p}");
+    }
+    for r in t["troubleTicketRelationship"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(r["@type"], "TroubleTicketRelationship", "{r}");
+    }
+}
+
+#[test]
+fn every_engine_and_example_ticket_event_is_a_valid_tmf621_v5_event() {
+    let (events, _) = engine_output();
+    let v5: Vec<Value> = events.into_iter().map(to_v5).collect();
+    assert!(v5.len() > 10);
+    assert_all_valid_as(Tmf621Version::V5, &v5);
+    v5.iter().for_each(assert_v5_form);
+    let input = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/replay");
+    for name in ["inventory.jsonl", "alarms.jsonl", "commands.jsonl"] {
+        fs::copy(example.join(name), input.path().join(name)).expect("copy");
+    }
+    let replayed = replayed_as(input.path(), Tmf621Version::V5);
+    assert!(replayed.len() > 30);
+    assert_all_valid_as(Tmf621Version::V5, &replayed);
+    replayed.iter().for_each(assert_v5_form);
+}
+
+#[test]
+fn the_v5_validator_holds_events_to_the_standard() {
+    let validators = validators_of(Tmf621Version::V5);
+    let good = to_v5(
+        engine_events()
+            .into_iter()
+            .find(|e| e["eventType"] == "TroubleTicketCreateEvent")
+            .expect("a create event"),
     );
+    assert_eq!(errors(&validators, &good), Vec::<String>::new());
+    let t = "/event/troubleTicket";
+    let cases = [
+        (format!("{t}/priority"), json!(1)),
+        (format!("{t}/creationDate"), json!("yesterday")),
+        (format!("{t}/status"), json!("open")),
+        // A party reference typed as neither PartyRef nor PartyRoleRef.
+        (
+            format!("{t}/relatedParty/0/partyOrPartyRole/@type"),
+            json!("Customer"),
+        ),
+        (format!("{t}/relatedEntity/0/entity/id"), json!(7)),
+    ];
+    for (at, bad) in cases {
+        let mut e = good.clone();
+        let (parent, field) = at.rsplit_once('/').expect("a path");
+        e.pointer_mut(parent).expect("parent")[field] = bad;
+        assert!(!errors(&validators, &e).is_empty(), "{at} accepted");
+    }
+    // @type is required on the event, the ticket, and every reference.
+    for at in [
+        "",
+        t,
+        "/event/troubleTicket/relatedEntity/0",
+        "/event/troubleTicket/relatedEntity/0/entity",
+        "/event/troubleTicket/relatedParty/0",
+        "/event/troubleTicket/relatedParty/0/partyOrPartyRole",
+    ] {
+        let mut e = good.clone();
+        e.pointer_mut(at)
+            .and_then(Value::as_object_mut)
+            .expect("an object")
+            .remove("@type");
+        assert!(
+            !errors(&validators, &e).is_empty(),
+            "no @type at {at:?} accepted"
+        );
+    }
 }
 
 #[test]

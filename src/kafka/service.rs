@@ -156,6 +156,8 @@ pub struct ServiceConfig {
     /// How inputs are read: the 3GPP alarmed-object rule, non-fault VES events dropped or
     /// rejected.
     pub intake: IntakeOptions,
+    /// The TMF621 version of the events on `tickets.events`.
+    pub tmf621: crate::tmf621::Tmf621Version,
 }
 
 /// Without the client properties' values (they may hold passwords).
@@ -2311,7 +2313,7 @@ impl Core {
                 ),
                 Output::Reminder(_) | Output::Line(_) | Output::Figures(_) => {}
             }
-            match output.to_json() {
+            match output.to_json_as(self.config.tmf621) {
                 Ok(bytes) => self.pending.push(Out {
                     topic,
                     partition: None,
