@@ -22,8 +22,8 @@ use crate::network::{CircuitRef, Network};
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::sla::{
-    circuit_figures, next_crossing, union, warning_between, CircuitFacts, CircuitFigures,
-    FaultFacts, Period, RiskWarning, Span,
+    circuit_figures, label_kind, next_crossing, periods_overlapping, union, warning_between,
+    CircuitFacts, CircuitFigures, FaultFacts, Period, RiskWarning, Span,
 };
 use crate::ticket::{
     Fault, FaultCause, Fired, PlannedWork, SlaEvent, SlaReminder, TicketEvent, TicketStatus,
@@ -488,23 +488,26 @@ impl CircuitStates {
             return None;
         }
         // Borrowed: the view clones only the figures it shows.
-        let latest = |year: bool| {
+        let latest = |kind: PeriodKind| {
             entry.and_then(|e| {
                 e.figures
                     .values()
-                    .filter(|f| (f.period.len() == 4) == year)
+                    .filter(|f| label_kind(&f.period) == Some(kind))
                     .max_by(|a, b| a.period.cmp(&b.period))
             })
         };
         let fault = entry.and_then(|e| e.fault.as_ref());
         let ident = entry.and_then(|e| e.ident.as_ref());
-        let emitted_as_of = latest(true).map(|f| f.as_of);
+        let emitted_as_of = latest(PeriodKind::Year).map(|f| f.as_of);
         let live = now
             .filter(|now| emitted_as_of.is_none_or(|at| *now >= at))
             .and_then(|now| self.figures_as_of(circuit_id, now, policy));
         let (year_to_date, month) = match live {
             Some((year, month)) => (Some(year), Some(month)),
-            None => (latest(true).cloned(), latest(false).cloned()),
+            None => (
+                latest(PeriodKind::Year).cloned(),
+                latest(PeriodKind::Month).cloned(),
+            ),
         };
         Some(CircuitView {
             circuit_id: circuit_id.to_string(),
@@ -889,10 +892,33 @@ impl CircuitStates {
                     .iter()
                     .any(|f| f.started_at == started && f.counted)
             });
+        // The periods whose figures may have changed: those of the figures' time and of
+        // the start of the current (or last) fault, and every period the time since the
+        // start of an outage still counting touches (a day between the first and the last
+        // of a three-day outage). Years and months first, as before day and quarter
+        // records existed (issue 15, item 8): the order of those records is unchanged.
+        let counting = entry
+            .fault
+            .as_ref()
+            .map(Fault::opened_at)
+            .or(entry.outage_open_of)
+            .map(|start| Span::new(start, as_of));
         let mut periods: Vec<Period> = Vec::new();
-        for kind in [PeriodKind::Year, PeriodKind::Month] {
-            for t in &started {
-                let p = Period::containing(kind, *t, policy.time_zone());
+        for kind in [
+            PeriodKind::Year,
+            PeriodKind::Month,
+            PeriodKind::Quarter,
+            PeriodKind::Day,
+        ] {
+            let tz = policy.time_zone();
+            let touched = counting
+                .map(|span| periods_overlapping(kind, span, tz))
+                .unwrap_or_default();
+            for p in started
+                .iter()
+                .map(|t| Period::containing(kind, *t, tz))
+                .chain(touched)
+            {
                 if !periods.contains(&p) {
                     periods.push(p);
                 }
@@ -916,6 +942,7 @@ impl CircuitStates {
         let mut out = Vec::new();
         let mut same = Vec::new();
         let mut recorded = false;
+        let computed: BTreeSet<String> = periods.iter().map(|p| p.label.clone()).collect();
         for period in periods {
             let new = circuit_figures(policy, &facts, &period, as_of);
             let old = entry.figures.get(&new.period);
@@ -949,12 +976,15 @@ impl CircuitStates {
             }
         }
         entry.figures_due = crossing_due;
-        // Keep the figures of this and last year only.
+        // Keep the figures of this and last year only; of the days, only those just
+        // computed (a day no later refresh computes again is final, and a circuit down on
+        // many days would otherwise carry them all in its state record).
         let keep = Period::containing(PeriodKind::Year, last_year_start, policy.time_zone()).label;
         let kept = entry.figures.len();
-        entry
-            .figures
-            .retain(|label, _| label.as_str() >= keep.as_str());
+        entry.figures.retain(|label, _| {
+            label.as_str() >= keep.as_str()
+                && (label_kind(label) != Some(PeriodKind::Day) || computed.contains(label))
+        });
         if entry.figures.len() != kept {
             self.figures_dirty.insert(circuit_id.to_string());
         }

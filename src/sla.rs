@@ -65,7 +65,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -394,14 +394,59 @@ pub struct Limits {
 impl Limits {
     /// The policy's limits for a circuit of `level` in `period`.
     pub fn for_period(policy: &Policy, level: AssuranceLevel, period: &Period) -> Limits {
-        let annual = period.kind == PeriodKind::Year;
-        let target = policy.availability_target(level);
+        Rules::of(policy, level).limits(period)
+    }
+
+    /// No limit at all (a span that is not a year): everything is `ok`.
+    pub fn none(risk_threshold: f64) -> Limits {
         Limits {
-            failures: annual.then(|| policy.annual_failure_limit(level)),
-            outage: annual.then(|| policy.annual_outage_limit(level)),
-            availability_target: annual.then_some(target),
-            availability_budget: annual.then(|| availability_budget(target, period.duration())),
+            failures: None,
+            outage: None,
+            availability_target: None,
+            availability_budget: None,
+            risk_threshold,
+        }
+    }
+}
+
+/// What judging one circuit's figures takes of the policy: the time zone of its calendar
+/// and the annual limits of the circuit's assurance level. Small and `Copy`, so that a
+/// view of the circuit can carry it and answer figures over any span without the policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rules {
+    pub time_zone: Tz,
+    pub failures: u32,
+    pub outage: Duration,
+    pub availability_target: f64,
+    pub risk_threshold: f64,
+}
+
+impl Rules {
+    /// The policy's rules for a circuit of `level`.
+    pub fn of(policy: &Policy, level: AssuranceLevel) -> Rules {
+        Rules {
+            time_zone: policy.time_zone(),
+            failures: policy.annual_failure_limit(level),
+            outage: policy.annual_outage_limit(level),
+            availability_target: policy.availability_target(level),
             risk_threshold: policy.budget_risk_threshold(),
+        }
+    }
+
+    /// The limits that apply in `period`: the annual ones in a year, none otherwise.
+    pub fn limits(&self, period: &Period) -> Limits {
+        if period.kind != PeriodKind::Year {
+            return Limits::none(self.risk_threshold);
+        }
+        Limits {
+            failures: Some(self.failures),
+            outage: Some(self.outage),
+            availability_target: Some(self.availability_target),
+            availability_budget: Some(availability_budget(
+                self.availability_target,
+                period.duration(),
+            )),
+            risk_threshold: self.risk_threshold,
         }
     }
 }
@@ -506,14 +551,121 @@ pub struct CircuitFigures {
 }
 
 /// The figures of `circuit` in `period` as of `as_of`, judged against `policy` (the rules
-/// are in the module doc).
+/// are in the module doc). The same as [`figures_over`] over the period's span.
 pub fn circuit_figures(
     policy: &Policy,
     circuit: &CircuitFacts<'_>,
     period: &Period,
     as_of: DateTime<Utc>,
 ) -> CircuitFigures {
-    let window = Span::new(period.start, period.end.min(as_of));
+    let limits = Limits::for_period(policy, circuit.assurance_level, period);
+    figures_in(circuit, &period.label, period.span(), &limits, as_of)
+}
+
+/// Longest span [`figures_over`] is asked for by the query API and `replay`: 366 days, a
+/// leap year (a year of the local calendar is never longer, daylight saving or not).
+pub const MAX_SPAN: Duration = Duration::days(366);
+
+/// The figures of `circuit` over any span `[span.start, span.end)` as of `as_of` (000:
+/// "statistics for any period on request"), counted by the same rules and the same code
+/// as the periods' records ([`circuit_figures`]).
+///
+/// A span that is exactly a day, month, quarter or year of the local calendar in
+/// `rules.time_zone` *is* that period: it carries the period's label and limits (annual
+/// ones for a year), so that the answer equals the period's record as of the same time.
+/// Any other span is labelled `"<start>/<end>"` (an RFC 3339 interval, UTC) and has no
+/// limit (the limits are annual): `null` limits and status `ok`, as a month.
+pub fn figures_over(
+    rules: &Rules,
+    circuit: &CircuitFacts<'_>,
+    span: Span,
+    as_of: DateTime<Utc>,
+) -> CircuitFigures {
+    match period_of_span(span, rules.time_zone) {
+        Some(period) => figures_in(circuit, &period.label, span, &rules.limits(&period), as_of),
+        None => {
+            let text = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            let label = format!("{}/{}", text(span.start), text(span.end));
+            let limits = Limits::none(rules.risk_threshold);
+            figures_in(circuit, &label, span, &limits, as_of)
+        }
+    }
+}
+
+/// An owned copy of what one circuit's figures are computed from, taken from the engine's
+/// state for the query API, so that figures over any span can be answered later, off the
+/// engine, from the same facts as the records ([`FactsSnapshot::figures_over`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactsSnapshot {
+    pub circuit_id: String,
+    pub customer_id: Option<String>,
+    pub assurance_level: AssuranceLevel,
+    pub rules: Rules,
+    /// The circuit's faults; a down span still going on ends at `DateTime::<Utc>::MAX_UTC`
+    /// (the figures clip every fact at their `as_of`).
+    pub faults: Vec<FaultFacts>,
+    pub excluded: Vec<Span>,
+    /// Whether the circuit is down at `as_of`.
+    pub open_fault: bool,
+    /// The time the facts are known up to: the figures are as of this instant.
+    pub as_of: DateTime<Utc>,
+}
+
+impl FactsSnapshot {
+    /// The circuit's figures over `span` as of [`FactsSnapshot::as_of`] (see
+    /// [`figures_over`]).
+    pub fn figures_over(&self, span: Span) -> CircuitFigures {
+        let facts = CircuitFacts {
+            circuit_id: &self.circuit_id,
+            customer_id: self.customer_id.as_deref(),
+            assurance_level: self.assurance_level,
+            faults: &self.faults,
+            excluded: &self.excluded,
+            open_fault: self.open_fault,
+        };
+        figures_over(&self.rules, &facts, span, self.as_of)
+    }
+}
+
+/// The calendar period (largest kind first) whose bounds are exactly `span`'s, if any.
+pub fn period_of_span(span: Span, tz: Tz) -> Option<Period> {
+    if span.is_empty() {
+        return None;
+    }
+    [
+        PeriodKind::Year,
+        PeriodKind::Quarter,
+        PeriodKind::Month,
+        PeriodKind::Day,
+    ]
+    .into_iter()
+    .map(|kind| Period::containing(kind, span.start, tz))
+    .find(|p| p.start == span.start && p.end == span.end)
+}
+
+/// The kind of period a record's label names (`"2026"`, `"2026-Q1"`, `"2026-03"`,
+/// `"2026-03-10"`); `None` for a span's `"<start>/<end>"` label.
+pub fn label_kind(label: &str) -> Option<PeriodKind> {
+    let b = label.as_bytes();
+    match b.len() {
+        4 => Some(PeriodKind::Year),
+        7 if b[5] == b'Q' => Some(PeriodKind::Quarter),
+        7 => Some(PeriodKind::Month),
+        10 => Some(PeriodKind::Day),
+        _ => None,
+    }
+}
+
+/// The counting itself, shared by [`circuit_figures`] and [`figures_over`]: `circuit`'s
+/// figures over `span` as of `as_of`, judged against `limits`, under `label`.
+fn figures_in(
+    circuit: &CircuitFacts<'_>,
+    label: &str,
+    span: Span,
+    limits: &Limits,
+    as_of: DateTime<Utc>,
+) -> CircuitFigures {
+    let window = Span::new(span.start, span.end.min(as_of));
     let known = Span::new(DateTime::<Utc>::MIN_UTC, as_of);
     let excluded = union(circuit.excluded);
 
@@ -525,7 +677,7 @@ pub fn circuit_figures(
         if !fault.counted {
             continue;
         }
-        if period.contains(fault.started_at)
+        if span.contains(fault.started_at)
             && fault.started_at <= as_of
             && !within_maintenance(fault.started_at, &down, &excluded)
         {
@@ -533,19 +685,18 @@ pub fn circuit_figures(
         }
     }
 
-    let outage = counted_outage(circuit, period, as_of);
+    let outage = counted_outage(circuit, span, as_of);
     let maintenance = measure(&clip(&intersect(&all_down, &excluded), window));
     let availability = availability(outage, window.duration());
 
-    let limits = Limits::for_period(policy, circuit.assurance_level, period);
-    let verdict = budget_status(failures, outage, &limits);
+    let verdict = budget_status(failures, outage, limits);
     CircuitFigures {
         circuit_id: circuit.circuit_id.to_owned(),
         customer_id: circuit.customer_id.map(str::to_owned),
         assurance_level: circuit.assurance_level,
-        period: period.label.clone(),
-        period_start: period.start,
-        period_end: period.end,
+        period: label.to_owned(),
+        period_start: span.start,
+        period_end: span.end,
         as_of,
         failures,
         failure_limit: limits.failures,
@@ -557,14 +708,14 @@ pub fn circuit_figures(
         status: verdict.status,
         breaches: verdict.breaches,
         open_fault: circuit.open_fault,
-        is_final: as_of >= period.end,
+        is_final: as_of >= span.end,
     }
 }
 
-/// The outage of `circuit` in `period` as of `as_of`, exact (see the module doc,
+/// The outage of `circuit` in `span` as of `as_of`, exact (see the module doc,
 /// "Outage").
-fn counted_outage(circuit: &CircuitFacts<'_>, period: &Period, as_of: DateTime<Utc>) -> Duration {
-    let window = Span::new(period.start, period.end.min(as_of));
+fn counted_outage(circuit: &CircuitFacts<'_>, span: Span, as_of: DateTime<Utc>) -> Duration {
+    let window = Span::new(span.start, span.end.min(as_of));
     let known = Span::new(DateTime::<Utc>::MIN_UTC, as_of);
     let down: Vec<Span> = circuit
         .faults
@@ -594,7 +745,7 @@ pub fn next_crossing(
     as_of: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let limits = Limits::for_period(policy, circuit.assurance_level, period);
-    let used = nanos(counted_outage(circuit, period, as_of));
+    let used = nanos(counted_outage(circuit, period.span(), as_of));
     let threshold = parts_per_trillion(limits.risk_threshold);
     let remaining = [limits.availability_budget, limits.outage]
         .into_iter()
@@ -1390,6 +1541,83 @@ mod tests {
             as_of,
         );
         assert_eq!((f.failures, f.outage_seconds, f.availability), (1, 0, 1.0));
+    }
+
+    #[test]
+    fn figures_over_any_span_count_as_the_periods_do() {
+        let policy = Policy::builtin();
+        let rules = Rules::of(&policy, AssuranceLevel::Aaa);
+        // Down 23:30-01:30 across the night of 10/11 March, and 1 h on 12 March.
+        let faults = [
+            fault_at(t("2026-03-10T23:30:00+08:00"), Duration::hours(2)),
+            fault_at(t("2026-03-12T09:00:00+08:00"), Duration::hours(1)),
+        ];
+        let circuit = CircuitFacts {
+            circuit_id: "C-1",
+            customer_id: Some("K-1"),
+            assurance_level: AssuranceLevel::Aaa,
+            faults: &faults,
+            excluded: &[],
+            open_fault: false,
+        };
+        let as_of = t("2026-04-01T00:00:00+08:00");
+        // A span that is a period is that period: label, limits, status and all.
+        for (kind, local) in [
+            (PeriodKind::Day, "2026-03-11T12:00:00+08:00"),
+            (PeriodKind::Month, "2026-03-11T12:00:00+08:00"),
+            (PeriodKind::Quarter, "2026-03-11T12:00:00+08:00"),
+            (PeriodKind::Year, "2026-03-11T12:00:00+08:00"),
+        ] {
+            let p = period(kind, local);
+            let over = figures_over(&rules, &circuit, p.span(), as_of);
+            assert_eq!(over, circuit_figures(&policy, &circuit, &p, as_of), "{p}");
+            assert_eq!(label_kind(&over.period), Some(kind));
+        }
+        let year = figures_over(&rules, &circuit, year_2026().span(), as_of);
+        assert_eq!(year.failure_limit, Some(4));
+        assert_eq!(
+            (year.status, year.breaches),
+            (Status::Breached, vec![Breach::Availability])
+        );
+        // An hour: 00:00-01:00 on 11 March is wholly down; no failure started in it.
+        let hour = span("2026-03-11T00:00:00+08:00", "2026-03-11T01:00:00+08:00");
+        let f = figures_over(&rules, &circuit, hour, as_of);
+        assert_eq!(f.period, "2026-03-10T16:00:00Z/2026-03-10T17:00:00Z");
+        assert_eq!(label_kind(&f.period), None);
+        assert_eq!(
+            (f.failures, f.outage_seconds, f.availability),
+            (0, 3600, 0.0)
+        );
+        assert_eq!((f.failure_limit, f.availability_target), (None, None));
+        assert_eq!((f.status, f.is_final), (Status::Ok, true));
+        // Three days, 10-12 March: both failures, 3 h down, whatever the day boundaries;
+        // no limit for a span that is not a year, even one past every annual budget.
+        let three = span("2026-03-10T00:00:00+08:00", "2026-03-13T00:00:00+08:00");
+        let f = figures_over(&rules, &circuit, three, as_of);
+        assert_eq!((f.failures, f.outage_seconds), (2, 3 * 3600));
+        assert_eq!((f.status, f.breaches), (Status::Ok, vec![]));
+        // Over a span not over yet, as of its middle: the elapsed part.
+        let f = figures_over(&rules, &circuit, three, t("2026-03-11T00:30:00+08:00"));
+        assert_eq!((f.failures, f.outage_seconds, f.is_final), (1, 3600, false));
+    }
+
+    #[test]
+    fn labels_name_their_kind() {
+        assert_eq!(label_kind("2026"), Some(PeriodKind::Year));
+        assert_eq!(label_kind("2026-Q3"), Some(PeriodKind::Quarter));
+        assert_eq!(label_kind("2026-03"), Some(PeriodKind::Month));
+        assert_eq!(label_kind("2026-03-10"), Some(PeriodKind::Day));
+        assert_eq!(
+            label_kind("2026-03-10T00:00:00Z/2026-03-11T00:00:00Z"),
+            None
+        );
+        // Berlin's day of the spring change is 23 h long, and still a day.
+        let d = Period::containing(PeriodKind::Day, t("2026-03-29T12:00:00+02:00"), BERLIN);
+        assert_eq!(
+            period_of_span(d.span(), BERLIN).map(|p| p.label),
+            Some("2026-03-29".into())
+        );
+        assert_eq!(period_of_span(d.span(), SH), None);
     }
 
     #[test]

@@ -210,3 +210,62 @@ fn rejection_examples_match_schema_and_type() {
     both["original"] = json!("x");
     assert!(!v.is_valid(&both));
 }
+
+#[test]
+fn figures_of_every_period_kind_agree_with_the_kpi_circuit_schema() {
+    use linewatch::calendar::PeriodKind;
+    use linewatch::levels::AssuranceLevel;
+    use linewatch::policy::Policy;
+    use linewatch::sla::{circuit_figures, CircuitFacts, FaultFacts, Period, Span};
+
+    let v = validator("kpi-circuit.schema.json");
+    let policy = Policy::builtin();
+    let start = at();
+    let faults = [FaultFacts {
+        started_at: start,
+        down: vec![Span::new(start, start + chrono::Duration::hours(2))],
+        counted: true,
+    }];
+    let circuit = CircuitFacts {
+        circuit_id: "DL-1",
+        customer_id: Some("CUST-1"),
+        assurance_level: AssuranceLevel::Aa,
+        faults: &faults,
+        excluded: &[],
+        open_fault: false,
+    };
+    let mut labels = Vec::new();
+    for kind in PeriodKind::ALL {
+        let period = Period::containing(kind, start, policy.time_zone());
+        let figures = circuit_figures(&policy, &circuit, &period, period.end);
+        let json = serde_json::to_value(&figures).unwrap();
+        assert_eq!(schema_errors(&v, &json), Vec::<String>::new(), "{json}");
+        labels.push(figures.period.clone());
+        // Only the year has limits; the rest carry null limits, as a month always did.
+        assert_eq!(
+            json["failureLimit"].is_null(),
+            kind != PeriodKind::Year,
+            "{json}"
+        );
+        assert_eq!(
+            json["outageLimitSeconds"].is_null(),
+            kind != PeriodKind::Year
+        );
+        for bad in [
+            "2026-Q0",
+            "2026-Q5",
+            "2026-13",
+            "2026-03-32",
+            "2026-3-1",
+            "2026-03-10T00:00:00Z/2026-03-11T00:00:00Z",
+        ] {
+            let mut wrong = json.clone();
+            wrong["period"] = json!(bad);
+            assert!(!v.is_valid(&wrong), "{bad} accepted");
+        }
+    }
+    // Day, month, quarter and year, as the calendar labels them.
+    assert_eq!(labels.len(), 4);
+    assert!(labels.iter().any(|l| l.contains("-Q")), "{labels:?}");
+    assert!(labels.iter().any(|l| l.len() == 10), "{labels:?}");
+}

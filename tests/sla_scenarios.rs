@@ -1333,3 +1333,62 @@ fn down_again_after_a_hand_closed_outage_came_back_on_one_route_is_a_new_failure
     let may = last_figures(&out, "MR1", "2026-05");
     assert_eq!((may.failures, may.outage_seconds), (2, 3000));
 }
+
+#[test]
+fn day_and_quarter_figures_are_recorded_as_months_are() {
+    // Issue 15, item 8. An A circuit down from 22:00 on 30 March to 02:00 on 1 April
+    // (Shanghai), 28 h: days 30 March (2 h), 31 March (24 h, no event of its own) and
+    // 1 April (2 h); quarters Q1 (26 h) and Q2 (2 h); one failure, in 30 March and Q1.
+    let a = los("DQ", "PTN-6/1/1", sh(2026, 3, 30, 22, 0, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            upsert("DQ1", CustomerLevel::Bronze, AssuranceLevel::A, "PTN-6/1/1"),
+            Input::Alarm(a.clone()),
+            Input::Alarm(clear(&a, sh(2026, 4, 1, 2, 0, 0))),
+        ],
+        sh(2026, 4, 2, 0, 0, 0),
+    );
+    let h = 3600;
+    for (period, failures, outage) in [
+        ("2026-03-30", 1, 2 * h),
+        ("2026-03-31", 0, 24 * h),
+        ("2026-04-01", 0, 2 * h),
+        ("2026-Q1", 1, 26 * h),
+        ("2026-Q2", 0, 2 * h),
+        ("2026-03", 1, 26 * h),
+        ("2026-04", 0, 2 * h),
+        ("2026", 1, 28 * h),
+    ] {
+        let f = last_figures(&out, "DQ1", period);
+        assert_eq!(
+            (f.failures, f.outage_seconds),
+            (failures, outage),
+            "{period}"
+        );
+        // Limits are annual: days, months and quarters have none, and stay ok.
+        let annual = period == "2026";
+        assert_eq!(f.failure_limit.is_some(), annual, "{period}");
+        assert_eq!(f.outage_limit_seconds.is_some(), annual, "{period}");
+        assert_eq!(f.availability_target.is_some(), annual, "{period}");
+        if !annual {
+            assert_eq!((f.status, f.breaches.len()), (Status::Ok, 0), "{period}");
+        }
+    }
+    assert_eq!(last_figures(&out, "DQ1", "2026-03-31").availability, 0.0);
+    // The year is judged: 28 h is past A's 24 h outage limit.
+    assert_eq!(last_figures(&out, "DQ1", "2026").status, Status::Breached);
+    // Warnings only for the year, the one period with limits.
+    assert!(out.iter().all(|o| match o {
+        Output::Warning(Warning::Risk(r)) => r.period == "2026",
+        _ => true,
+    }));
+    // The circuit's view still shows the year and the month.
+    let view = engine
+        .states()
+        .view("DQ1", 0, engine.network(), engine.policy(), None)
+        .expect("view");
+    assert_eq!(view.year_to_date.map(|f| f.period).as_deref(), Some("2026"));
+    assert_eq!(view.month.map(|f| f.period).as_deref(), Some("2026-04"));
+}
