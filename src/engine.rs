@@ -19,6 +19,7 @@ use crate::inventory::InventoryChange;
 use crate::levels::AssuranceLevel;
 use crate::maintenance::MaintenanceWindow;
 use crate::network::{CircuitRef, Network};
+use crate::parent_ticket::ParentTicketEvent;
 use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::sla::{
@@ -91,6 +92,9 @@ pub enum Output {
     Figures(Box<CircuitFigures>),
     /// A mass-outage incident changed (topic `incidents`).
     Incident(Box<IncidentEvent>),
+    /// The incident's parent ticket changed: a TMF621 event (topic `tickets.events`,
+    /// keyed by the incident id).
+    ParentTicket(Box<ParentTicketEvent>),
 }
 
 /// Where an output goes: one topic (and one replay file) each.
@@ -125,12 +129,14 @@ impl Output {
             Output::Warning(_) => Sink::Warnings,
             Output::Figures(_) => Sink::Figures,
             Output::Incident(_) => Sink::Incidents,
+            Output::ParentTicket(_) => Sink::Tickets,
         }
     }
 
     /// The record key: the circuit for tickets, status and figures (with the period for
     /// figures, so that the compacted topic keeps one record per circuit and period), the
-    /// window or circuit for warnings, the root alarm for incidents.
+    /// window or circuit for warnings, the root alarm for incidents, the incident id for
+    /// its parent ticket.
     pub fn key(&self) -> String {
         match self {
             Output::Ticket(ev) => ev
@@ -146,6 +152,7 @@ impl Output {
             Output::Warning(Warning::Risk(r)) => r.circuit_id.clone(),
             Output::Figures(f) => format!("{}@{}", f.circuit_id, f.period),
             Output::Incident(i) => i.key().to_string(),
+            Output::ParentTicket(t) => t.ticket().id.clone(),
         }
     }
 
@@ -170,6 +177,7 @@ impl Output {
             Output::Warning(w) => serde_json::to_vec(w),
             Output::Figures(f) => serde_json::to_vec(f),
             Output::Incident(i) => serde_json::to_vec(i),
+            Output::ParentTicket(t) => crate::tmf621::event_json(t, version),
         }
     }
 }
@@ -1377,6 +1385,12 @@ impl Engine {
                 .on_tickets(std::mem::take(group))
                 .into_iter()
                 .map(|i| Output::Incident(Box::new(i))),
+        );
+        out.extend(
+            self.incidents
+                .take_ticket_events()
+                .into_iter()
+                .map(|t| Output::ParentTicket(Box::new(t))),
         );
     }
 

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::levels::{AssuranceLevel, CustomerLevel, Severity};
+use crate::parent_ticket::{ParentMemo, ParentTicket, ParentTicketEvent};
 use crate::ticket::{restoration_priority, RootCause, TicketEvent, TicketStatus};
 
 /// Default number of circuits that one root alarm must hit to make an incident.
@@ -376,6 +377,10 @@ pub struct Incident {
     updated_at: DateTime<Utc>,
     /// Digest of the last record's visible content.
     digest: String,
+    /// What the incident's parent ticket last published on `tickets.events` (empty in
+    /// the state of earlier versions: the next record then creates the parent ticket).
+    #[serde(default)]
+    parent: ParentMemo,
 }
 
 impl Incident {
@@ -390,6 +395,7 @@ impl Incident {
             sequence: 0,
             updated_at: facts.at,
             digest: String::new(),
+            parent: ParentMemo::default(),
         }
     }
 
@@ -556,6 +562,9 @@ pub struct IncidentBook {
     /// Build and compare the record after every change, even one that cannot show (the
     /// reference the tests compare the book against).
     always_evaluate: bool,
+    /// The parent tickets' events since the last [`IncidentBook::take_ticket_events`],
+    /// in the order of the records they follow.
+    ticket_events: Vec<ParentTicketEvent>,
 }
 
 impl Default for IncidentBook {
@@ -590,6 +599,7 @@ impl IncidentBook {
             filed: HashMap::new(),
             dirty: BTreeSet::new(),
             always_evaluate: false,
+            ticket_events: Vec::new(),
         }
     }
 
@@ -754,6 +764,14 @@ impl IncidentBook {
         }
     }
 
+    /// The events of the incidents' parent tickets ([`crate::parent_ticket`]) since the
+    /// last call: each record the book emits updates its incident's parent ticket, which
+    /// publishes an event when one of its fields changed. The caller writes them to
+    /// `tickets.events` after the records.
+    pub fn take_ticket_events(&mut self) -> Vec<ParentTicketEvent> {
+        std::mem::take(&mut self.ticket_events)
+    }
+
     /// The root alarm keys changed since the last call (for the changelog; read each
     /// one's state with [`IncidentBook::get`]).
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
@@ -822,6 +840,9 @@ impl IncidentBook {
         inc.opened_at = view.opened_at;
         let closed = view.status == IncidentStatus::Closed;
         let event = inc.event(view);
+        if let Some(t) = inc.parent.publish(ParentTicket::of(&event), at) {
+            self.ticket_events.push(t);
+        }
         if closed {
             self.forget(key);
         }

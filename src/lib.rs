@@ -15,6 +15,8 @@
 //! - [`ticket`]: fault tickets, their SLA deadlines and TMF621 events.
 //! - [`tmf621`]: the TMF621 version of the ticket events (v4.0.0, or v5.0.1 by
 //!   configuration), applied when they are serialized.
+//! - [`incident`] and [`parent_ticket`]: mass outages, as `incidents` records and as
+//!   TMF621 parent tickets of the circuits' tickets.
 //! - [`engine`]: the facade the runtimes drive: input and time in, events out.
 //! - [`views`]: what the NOC sees of the committed state (circuits, open tickets, budgets,
 //!   incidents), read by the query API.
@@ -37,6 +39,7 @@ pub mod levels;
 pub mod live;
 pub mod maintenance;
 pub mod network;
+pub mod parent_ticket;
 pub mod policy;
 pub mod rejection;
 pub mod replay;

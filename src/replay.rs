@@ -300,6 +300,7 @@ impl Sinks {
                 Output::Warning(_) => summary.warnings += 1,
                 Output::Figures(_) => summary.figures += 1,
                 Output::Incident(_) => summary.incident_events += 1,
+                Output::ParentTicket(_) => summary.ticket_events += 1,
             }
             let sink = o.sink();
             if let Some((_, w)) = self.files.iter_mut().find(|(s, _)| *s == sink) {

@@ -184,6 +184,9 @@ fn assert_all_valid_as(version: Tmf621Version, events: &[Value]) {
 /// What is not in TMF621 but the service promises on top of it.
 fn assert_extensions(event: &Value) {
     let t = &event["event"]["troubleTicket"];
+    if t["@type"] == "MassOutageTicket" {
+        return assert_parent_extensions(event);
+    }
     assert_eq!(t["@type"], "DedicatedLineFaultTicket", "{event}");
     assert_eq!(t["@baseType"], "TroubleTicket", "{event}");
     assert!(
@@ -210,6 +213,33 @@ fn assert_extensions(event: &Value) {
     }
 }
 
+/// An incident's parent ticket: its id is the incident's, it lists its children (`isChild`),
+/// and carries the `incident` object.
+fn assert_parent_extensions(event: &Value) {
+    let t = &event["event"]["troubleTicket"];
+    assert_eq!(t["@baseType"], "TroubleTicket", "{event}");
+    assert_eq!(t["ticketType"], "incident", "{event}");
+    assert_eq!(t["id"], t["incident"]["incidentId"], "{event}");
+    let children = t["troubleTicketRelationship"]
+        .as_array()
+        .expect("troubleTicketRelationship");
+    // Empty only when every circuit left (their root cause revised): that closes it.
+    assert!(!children.is_empty() || t["status"] == "closed", "{event}");
+    assert_eq!(
+        t["incident"]["circuitCount"].as_u64(),
+        Some(children.len() as u64),
+        "{event}"
+    );
+    for c in children {
+        assert_eq!(c["relationshipType"], "isChild", "{c}");
+        assert!(
+            c["id"].as_str().is_some_and(|id| id.starts_with("TT-")),
+            "{c}"
+        );
+    }
+    assert!(event.get("slaEvent").is_none(), "{event}");
+}
+
 /// The fields that differ between two versions of a ticket, as `fieldPath` names them
 /// (`rootCause` and `sla` by their fields), sorted; the fields that move with time alone
 /// (`lastUpdate`, `sla.downMinutes`) left out.
@@ -224,7 +254,7 @@ fn differing_fields(before: &Value, after: &Value) -> Vec<String> {
         if b == a {
             continue;
         }
-        if k == "sla" || k == "rootCause" {
+        if k == "sla" || k == "rootCause" || k == "incident" {
             let mut inner: BTreeSet<String> = BTreeSet::new();
             for t in [b, a] {
                 inner.extend(t.as_object().expect("object").keys().cloned());
@@ -614,13 +644,13 @@ fn assert_v5_form(event: &Value) {
     assert_eq!(event["@type"], event["eventType"], "{event}");
     let t = &event["event"]["troubleTicket"];
     assert!(t["@type"].is_string(), "{event}");
-    for r in t["relatedEntity"].as_array().expect("relatedEntity") {
+    for r in t["relatedEntity"].as_array().into_iter().flatten() {
         assert_eq!(r["@type"], "RelatedEntity", "{r}");
         assert!(r["role"].is_string() && r.get("id").is_none(), "{r}");
         assert_eq!(r["entity"]["@type"], "EntityRef", "{r}");
         assert!(r["entity"]["id"].is_string() && r["entity"]["@referredType"].is_string());
     }
-    for p in t["relatedParty"].as_array().expect("relatedParty") {
+    for p in t["relatedParty"].as_array().into_iter().flatten() {
         assert_eq!(p["@type"], "RelatedPartyRefOrPartyRoleRef", "{p}");
         let party = &p["partyOrPartyRole"];
         let want = if p["role"] == "customer" {
@@ -847,4 +877,87 @@ fn upgraded_root(policy: Policy) -> Vec<Value> {
     // Key customer: closed once its written report is due (Friday 3 April, end of day).
     let out = run(&mut engine, inputs, sh(2026, 4, 6, 0, 0, 0));
     to_json(&tickets(&out))
+}
+
+/// Issue 14, item 2: every incident of the simulated traffic is also a parent ticket on
+/// `tickets.events`, created with the incident's first record; each parent event lists as
+/// `isChild` exactly the tickets of the incident's record it follows (the same record's
+/// circuits, in restoration priority order), so that circuits joining and leaving show in
+/// `troubleTicketRelationship`; its status follows the incident's; every child is a
+/// ticket of the same stream.
+#[test]
+fn every_incident_is_a_parent_ticket_listing_its_children() {
+    let input = simulated_traffic();
+    let output = tempfile::tempdir().expect("tempdir");
+    replay(input.path(), output.path(), Policy::builtin(), None).expect("replay");
+    let events = read_events(output.path());
+    let records: Vec<Value> = fs::read_to_string(output.path().join("incidents.jsonl"))
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let child_ids: BTreeSet<&str> = events
+        .iter()
+        .map(|e| &e["event"]["troubleTicket"])
+        .filter(|t| t["@type"] == "DedicatedLineFaultTicket")
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    let parents: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"]["troubleTicket"]["@type"] == "MassOutageTicket")
+        .collect();
+    let incident_ids: BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["incidentId"].as_str())
+        .collect();
+    assert!(incident_ids.len() > 3, "{} incidents", incident_ids.len());
+    let created: BTreeSet<&str> = parents
+        .iter()
+        .filter(|e| e["eventType"] == "TroubleTicketCreateEvent")
+        .filter_map(|e| e["event"]["troubleTicket"]["id"].as_str())
+        .collect();
+    assert_eq!(created, incident_ids, "one parent ticket per incident");
+    let mut membership_changes = 0;
+    for e in &parents {
+        let t = &e["event"]["troubleTicket"];
+        // The record it follows: the incident's last record as of the event's time.
+        let record = records
+            .iter()
+            .filter(|r| r["incidentId"] == t["id"] && r["updatedAt"] == e["eventTime"])
+            .last()
+            .unwrap_or_else(|| panic!("no incident record for {e}"));
+        let want: Vec<&Value> = record["circuits"]
+            .as_array()
+            .expect("circuits")
+            .iter()
+            .map(|c| &c["ticketId"])
+            .collect();
+        let got: Vec<&Value> = t["troubleTicketRelationship"]
+            .as_array()
+            .expect("relationships")
+            .iter()
+            .map(|r| &r["id"])
+            .collect();
+        assert_eq!(got, want, "{e}");
+        for id in &got {
+            assert!(child_ids.contains(id.as_str().unwrap_or_default()), "{id}");
+        }
+        let status = match record["status"].as_str() {
+            Some("open") => "inProgress",
+            Some("restored") => "resolved",
+            _ => "closed",
+        };
+        assert_eq!(t["status"], status, "{e}");
+        assert_eq!(t["resolutionDate"], record["restoredAt"].clone(), "{e}");
+        if e["fieldPath"]
+            .as_str()
+            .is_some_and(|p| p.split(',').any(|f| f == "troubleTicketRelationship"))
+        {
+            membership_changes += 1;
+        }
+    }
+    assert!(
+        membership_changes > 0,
+        "no circuit joined or left an incident"
+    );
 }

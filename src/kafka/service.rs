@@ -2031,10 +2031,16 @@ impl Core {
         }
         events.extend(part.book.on_keyed_batch(batch));
         part.buf.catch_up(limit);
+        let parents = part.book.take_ticket_events();
         self.route(
             events
                 .into_iter()
                 .map(|e| Output::Incident(Box::new(e)))
+                .chain(
+                    parents
+                        .into_iter()
+                        .map(|t| Output::ParentTicket(Box::new(t))),
+                )
                 .collect(),
         );
     }
@@ -2310,6 +2316,12 @@ impl Core {
                     circuits = i.circuit_count,
                     down = i.down_count,
                     "incident"
+                ),
+                Output::ParentTicket(t) => info!(
+                    ticket = %t.ticket().id,
+                    status = ?t.ticket().status,
+                    circuits = t.ticket().incident.circuit_count,
+                    "parent ticket event"
                 ),
                 Output::Reminder(_) | Output::Line(_) | Output::Figures(_) => {}
             }
