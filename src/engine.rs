@@ -6,6 +6,7 @@
 //! SLA figure is computed from event times carried by the input.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use crate::policy::Policy;
 use crate::rejection::RejectReason;
 use crate::sla::{
     circuit_figures, label_kind, next_crossing, periods_overlapping, union, warning_between,
-    CircuitFacts, CircuitFigures, FaultFacts, Period, RiskWarning, Span,
+    CircuitFacts, CircuitFigures, FactsSnapshot, FaultFacts, Period, RiskWarning, Rules, Span,
 };
 use crate::ticket::{
     Fault, FaultCause, Fired, PlannedWork, SlaEvent, SlaReminder, TicketEvent, TicketStatus,
@@ -517,6 +518,7 @@ impl CircuitStates {
                 latest(PeriodKind::Month).cloned(),
             ),
         };
+        let facts = self.facts_snapshot(circuit_id, circuit, policy, year_to_date.as_ref(), now);
         Some(CircuitView {
             circuit_id: circuit_id.to_string(),
             partition,
@@ -547,7 +549,51 @@ impl CircuitStates {
                 .unwrap_or_default(),
             year_to_date,
             month,
+            facts,
         })
+    }
+
+    /// What the circuit's figures are computed from, owned, for figures over any span
+    /// later (the query API): its faults (an ongoing down span open-ended), the excluded
+    /// time, and the rules of its level; known up to the latest of `year`'s `asOf` and
+    /// `now`. The customer and level are those of its figures (of its last fault), else
+    /// the inventory's; `None` without either.
+    fn facts_snapshot(
+        &self,
+        circuit_id: &str,
+        circuit: Option<CircuitRef<'_>>,
+        policy: &Policy,
+        year: Option<&CircuitFigures>,
+        now: Option<DateTime<Utc>>,
+    ) -> Option<Arc<FactsSnapshot>> {
+        let entry = self.circuits.get(circuit_id);
+        let fault = entry.and_then(|e| e.fault.as_ref());
+        let (customer_id, level) = fault
+            .map(|f| (f.customer_id.clone(), f.assurance_level))
+            .or_else(|| entry.and_then(|e| e.ident.clone()))
+            .or_else(|| circuit.map(|c| (c.customer.id.to_string(), c.assurance_level)))?;
+        let mut faults = Vec::new();
+        let mut excluded = Vec::new();
+        if let Some(e) = entry {
+            // Open-ended: the figures clip every fact at their own `as_of`.
+            faults = history_as_of(e, DateTime::<Utc>::MAX_UTC);
+            excluded.clone_from(&e.excluded);
+            for f in e.superseded.iter().chain(fault) {
+                faults.push(fault_facts(f, DateTime::<Utc>::MAX_UTC));
+                excluded.extend(excluded_spans(f));
+            }
+        }
+        Some(Arc::new(FactsSnapshot {
+            circuit_id: circuit_id.to_string(),
+            customer_id: Some(customer_id),
+            assurance_level: level,
+            rules: Rules::of(policy, level),
+            faults,
+            excluded,
+            open_fault: fault.is_some_and(Fault::is_down)
+                || entry.is_some_and(|e| e.outage_open_of.is_some()),
+            as_of: year.map(|f| f.as_of).into_iter().chain(now).max(),
+        }))
     }
 
     /// Number of circuits with state.

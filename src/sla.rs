@@ -607,14 +607,17 @@ pub struct FactsSnapshot {
     pub excluded: Vec<Span>,
     /// Whether the circuit is down at `as_of`.
     pub open_fault: bool,
-    /// The time the facts are known up to: the figures are as of this instant.
-    pub as_of: DateTime<Utc>,
+    /// The time the facts are known up to (the event time of the state they were taken
+    /// from); `None` when nothing is known of the circuit's faults (no state).
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 impl FactsSnapshot {
-    /// The circuit's figures over `span` as of [`FactsSnapshot::as_of`] (see
-    /// [`figures_over`]).
-    pub fn figures_over(&self, span: Span) -> CircuitFigures {
+    /// The circuit's figures over `span` as of `as_of` (see [`figures_over`]); facts after
+    /// `as_of` are ignored, so an `as_of` at or before [`FactsSnapshot::as_of`] gives the
+    /// figures as they stood then (for facts that only grow: alarms, not a later
+    /// reclassification or a late maintenance window).
+    pub fn figures_over(&self, span: Span, as_of: DateTime<Utc>) -> CircuitFigures {
         let facts = CircuitFacts {
             circuit_id: &self.circuit_id,
             customer_id: self.customer_id.as_deref(),
@@ -623,7 +626,7 @@ impl FactsSnapshot {
             excluded: &self.excluded,
             open_fault: self.open_fault,
         };
-        figures_over(&self.rules, &facts, span, self.as_of)
+        figures_over(&self.rules, &facts, span, as_of)
     }
 }
 

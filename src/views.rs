@@ -6,6 +6,8 @@
 //! The maps hold only the partitions this instance owns; which instance owns the others is
 //! the runtime's business ([`crate::kafka`]).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::Serialize;
@@ -14,7 +16,7 @@ use crate::correlation::LineStatus;
 use crate::incident::{IncidentEvent, IncidentStatus};
 use crate::levels::{AssuranceLevel, CustomerLevel};
 use crate::policy::Policy;
-use crate::sla::{CircuitFigures, Status};
+use crate::sla::{CircuitFigures, FactsSnapshot, Status};
 use crate::ticket::{Fault, TicketStatus};
 
 /// The deadline a ticket's team must meet next.
@@ -188,6 +190,11 @@ pub struct CircuitView {
     /// The latest year's figures as last emitted (as of the circuit's last event).
     pub year_to_date: Option<CircuitFigures>,
     pub month: Option<CircuitFigures>,
+    /// What the circuit's figures are computed from, for figures over any span on request
+    /// (`GET /api/v1/circuits/{id}/figures`); not part of the circuit's JSON. Shared: the
+    /// view is cloned per request, the facts are not.
+    #[serde(skip)]
+    pub facts: Option<Arc<FactsSnapshot>>,
 }
 
 /// A circuit's use of its annual limits.
@@ -499,6 +506,7 @@ mod tests {
             superseded_tickets: Vec::new(),
             year_to_date: year,
             month: None,
+            facts: None,
         }
     }
 

@@ -310,3 +310,179 @@ fn new_year_outage_in_shanghai_counts_an_hour_in_each_year() {
     // New Year in Shanghai is 16:00 UTC on 31 December.
     assert_eq!(years[1].start, t("2025-12-31T16:00:00Z"));
 }
+
+// --- figures over any span equal the streamed records of the periods ----------------------
+
+mod scenario;
+
+/// One step of a random fault history of circuit `P1` (one route: CPE, port, fibre):
+/// after `gap` minutes, raise or clear the alarm on one of the route's two objects (the
+/// port or the fibre; both down together overlap), or close the circuit's ticket by hand.
+#[derive(Debug, Clone)]
+enum Step {
+    Raise(usize),
+    Clear(usize),
+    CloseByHand,
+}
+
+fn steps() -> impl Strategy<Value = Vec<(i64, Step)>> {
+    let step = prop_oneof![
+        3 => (0usize..2).prop_map(Step::Raise),
+        3 => (0usize..2).prop_map(Step::Clear),
+        1 => Just(Step::CloseByHand),
+    ];
+    // Gaps of up to 20 h from 30 March 20:00: the history crosses days, the end of March
+    // and of the first quarter; the level decides how soon the year is at risk.
+    prop::collection::vec((1i64..1200, step), 0..14)
+}
+
+/// The records streamed for `P1`, and the facts its view holds at the end.
+fn streamed(
+    level: AssuranceLevel,
+    steps: &[(i64, Step)],
+) -> (
+    Vec<linewatch::sla::CircuitFigures>,
+    std::sync::Arc<linewatch::sla::FactsSnapshot>,
+) {
+    use linewatch::engine::{CommandAction, Engine, Input, Output, TicketCommand};
+    use linewatch::inventory::{InventoryChange, ObjectKind};
+    use linewatch::levels::{CustomerLevel, Scope, Severity};
+    use scenario::{alarm, circuit, clear, element, sh};
+
+    let objects = ["PTN-9/1/1", "L-FIBRE-9"];
+    let path = vec![
+        element(ObjectKind::Ne, "CPE-P1", "cpe", "CPE"),
+        element(ObjectKind::Port, objects[0], "transmission", "PTN"),
+        element(ObjectKind::Link, objects[1], "transmission", "OTN"),
+    ];
+    let mut engine = Engine::new(Policy::builtin());
+    let mut out = Vec::new();
+    let mut now = sh(2026, 3, 30, 20, 0, 0);
+    let inventory = circuit(
+        "P1",
+        CustomerLevel::Gold,
+        level,
+        Scope::IntraCity,
+        vec![path],
+    );
+    out.extend(
+        engine
+            .handle(
+                Input::Inventory(InventoryChange::Upsert(Box::new(inventory))),
+                now,
+            )
+            .expect("inventory accepted"),
+    );
+    let mut raised: [Option<linewatch::alarm::Alarm>; 2] = [None, None];
+    for (n, (gap, step)) in steps.iter().enumerate() {
+        now += Duration::minutes(*gap);
+        let input = match step {
+            Step::Raise(i) => {
+                let a = alarm(
+                    &format!("A{n}"),
+                    "PTN-NMS",
+                    objects[*i],
+                    "LOS",
+                    Severity::Critical,
+                    now,
+                );
+                raised[*i] = Some(a.clone());
+                Input::Alarm(a)
+            }
+            Step::Clear(i) => match raised[*i].take() {
+                Some(a) => Input::Alarm(clear(&a, now)),
+                None => continue,
+            },
+            Step::CloseByHand => match engine.states().fault("P1") {
+                Some(f) => Input::Command(TicketCommand {
+                    ticket_id: f.ticket_id.clone(),
+                    circuit_id: "P1".into(),
+                    action: CommandAction::Close,
+                    cause: None,
+                    at: now,
+                    by: Some("noc".into()),
+                    note: None,
+                }),
+                None => continue,
+            },
+        };
+        out.extend(engine.advance(now));
+        // A command the ticket refuses (already closed) is a rejection, not a fact.
+        out.extend(engine.handle(input, now).unwrap_or_default());
+    }
+    now += Duration::days(2);
+    out.extend(engine.advance(now));
+    let records = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Figures(f) if f.circuit_id == "P1" => Some(*f),
+            _ => None,
+        })
+        .collect();
+    let facts = engine
+        .states()
+        .view("P1", 0, engine.network(), engine.policy(), Some(now))
+        .and_then(|v| v.facts)
+        .expect("a circuit in the inventory has facts");
+    (records, facts)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Issue 15, item 8: the figures over a span that is exactly a day, month, quarter or
+    /// year, computed from the facts the query API holds (the view's snapshot), equal
+    /// every record streamed for that period, as of the record's time: same label, counts,
+    /// outage, availability, limits and status.
+    #[test]
+    fn figures_over_a_periods_span_equal_its_streamed_records(
+        level in levels(),
+        steps in steps(),
+    ) {
+        let (records, facts) = streamed(level, &steps);
+        for r in &records {
+            let span = Span::new(r.period_start, r.period_end);
+            let mut over = facts.figures_over(span, r.as_of);
+            // Whether the circuit is down is a fact of the record's time, not a count.
+            over.open_fault = r.open_fault;
+            prop_assert_eq!(&over, r);
+            prop_assert!(facts.as_of.is_some_and(|known| known >= r.as_of));
+        }
+        // Whenever something was recorded, every kind of period was.
+        let kinds: std::collections::BTreeSet<_> = records
+            .iter()
+            .filter_map(|r| linewatch::sla::label_kind(&r.period))
+            .collect();
+        prop_assert!(records.is_empty() || kinds.len() == 4, "{:?}", kinds);
+    }
+
+    /// The same on the counting alone: over a period's span, `figures_over` is
+    /// `circuit_figures` of that period, in any zone, as of any time.
+    #[test]
+    fn figures_over_a_period_span_is_the_periods_figures(
+        faults in prop::collection::vec(small_fault(), 0..5),
+        excluded in small_spans(),
+        kind in kinds(),
+        tz in zones(),
+        level in levels(),
+        from in 0i64..150,
+        as_of in -10i64..200,
+    ) {
+        let policy = Policy::builtin();
+        let mut rules = linewatch::sla::Rules::of(&policy, level);
+        rules.time_zone = tz;
+        let period = Period::containing(kind, at(from), tz);
+        let circuit = CircuitFacts {
+            circuit_id: "C-1",
+            customer_id: None,
+            assurance_level: level,
+            faults: &faults,
+            excluded: &excluded,
+            open_fault: false,
+        };
+        // The policy's zone plays no part once the period is chosen.
+        let by_period = circuit_figures(&policy, &circuit, &period, at(as_of));
+        let over = linewatch::sla::figures_over(&rules, &circuit, period.span(), at(as_of));
+        prop_assert_eq!(over, by_period);
+    }
+}
