@@ -167,7 +167,8 @@ impl ParentTicket {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentTicketEvent {
-    /// `<incidentId>-<sequence>`, the sequence from 0001 without gaps.
+    /// `<incidentId>-<sequence>`, the sequence from 0000 without gaps, as a circuit
+    /// ticket's.
     pub event_id: String,
     #[serde(serialize_with = "crate::timestamp::serialize")]
     pub event_time: DateTime<Utc>,
@@ -196,9 +197,10 @@ pub struct ParentTicketEventBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentMemo {
-    /// Sequence of the next event; 0 before the first (then a create event comes).
+    /// Sequence of the next event, from 0.
     pub next_event: u32,
-    /// Field name (as `fieldPath` names it) → digest of its JSON.
+    /// Field name (as `fieldPath` names it) → digest of its JSON; empty until the first
+    /// event (a create event) is published.
     pub fields: BTreeMap<String, String>,
 }
 
@@ -244,7 +246,7 @@ impl ParentMemo {
         at: DateTime<Utc>,
     ) -> Option<ParentTicketEvent> {
         let fields = digests(&ticket);
-        let (event_type, field_path) = if self.next_event == 0 {
+        let (event_type, field_path) = if self.fields.is_empty() {
             (CREATE_EVENT, None)
         } else if fields.get("status") != self.fields.get("status") {
             (STATUS_CHANGE_EVENT, None)
@@ -267,7 +269,6 @@ impl ParentMemo {
             changed.sort_unstable();
             (ATTRIBUTE_CHANGE_EVENT, Some(changed.join(",")))
         };
-        self.next_event = self.next_event.max(1);
         let seq = self.next_event;
         self.next_event += 1;
         self.fields = fields;
@@ -345,7 +346,7 @@ mod tests {
             .publish(ParentTicket::of(&open), at(0))
             .expect("created");
         assert_eq!(created.event_type, CREATE_EVENT);
-        assert_eq!(created.event_id, "INC-0123456789abcdef-0001");
+        assert_eq!(created.event_id, "INC-0123456789abcdef-0000");
         let t = created.ticket();
         assert_eq!(
             (t.status, t.priority.as_str()),
@@ -379,7 +380,7 @@ mod tests {
             joined.field_path.as_deref(),
             Some("description,incident.circuitCount,incident.downCount,troubleTicketRelationship")
         );
-        assert_eq!(joined.event_id, "INC-0123456789abcdef-0002");
+        assert_eq!(joined.event_id, "INC-0123456789abcdef-0001");
         // It leaves again and the others come back: a status change (resolved).
         let back = vec![circuit("C2", Aaa, false), circuit("C1", A, false)];
         let restored = memo

@@ -917,6 +917,14 @@ fn every_incident_is_a_parent_ticket_listing_its_children() {
         .filter_map(|e| e["event"]["troubleTicket"]["id"].as_str())
         .collect();
     assert_eq!(created, incident_ids, "one parent ticket per incident");
+    // Event ids as a circuit ticket's: <ticket id>-0000, -0001, ... without gaps.
+    let mut next: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &parents {
+        let id = e["event"]["troubleTicket"]["id"].as_str().expect("id");
+        let n = next.entry(id).or_default();
+        assert_eq!(e["eventId"], format!("{id}-{n:04}"), "{e}");
+        *n += 1;
+    }
     let mut membership_changes = 0;
     for e in &parents {
         let t = &e["event"]["troubleTicket"];

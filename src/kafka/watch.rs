@@ -37,6 +37,10 @@ impl Board {
         self.events += 1;
         if topic == t.tickets {
             let ticket = &value["event"]["troubleTicket"];
+            // An incident's parent ticket: the incidents topic shows the incident.
+            if ticket["@type"] == crate::parent_ticket::PARENT_TICKET_TYPE {
+                return;
+            }
             if let Some(id) = ticket["id"].as_str() {
                 if ticket["status"] == "closed" {
                     self.tickets.remove(id);
@@ -119,7 +123,8 @@ impl Board {
             let circuit = t["relatedEntity"]
                 .as_array()
                 .and_then(|a| a.iter().find(|e| e["role"] == "affectedCircuit"))
-                .and_then(|e| e["id"].as_str())
+                // TMF621 v4 names it `id`, v5 `entity.id`.
+                .and_then(|e| e["id"].as_str().or(e["entity"]["id"].as_str()))
                 .unwrap_or_default();
             let countdown = if t["resolutionDate"].is_null() {
                 t["sla"]["restoreBy"]
@@ -272,9 +277,27 @@ mod tests {
             &ticket("TT-2", "acknowledged", "2026-03-02T11:00:00Z"),
         );
         b.apply(&t, &t.rejected, &json!({}));
+        // An incident's parent ticket is not one more open ticket.
+        b.apply(
+            &t,
+            &t.tickets,
+            &json!({ "event": { "troubleTicket": {
+                "id": "INC-1", "status": "inProgress", "@type": "MassOutageTicket",
+            }}}),
+        );
         let now: DateTime<Utc> = "2026-03-02T10:30:00Z".parse().expect("time");
         let view = b.render(now, 10);
         assert!(view.contains("open tickets 2 (2 down)"), "{view}");
+        assert!(!view.contains("INC-1"), "{view}");
+        // The circuit of a TMF621 v5 ticket (nested under entity).
+        let v5 = crate::tmf621::to_v5(ticket("TT-5", "acknowledged", "2026-03-02T12:00:00Z"));
+        b.apply(&t, &t.tickets, &v5);
+        let view = b.render(now, 10);
+        let row = view
+            .lines()
+            .find(|l| l.starts_with("TT-5"))
+            .expect("TT-5 shown");
+        assert!(row.contains("DL-1"), "{row}");
         assert!(view.contains("rejected 1"), "{view}");
         let first = view.find("TT-2").expect("TT-2 shown");
         assert!(
