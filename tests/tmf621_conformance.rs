@@ -931,8 +931,7 @@ fn every_incident_is_a_parent_ticket_listing_its_children() {
         // The record it follows: the incident's last record as of the event's time.
         let record = records
             .iter()
-            .filter(|r| r["incidentId"] == t["id"] && r["updatedAt"] == e["eventTime"])
-            .last()
+            .rfind(|r| r["incidentId"] == t["id"] && r["updatedAt"] == e["eventTime"])
             .unwrap_or_else(|| panic!("no incident record for {e}"));
         let want: Vec<&Value> = record["circuits"]
             .as_array()
