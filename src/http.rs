@@ -195,6 +195,7 @@ pub fn router(app: App) -> Router {
         .route("/api/v1/tickets", get(tickets))
         .route("/api/v1/circuits", get(circuits))
         .route("/api/v1/circuits/{id}", get(circuit))
+        .route("/api/v1/circuits/{id}/figures", get(circuit_figures))
         .route("/api/v1/incidents", get(incidents))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
         // Around every route, the fallback and a wrong method alike: a path under /api/v1/
@@ -780,30 +781,115 @@ async fn incidents(State(app): State<App>) -> Response {
 }
 
 async fn circuit(State(app): State<App>, Path(id): Path<String>) -> Response {
+    match owned_view(&app, &id, "").await {
+        Ok(view) => Json(view).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// The longest span `GET /api/v1/circuits/{id}/figures` answers: 366 days.
+const MAX_FIGURES_SPAN: chrono::Duration = crate::sla::MAX_SPAN;
+
+#[derive(Debug, Deserialize)]
+struct FiguresQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `[from, to)` of a figures request: both RFC 3339 instants with an offset, `from`
+/// before `to`, at most [`MAX_FIGURES_SPAN`] apart.
+fn figures_span(q: &FiguresQuery) -> Result<crate::sla::Span, BadRequest> {
+    let instant = |name: &str, value: Option<&str>| {
+        let value = value.map(str::trim).filter(|v| !v.is_empty()).ok_or_else(|| {
+            BadRequest(format!(
+                "{name} is required: an RFC 3339 time with an offset, e.g. 2026-03-01T00:00:00+08:00"
+            ))
+        })?;
+        // A '+' left unescaped in a query string reads as a space.
+        chrono::DateTime::parse_from_rfc3339(&value.replace(' ', "+"))
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                BadRequest(format!(
+                    "{name} is not an RFC 3339 time with an offset ({e}), e.g. 2026-03-01T00:00:00+08:00"
+                ))
+            })
+    };
+    let from = instant("from", q.from.as_deref())?;
+    let to = instant("to", q.to.as_deref())?;
+    if to <= from {
+        return Err(BadRequest("to must be after from".into()));
+    }
+    if to - from > MAX_FIGURES_SPAN {
+        return Err(BadRequest(format!(
+            "from and to may be at most {} days apart",
+            MAX_FIGURES_SPAN.num_days()
+        )));
+    }
+    Ok(crate::sla::Span::new(from, to))
+}
+
+/// `GET /api/v1/circuits/{id}/figures?from=&to=`: the circuit's figures over `[from, to)`,
+/// counted from the same facts as its `kpi.circuits` records (`sla::figures_over`): a
+/// span that is exactly a day, month, quarter or year of the policy's calendar is that
+/// period (label, limits); any other span has no limits. As of the time the circuit's
+/// state is known up to (its partition's event-time clock for a down circuit); for a
+/// circuit with no state (no fault ever seen), as of now.
+async fn circuit_figures(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<FiguresQuery>,
+    uri: axum::http::Uri,
+) -> Response {
+    let span = match figures_span(&q) {
+        Ok(span) => span,
+        Err(e) => return e.into_response(),
+    };
+    let suffix = format!("/figures?{}", uri.query().unwrap_or_default());
+    let view = match owned_view(&app, &id, &suffix).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    let Some(facts) = view.facts else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "message": "no assurance level known for this circuit", "circuitId": id})),
+        )
+            .into_response();
+    };
+    let as_of = facts
+        .as_of
+        .unwrap_or_else(|| chrono::Utc::now().min(span.end));
+    Json(facts.figures_over(span, as_of)).into_response()
+}
+
+/// The view of a circuit this instance owns; otherwise the answer to give: 503 while
+/// starting or rebalancing, 404 for an unknown circuit, 307 to the owner (at
+/// `/api/v1/circuits/{id}` followed by `suffix`).
+async fn owned_view(app: &App, id: &str, suffix: &str) -> Result<CircuitView, Response> {
     let info = app.live.stage("circuits");
     let partition = partition_for_key(id.as_bytes(), info.partition_count);
     let body = |code: &str, message: &str| json!({"error": code, "message": message, "circuitId": id, "partition": partition});
     if info.partition_count == 0 || info.restoring {
-        return unavailable(body(
+        return Err(unavailable(body(
             "no_owner",
             "this instance is starting or restoring its state; try again",
-        ));
+        )));
     }
     if info.partitions.contains(&partition) {
-        if let Some(view) = app.live.views.circuit(&id) {
-            return Json(view).into_response();
+        if let Some(view) = app.live.views.circuit(id) {
+            return Ok(view);
         }
-        if let Some(view) = app.inventory.circuit(&id, partition) {
-            return Json(view).into_response();
+        if let Some(view) = app.inventory.circuit(id, partition) {
+            return Ok(view);
         }
-        return (
+        return Err((
             StatusCode::NOT_FOUND,
             Json(body(
                 "not_found",
                 "no such circuit in the inventory or the state",
             )),
         )
-            .into_response();
+            .into_response());
     }
     let owner = match app.others("circuits").await {
         Ok(members) => members
@@ -815,15 +901,15 @@ async fn circuit(State(app): State<App>, Path(id): Path<String>) -> Response {
         }
     };
     let Some(owner) = owner else {
-        return unavailable(body(
+        return Err(unavailable(body(
             "no_owner",
             "no instance owns this circuit's partition right now (rebalancing); try again",
-        ));
+        )));
     };
     let location = format!(
-        "{}/api/v1/circuits/{}",
+        "{}/api/v1/circuits/{}{suffix}",
         owner.url.trim_end_matches('/'),
-        encode(&id)
+        encode(id)
     );
     let mut value = body(
         "not_owned",
@@ -834,7 +920,7 @@ async fn circuit(State(app): State<App>, Path(id): Path<String>) -> Response {
     if let Ok(v) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, v);
     }
-    (StatusCode::TEMPORARY_REDIRECT, headers, Json(value)).into_response()
+    Err((StatusCode::TEMPORARY_REDIRECT, headers, Json(value)).into_response())
 }
 
 fn unavailable(body: Value) -> Response {

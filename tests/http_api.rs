@@ -460,3 +460,201 @@ fn a_slow_answer_outlasts_the_timeouts() {
         "the directory was asked"
     );
 }
+
+mod scenario;
+
+#[test]
+fn figures_over_any_span_come_from_the_circuits_facts_and_bad_spans_are_refused() {
+    use linewatch::engine::{Engine, Input, Output};
+    use linewatch::inventory::{InventoryChange, ObjectKind};
+    use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope, Severity};
+    use linewatch::policy::Policy;
+    use scenario::{alarm, circuit, clear, element, run, sh};
+
+    // An AAA circuit owned here, down 08:00-10:00 on 10 March 2026 (Shanghai).
+    let (_server, live, base) = serve(None);
+    own(&live, &[0, 1]);
+    let id = circuit_in(0);
+    let path = vec![
+        element(ObjectKind::Ne, "CPE-H", "cpe", "CPE"),
+        element(ObjectKind::Port, "PTN-H/1/1", "transmission", "PTN"),
+    ];
+    let inventory = circuit(
+        &id,
+        CustomerLevel::Bronze,
+        AssuranceLevel::Aaa,
+        Scope::IntraCity,
+        vec![path],
+    );
+    let los = alarm(
+        "H1",
+        "PTN-NMS",
+        "PTN-H/1/1",
+        "LOS",
+        Severity::Critical,
+        sh(2026, 3, 10, 8, 0, 0),
+    );
+    let mut engine = Engine::new(Policy::builtin());
+    let out = run(
+        &mut engine,
+        vec![
+            Input::Inventory(InventoryChange::Upsert(Box::new(inventory))),
+            Input::Alarm(los.clone()),
+            Input::Alarm(clear(&los, sh(2026, 3, 10, 10, 0, 0))),
+        ],
+        sh(2026, 3, 10, 10, 0, 0),
+    );
+    // Its view as built with the partition's clock at 12:00: the facts are known up to
+    // then (the circuit has been up since 10:00), and the figures are as of then.
+    let view = engine
+        .states()
+        .view(
+            &id,
+            0,
+            engine.network(),
+            engine.policy(),
+            Some(sh(2026, 3, 10, 12, 0, 0)),
+        )
+        .expect("a view");
+    live.views.put_circuit(view);
+    let url =
+        |from: &str, to: &str| format!("{base}/api/v1/circuits/{id}/figures?from={from}&to={to}");
+
+    // The day of the fault, as its kpi.circuits record has it.
+    let (status, _, body) = get(
+        &url("2026-03-10T00:00:00%2B08:00", "2026-03-11T00:00:00%2B08:00"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let day = out
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Figures(f) if f.period == "2026-03-10" => {
+                Some(serde_json::to_value(f).unwrap())
+            }
+            _ => None,
+        })
+        .expect("a day record");
+    // The record is as of the restoration; the answer as of 12:00, all else equal.
+    assert_eq!(body["asOf"], "2026-03-10T04:00:00Z");
+    let mut day = day;
+    day["asOf"] = body["asOf"].clone();
+    day["availability"] = body["availability"].clone();
+    assert_eq!(body, day);
+    assert_eq!(body["availability"], 1.0 - 7200.0 / (12.0 * 3600.0));
+    assert_eq!(
+        (body["failures"].as_u64(), body["outageSeconds"].as_u64()),
+        (Some(1), Some(7200))
+    );
+
+    // As the OpenAPI document describes it.
+    let openapi: Value = serde_json::from_str(include_str!("../docs/openapi.json")).unwrap();
+    let schema = json!({
+        "$ref": "#/components/schemas/SpanFigures",
+        "components": openapi["components"],
+    });
+    let described = jsonschema::validator_for(&schema).expect("SpanFigures compiles");
+    assert!(described.is_valid(&body), "{body}");
+    assert!(!described.is_valid(&json!({"period": 2026})));
+
+    // The year, with its limits: 2 h is past AAA's 52.56 min budget.
+    let (status, _, body) = get(
+        &url("2026-01-01T00:00:00%2B08:00", "2027-01-01T00:00:00%2B08:00"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["period"].as_str(), body["status"].as_str()),
+        (Some("2026"), Some("breached"))
+    );
+    assert_eq!(body["failureLimit"], 4);
+
+    // An hour, written in UTC: half of it down; no limits for a span that is no period.
+    let (status, _, body) = get(&url("2026-03-10T01:30:00Z", "2026-03-10T02:30:00Z"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["period"], "2026-03-10T01:30:00Z/2026-03-10T02:30:00Z");
+    assert_eq!(
+        (body["failures"].as_u64(), body["outageSeconds"].as_u64()),
+        (Some(0), Some(1800))
+    );
+    assert_eq!(body["availability"], 0.5);
+    assert!(described.is_valid(&body), "{body}");
+    assert_eq!(
+        (body["failureLimit"].clone(), body["status"].clone()),
+        (Value::Null, json!("ok"))
+    );
+    // An unescaped '+' arrives as a space, and is read as the '+' it was.
+    let (status, _, body) = get(
+        &url("2026-03-10T09:30:00+08:00", "2026-03-10T10:30:00+08:00"),
+        None,
+    );
+    assert_eq!(
+        (status, body["outageSeconds"].as_u64()),
+        (200, Some(1800)),
+        "{body}"
+    );
+
+    // Bad spans: 400 with the reason.
+    for (query, reason) in [
+        ("to=2026-03-11T00:00:00Z", "from is required"),
+        ("from=2026-03-10T00:00:00Z", "to is required"),
+        (
+            "from=yesterday&to=2026-03-11T00:00:00Z",
+            "from is not an RFC 3339 time",
+        ),
+        (
+            "from=2026-03-10T00:00:00&to=2026-03-11T00:00:00Z",
+            "from is not an RFC 3339 time",
+        ),
+        (
+            "from=2026-03-11T00:00:00Z&to=2026-03-11T00:00:00Z",
+            "to must be after from",
+        ),
+        (
+            "from=2026-03-11T00:00:00Z&to=2026-03-10T00:00:00Z",
+            "to must be after from",
+        ),
+        (
+            "from=2025-01-01T00:00:00Z&to=2026-01-02T00:00:01Z",
+            "at most 366 days",
+        ),
+    ] {
+        let (status, _, body) = get(
+            &format!("{base}/api/v1/circuits/{id}/figures?{query}"),
+            None,
+        );
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"], "bad_request");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{query}: {message}");
+    }
+    // 366 days is allowed.
+    let (status, _, _) = get(&url("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z"), None);
+    assert_eq!(status, 200);
+
+    // Another instance's circuit: sent there, with the same question.
+    let there = circuit_in(2);
+    let query = "from=2026-03-10T00:00:00Z&to=2026-03-11T00:00:00Z";
+    let (status, location, _) = get(
+        &format!("{base}/api/v1/circuits/{there}/figures?{query}"),
+        None,
+    );
+    assert_eq!(status, 307);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("http://other.example:9464/api/v1/circuits/{there}/figures?{query}").as_str())
+    );
+    // A circuit owned here but unknown: 404.
+    let unknown = format!("{id}-X");
+    let unknown = if partition_for_key(unknown.as_bytes(), 4) <= 1 {
+        unknown
+    } else {
+        circuit_in(1)
+    };
+    let (status, _, _) = get(
+        &format!("{base}/api/v1/circuits/{unknown}/figures?{query}"),
+        None,
+    );
+    assert_eq!(status, 404);
+}
