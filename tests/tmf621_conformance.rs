@@ -739,6 +739,13 @@ fn the_v5_validator_holds_events_to_the_standard() {
             "no @type at {at:?} accepted"
         );
     }
+    // A trouble ticket relationship is an EntityRef in v5: @type required too.
+    let mut e = good.clone();
+    e["event"]["troubleTicket"]["troubleTicketRelationship"] =
+        json!([{"id": "INC-0123456789abcdef", "relationshipType": "isParent"}]);
+    assert!(!errors(&validators, &e).is_empty(), "untyped relationship");
+    let e = to_v5(e);
+    assert_eq!(errors(&validators, &e), Vec::<String>::new());
 }
 
 #[test]
