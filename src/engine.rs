@@ -553,6 +553,25 @@ impl CircuitStates {
         })
     }
 
+    /// What a circuit's figures are computed from, known up to `now`, for figures over any
+    /// span (`replay --figures-from/--figures-to`); `None` for a circuit with neither
+    /// state nor inventory record.
+    pub fn facts(
+        &self,
+        circuit_id: &str,
+        network: &Network,
+        policy: &Policy,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<FactsSnapshot>> {
+        self.facts_snapshot(
+            circuit_id,
+            network.circuit(circuit_id),
+            policy,
+            None,
+            Some(now),
+        )
+    }
+
     /// What the circuit's figures are computed from, owned, for figures over any span
     /// later (the query API): its faults (an ongoing down span open-ended), the excluded
     /// time, and the rules of its level; known up to the latest of `year`'s `asOf` and

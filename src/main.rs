@@ -483,6 +483,20 @@ struct ReplayArgs {
     /// `run --tmf621-version`.
     #[arg(long, value_name = "4|5", default_value_t = Tmf621Version::V4)]
     tmf621_version: Tmf621Version,
+
+    /// With --figures-to: also write each circuit's SLA figures over [FROM, TO) to
+    /// figures-span.jsonl, one line per circuit (in the kpi.circuits format), as of the end
+    /// of the replay. Any span up to 366 days: an hour, a day, a week; one that is exactly
+    /// a day, month, quarter or year of the policy's calendar is that period, with its
+    /// label and limits (annual limits for a year), counted as its kpi.circuits records
+    /// are (equal to one as of the same time); any other is labelled "<from>/<to>" and
+    /// has no limits. RFC 3339, e.g. 2026-03-01T00:00:00+08:00.
+    #[arg(long, value_name = "FROM", requires = "figures_to")]
+    figures_from: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// End of the span of --figures-from (exclusive), RFC 3339.
+    #[arg(long, value_name = "TO", requires = "figures_from")]
+    figures_to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -646,13 +660,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 non_fault_events: args.non_fault_events,
             };
-            let summary = linewatch::replay::replay_as(
+            let span = match (args.figures_from, args.figures_to) {
+                (Some(from), Some(to)) => {
+                    if to <= from {
+                        anyhow::bail!("--figures-to must be after --figures-from");
+                    }
+                    if to - from > linewatch::sla::MAX_SPAN {
+                        anyhow::bail!(
+                            "--figures-from and --figures-to may be at most {} days apart",
+                            linewatch::sla::MAX_SPAN.num_days()
+                        );
+                    }
+                    Some(linewatch::sla::Span::new(from, to))
+                }
+                _ => None,
+            };
+            let summary = linewatch::replay::replay_figures(
                 &args.input,
                 &args.output,
                 policy,
                 args.until,
                 &options,
                 args.tmf621_version,
+                span,
             )
             .context("replay failed")?;
             eprintln!(
@@ -671,6 +701,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.last_event.map_or("-".into(), |t| t.to_rfc3339()),
                 args.output.display()
             );
+            if let Some(span) = span {
+                eprintln!(
+                    "replay: each circuit's figures over {} to {} in {}",
+                    span.start.to_rfc3339(),
+                    span.end.to_rfc3339(),
+                    args.output
+                        .join(linewatch::replay::SPAN_FIGURES_FILE)
+                        .display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(PolicyCommand::Default) => {

@@ -467,6 +467,11 @@ impl Network {
         self.circuits.is_empty()
     }
 
+    /// The ids of every circuit, in no particular order.
+    pub fn circuit_ids(&self) -> impl Iterator<Item = &str> {
+        self.circuits.keys().map(|id| self.names.resolve(*id))
+    }
+
     /// Circuits hit by an alarm on `object`, with the routes hit, in circuit-id order.
     pub fn circuits_on(&self, object: &str) -> impl Iterator<Item = (&str, Usage<'_>)> {
         let object = self.names.get(object);

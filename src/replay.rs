@@ -14,7 +14,9 @@
 //! never moving back. After the last input the clock runs on to `until`, so that timers
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
 //! `reminders.jsonl`, `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`,
-//! `incidents.jsonl` (one per output topic, same formats) and `rejections.jsonl`.
+//! `incidents.jsonl` (one per output topic, same formats) and `rejections.jsonl`; with a
+//! span asked for ([`replay_figures`]), `figures-span.jsonl`: each circuit's figures over
+//! it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -26,6 +28,7 @@ use crate::engine::{Engine, Input, Output, Sink};
 use crate::intake::{decode_with, IntakeOptions, Stream};
 use crate::policy::Policy;
 use crate::rejection::{Rejection, Source};
+use crate::sla::Span;
 use crate::tmf621::Tmf621Version;
 
 /// What a replay did, for the summary line.
@@ -131,6 +134,25 @@ pub fn replay_as(
     until: Option<DateTime<Utc>>,
     options: &IntakeOptions,
     tmf621: Tmf621Version,
+) -> Result<ReplaySummary, ReplayError> {
+    replay_figures(input, output, policy, until, options, tmf621, None)
+}
+
+/// [`replay_as`], and with `figures_over`, each circuit's figures over that span (any
+/// span: a day, a week, an hour; see [`crate::sla::figures_over`]) as of the end of the
+/// replay, one line per circuit in circuit-id order, in [`SPAN_FIGURES_FILE`]: every
+/// circuit of the inventory, and those no longer in it that the replay saw fail.
+///
+/// # Errors
+/// As [`replay`].
+pub fn replay_figures(
+    input: &Path,
+    output: &Path,
+    policy: Policy,
+    until: Option<DateTime<Utc>>,
+    options: &IntakeOptions,
+    tmf621: Tmf621Version,
+    figures_over: Option<Span>,
 ) -> Result<ReplaySummary, ReplayError> {
     let mut records = Vec::new();
     let mut non_fault_dropped = 0;
@@ -240,7 +262,33 @@ pub fn replay_as(
     sinks.write(outputs, &mut summary)?;
     sinks.finish()?;
     rejections.finish()?;
+    if let Some(span) = figures_over {
+        write_span_figures(&engine, span, end, &output.join(SPAN_FIGURES_FILE))?;
+    }
     Ok(summary)
+}
+
+/// The file of [`replay_figures`]' figures over a span.
+pub const SPAN_FIGURES_FILE: &str = "figures-span.jsonl";
+
+/// Each circuit's figures over `span`, as of `end`, in circuit-id order.
+fn write_span_figures(
+    engine: &Engine,
+    span: Span,
+    end: DateTime<Utc>,
+    path: &Path,
+) -> Result<(), ReplayError> {
+    let states = engine.states();
+    let mut ids: Vec<&str> = engine.network().circuit_ids().chain(states.ids()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Writer::create(path)?;
+    for id in ids {
+        if let Some(facts) = states.facts(id, engine.network(), engine.policy(), end) {
+            out.write(&facts.figures_over(span, end))?;
+        }
+    }
+    out.finish()
 }
 
 /// Line `n` (1-based) of a file.

@@ -306,3 +306,92 @@ fn replay_of_simulated_traffic_warns_each_worsening_once() {
         &mismatches[..mismatches.len().min(5)]
     );
 }
+
+/// `replay --figures-from/--figures-to` as the library does it: each circuit's figures over
+/// the span in figures-span.jsonl; a calendar day is that day, as its records count it.
+#[test]
+fn replay_writes_each_circuits_figures_over_a_span() {
+    use linewatch::intake::IntakeOptions;
+    use linewatch::replay::{replay_figures, SPAN_FIGURES_FILE};
+    use linewatch::sla::Span;
+    use linewatch::tmf621::Tmf621Version;
+
+    let input = tempfile::tempdir().expect("tempdir");
+    write_inputs(input.path());
+    let lines = |dir: &std::path::Path, name: &str| -> Vec<serde_json::Value> {
+        fs::read_to_string(dir.join(name))
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let run = |span: Option<Span>| {
+        let out = tempfile::tempdir().expect("tempdir");
+        replay_figures(
+            input.path(),
+            out.path(),
+            Policy::builtin(),
+            Some(sh(2026, 5, 7, 0, 0, 0)),
+            &IntakeOptions::default(),
+            Tmf621Version::default(),
+            span,
+        )
+        .expect("replay");
+        out
+    };
+
+    // 1 May in Shanghai: each circuit down 08:30-09:47, one failure.
+    let day = Span::new(sh(2026, 5, 1, 0, 0, 0), sh(2026, 5, 2, 0, 0, 0));
+    let out = run(Some(day));
+    let figures = lines(out.path(), SPAN_FIGURES_FILE);
+    let ids: Vec<_> = figures.iter().map(|f| f["circuitId"].clone()).collect();
+    assert_eq!(ids, ["C0", "C1", "C2"]);
+    let kpi = lines(out.path(), "kpi.jsonl");
+    for f in &figures {
+        assert_eq!(f["period"], "2026-05-01");
+        assert_eq!(
+            (f["failures"].as_u64(), f["outageSeconds"].as_u64()),
+            (Some(1), Some(77 * 60))
+        );
+        assert_eq!(
+            f["asOf"], "2026-05-06T16:00:00Z",
+            "as of the end of the replay"
+        );
+        // The day's last record, final, is the same but for its time.
+        let mut record = kpi
+            .iter()
+            .rev()
+            .find(|r| r["circuitId"] == f["circuitId"] && r["period"] == "2026-05-01")
+            .expect("a day record")
+            .clone();
+        assert_eq!(record["final"], true);
+        record["asOf"] = f["asOf"].clone();
+        assert_eq!(&record, f);
+    }
+    // The quarter is streamed too.
+    assert!(kpi.iter().any(|r| r["period"] == "2026-Q2"));
+
+    // 09:00-10:00: 47 minutes down, no failure starts in it, no limits.
+    let out = run(Some(Span::new(
+        sh(2026, 5, 1, 9, 0, 0),
+        sh(2026, 5, 1, 10, 0, 0),
+    )));
+    let figures = lines(out.path(), SPAN_FIGURES_FILE);
+    assert_eq!(figures.len(), 3);
+    assert_eq!(
+        figures[0]["period"],
+        "2026-05-01T01:00:00Z/2026-05-01T02:00:00Z"
+    );
+    assert_eq!(
+        (
+            figures[0]["failures"].as_u64(),
+            figures[0]["outageSeconds"].as_u64()
+        ),
+        (Some(0), Some(47 * 60))
+    );
+    assert_eq!(figures[0]["failureLimit"], serde_json::Value::Null);
+
+    // Without a span, no such file.
+    let out = run(None);
+    assert!(!out.path().join(SPAN_FIGURES_FILE).exists());
+}
