@@ -1463,15 +1463,38 @@ mod tests {
         let mut restored = IncidentBook::default();
         restored.restore(serde_json::from_str(&state).expect("state reads back"));
         assert_eq!(restored.filed_under(&tks[3].id()), Some(LOS));
+        // A state of a version before parent tickets (no `parent`).
+        let mut old: serde_json::Value = serde_json::from_str(&state).expect("JSON");
+        old.as_object_mut().expect("object").remove("parent");
+        let mut upgraded = IncidentBook::default();
+        upgraded.restore(serde_json::from_value(old).expect("old state reads"));
+        let before = book.take_ticket_events();
+        assert_eq!(before[0].event_type, crate::ticket::CREATE_EVENT);
         for tk in &tks[10..20] {
             let a = book.on_ticket(tk.open());
             let b = restored.on_ticket(tk.open());
             assert_eq!(a, b);
+            upgraded.on_ticket(tk.open());
         }
         let a = book.on_ticket(tks[0].restored(t(30)));
         let b = restored.on_ticket(tks[0].restored(t(30)));
         assert_eq!(a, b);
         assert_eq!(a.len(), 1);
+        // The parent ticket goes on where it was: the same events, numbered on, no
+        // second create; from an old state, it is created at the next record.
+        let a = book.take_ticket_events();
+        assert_eq!(a, restored.take_ticket_events());
+        assert_eq!(a.len(), 11, "10 circuits join, one comes back: {a:#?}");
+        assert!(a
+            .iter()
+            .all(|e| e.event_type != crate::ticket::CREATE_EVENT));
+        assert_eq!(
+            a[0].event_id,
+            format!("{}-{:04}", a[0].ticket().id, before.len())
+        );
+        let u = upgraded.take_ticket_events();
+        assert_eq!(u[0].event_type, crate::ticket::CREATE_EVENT);
+        assert_eq!(u[0].ticket().trouble_ticket_relationship.len(), 11);
     }
 
     #[test]
