@@ -315,9 +315,11 @@ fn new_year_outage_in_shanghai_counts_an_hour_in_each_year() {
 
 mod scenario;
 
-/// One step of a random fault history of circuit `P1` (one route: CPE, port, fibre):
-/// after `gap` minutes, raise or clear the alarm on one of the route's two objects (the
-/// port or the fibre; both down together overlap), or close the circuit's ticket by hand.
+/// One step of a random fault history of circuit `P1`, protected (a working route through
+/// one port, a protection route through another, the customer's CPE on both): after `gap`
+/// minutes, raise or clear the alarm on one of the three objects (one port leaves the
+/// circuit unprotected, both or the CPE take it down, overlapping), or close the
+/// circuit's ticket by hand.
 #[derive(Debug, Clone)]
 enum Step {
     Raise(usize),
@@ -327,8 +329,8 @@ enum Step {
 
 fn steps() -> impl Strategy<Value = Vec<(i64, Step)>> {
     let step = prop_oneof![
-        3 => (0usize..2).prop_map(Step::Raise),
-        3 => (0usize..2).prop_map(Step::Clear),
+        3 => (0usize..3).prop_map(Step::Raise),
+        3 => (0usize..3).prop_map(Step::Clear),
         1 => Just(Step::CloseByHand),
     ];
     // Gaps of up to 20 h from 30 March 20:00: the history crosses days, the end of March
@@ -349,12 +351,13 @@ fn streamed(
     use linewatch::levels::{CustomerLevel, Scope, Severity};
     use scenario::{alarm, circuit, clear, element, sh};
 
-    let objects = ["PTN-9/1/1", "L-FIBRE-9"];
-    let path = vec![
-        element(ObjectKind::Ne, "CPE-P1", "cpe", "CPE"),
-        element(ObjectKind::Port, objects[0], "transmission", "PTN"),
-        element(ObjectKind::Link, objects[1], "transmission", "OTN"),
-    ];
+    let objects = ["PTN-9/1/1", "PTN-9/2/1", "CPE-P1"];
+    let route = |port: &str| {
+        vec![
+            element(ObjectKind::Ne, objects[2], "cpe", "CPE"),
+            element(ObjectKind::Port, port, "transmission", "PTN"),
+        ]
+    };
     let mut engine = Engine::new(Policy::builtin());
     let mut out = Vec::new();
     let mut now = sh(2026, 3, 30, 20, 0, 0);
@@ -363,7 +366,7 @@ fn streamed(
         CustomerLevel::Gold,
         level,
         Scope::IntraCity,
-        vec![path],
+        vec![route(objects[0]), route(objects[1])],
     );
     out.extend(
         engine
@@ -373,7 +376,7 @@ fn streamed(
             )
             .expect("inventory accepted"),
     );
-    let mut raised: [Option<linewatch::alarm::Alarm>; 2] = [None, None];
+    let mut raised: [Option<linewatch::alarm::Alarm>; 3] = [None, None, None];
     for (n, (gap, step)) in steps.iter().enumerate() {
         now += Duration::minutes(*gap);
         let input = match step {
