@@ -17,12 +17,18 @@
 //!   [`calendar::period_bounds`](crate::calendar::period_bounds), so periods tile the time
 //!   line even across daylight-saving changes.
 //! - [`circuit_figures`]: the record of topic `kpi.circuits`
-//!   (`topics/schemas/kpi-circuit.schema.json`), built from [`CircuitFacts`].
+//!   (`topics/schemas/kpi-circuit.schema.json`), built from [`CircuitFacts`], for a day,
+//!   month, quarter or year; [`figures_over`]: the same over any span (the query API's and
+//!   `replay`'s figures on request), by the same code, a span that is a period being that
+//!   period; [`FactsSnapshot`]: the facts owned, for a circuit's view to answer later.
 //! - [`Limits`] and [`budget_status`]: the judgement alone, figures against limits.
 //! - [`warning_between`]: a [`RiskWarning`] when a circuit's standing gets worse
 //!   (`topics/schemas/risk-warning.schema.json`).
 //!
 //! ## Rules
+//! What is said here of a period holds for any span given to [`figures_over`], limits
+//! aside (only a span that is a year has them).
+//!
 //! All figures of a period are measured over its *elapsed window*
 //! `[period.start, min(period.end, as_of))`; facts after `as_of` are ignored, so figures as
 //! of an earlier instant can be recomputed from a later, fuller history.
