@@ -288,8 +288,19 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
 
     let run = read_outputs(&setup.bootstrap, &setup.topics);
     run.save(&setup.dir.join("run"));
-    let replay = setup.replay(&scenario, &commands);
+    let mut replay = setup.replay(&scenario, &commands);
     assert_same_answers(&run, &replay);
+    // Incidents' parent tickets share tickets.events (issue 14, item 2); the run may
+    // publish a different number of intermediate ones than the replay (its incident
+    // records group one instant's tickets otherwise). The checks below are of the
+    // circuits' tickets; the run's parent events count in what it wrote.
+    let is_parent = |e: &Value| e["event"]["troubleTicket"]["@type"] == "MassOutageTicket";
+    let run_parents = run.tickets.iter().filter(|e| is_parent(e)).count();
+    assert!(
+        run_parents > 0,
+        "the scenario's incidents are parent tickets"
+    );
+    replay.tickets.retain(|e| !is_parent(e));
     let tickets = final_tickets(&replay.tickets);
     let open: BTreeMap<&String, &Value> = tickets
         .iter()
@@ -324,7 +335,7 @@ async fn metrics_query_api_and_noc_view_tell_the_scenarios_numbers() {
             "linewatch_messages_out_total",
             &[("topic", &setup.topics.tickets)]
         ),
-        replay.tickets.len() as f64
+        (replay.tickets.len() + run_parents) as f64
     );
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for e in &replay.tickets {

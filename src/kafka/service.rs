@@ -2321,7 +2321,7 @@ impl Core {
                     ticket = %t.ticket().id,
                     status = ?t.ticket().status,
                     circuits = t.ticket().incident.circuit_count,
-                    "parent ticket event"
+                    "parent ticket"
                 ),
                 Output::Reminder(_) | Output::Line(_) | Output::Figures(_) => {}
             }
