@@ -805,8 +805,12 @@ fn figures_span(q: &FiguresQuery) -> Result<crate::sla::Span, BadRequest> {
                 "{name} is required: an RFC 3339 time with an offset, e.g. 2026-03-01T00:00:00+08:00"
             ))
         })?;
-        // A '+' left unescaped in a query string reads as a space.
-        chrono::DateTime::parse_from_rfc3339(&value.replace(' ', "+"))
+        // A '+' left unescaped in a query string reads as a space: as written first (a
+        // space may separate date and time), then with the spaces read as '+'.
+        chrono::DateTime::parse_from_rfc3339(value)
+            .or_else(|e| {
+                chrono::DateTime::parse_from_rfc3339(&value.replace(' ', "+")).map_err(|_| e)
+            })
             .map(|t| t.with_timezone(&chrono::Utc))
             .map_err(|e| {
                 BadRequest(format!(

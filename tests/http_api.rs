@@ -595,6 +595,20 @@ fn figures_over_any_span_come_from_the_circuits_facts_and_bad_spans_are_refused(
         "{body}"
     );
 
+    // A space between date and time is RFC 3339 too.
+    let (status, _, body) = get(
+        &url(
+            "2026-03-10%2009:30:00%2B08:00",
+            "2026-03-10T10:30:00%2B08:00",
+        ),
+        None,
+    );
+    assert_eq!(
+        (status, body["outageSeconds"].as_u64()),
+        (200, Some(1800)),
+        "{body}"
+    );
+
     // Bad spans: 400 with the reason.
     for (query, reason) in [
         ("to=2026-03-11T00:00:00Z", "from is required"),
