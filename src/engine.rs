@@ -930,14 +930,33 @@ impl CircuitStates {
         entry.history.retain(|f| {
             f.down.iter().any(|d| d.end >= last_year_start) || f.started_at >= last_year_start
         });
+        // The open faults as of `as_of`: a fault opened later is not yet there. The
+        // runtime fires the timers due before an input, applies the input, and only then
+        // records the figures of the step's ticket events, each as of its event; the
+        // replay records a timer event's figures before it reads the next input. A fault
+        // the input opened must not count in the figures of the timer's event (issue 15,
+        // item 8: with it, a day that the timer's event finished was neither computed
+        // nor recorded final). Its ticket superseded the last one, which was the
+        // circuit's current fault then.
+        let mut superseded: Vec<&Fault> = entry
+            .superseded
+            .iter()
+            .filter(|f| f.opened_at() <= as_of)
+            .collect();
+        superseded.sort_by_key(|f| f.opened_at());
+        let current = match &entry.fault {
+            Some(f) if f.opened_at() <= as_of => Some(f),
+            Some(_) => superseded.pop(),
+            None => None,
+        };
         let mut faults = history_as_of(entry, as_of);
         let mut excluded = entry.excluded.clone();
         let mut started = vec![as_of];
-        for f in &entry.superseded {
+        for f in &superseded {
             faults.push(fault_facts(f, as_of));
             excluded.extend(excluded_spans(f));
         }
-        if let Some(f) = &entry.fault {
+        if let Some(f) = current {
             faults.push(fault_facts(f, as_of));
             excluded.extend(excluded_spans(f));
             started.push(f.opened_at());
@@ -950,15 +969,11 @@ impl CircuitStates {
             assurance_level: level,
             faults: &faults,
             excluded: &excluded,
-            open_fault: entry.fault.as_ref().is_some_and(Fault::is_down)
-                || entry.outage_open_of.is_some(),
+            open_fault: current.is_some_and(Fault::is_down) || entry.outage_open_of.is_some(),
         };
         // Only an outage that counts grows towards a threshold: a customer-caused or
         // interconnection fault needs no figure timer (its figures do not change).
-        let outage_grows = entry
-            .fault
-            .as_ref()
-            .is_some_and(|f| f.is_down() && f.cause == FaultCause::Network)
+        let outage_grows = current.is_some_and(|f| f.is_down() && f.cause == FaultCause::Network)
             || entry.outage_open_of.is_some_and(|started| {
                 entry
                     .history
@@ -970,10 +985,8 @@ impl CircuitStates {
         // start of an outage still counting touches (a day between the first and the last
         // of a three-day outage). Years and months first, as before day and quarter
         // records existed (issue 15, item 8): the order of those records is unchanged.
-        let counting = entry
-            .fault
-            .as_ref()
-            .map(Fault::opened_at)
+        let counting = current
+            .map(|f| f.opened_at())
             .or(entry.outage_open_of)
             .map(|start| Span::new(start, as_of));
         let mut periods: Vec<Period> = Vec::new();

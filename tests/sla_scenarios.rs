@@ -1392,3 +1392,62 @@ fn day_and_quarter_figures_are_recorded_as_months_are() {
     assert_eq!(view.year_to_date.map(|f| f.period).as_deref(), Some("2026"));
     assert_eq!(view.month.map(|f| f.period).as_deref(), Some("2026-04"));
 }
+
+#[test]
+fn a_timer_event_before_an_input_gets_the_same_figures_when_both_are_applied_first() {
+    // Issue 15, item 8 (the broker test's DL-0030): a fault from 22:00 to 23:40 on
+    // 3 March (Shanghai) closes at the end of its hold-down, 00:10 on 4 March, and the
+    // circuit fails again at 04:00. The replay fires the close and records its figures
+    // (3 March, over, final) before it reads the 04:00 alarm; the runtime fires the
+    // timers due before an input, applies the input, and then records the figures of
+    // every ticket event of the step, each as of its event. The close's figures must not
+    // see the fault that opens later: with it the finished day was neither computed nor
+    // recorded.
+    let first = los("DB1", "PTN-7/1/1", sh(2026, 3, 3, 22, 0, 0));
+    let second = los("DB2", "PTN-7/1/1", sh(2026, 3, 4, 4, 0, 0));
+    let mut engine = Engine::new(Policy::builtin());
+    run(
+        &mut engine,
+        vec![
+            upsert("DB", CustomerLevel::Silver, AssuranceLevel::A, "PTN-7/1/1"),
+            Input::Alarm(first.clone()),
+            Input::Alarm(clear(&first, sh(2026, 3, 3, 23, 40, 0))),
+        ],
+        sh(2026, 3, 3, 23, 45, 0),
+    );
+    let policy = engine.policy().clone();
+    let network = engine.network();
+    let at = second.event_time;
+    let impacts = linewatch::correlation::FanOut::new().on_alarm(&second, network, &policy);
+    assert!(!impacts.is_empty(), "the second alarm hits the circuit");
+    let figures = |out: Vec<Output>| -> Vec<CircuitFigures> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Figures(f) => Some(*f),
+                _ => None,
+            })
+            .collect()
+    };
+    // As the replay: the timers, their figures, then the input and its figures.
+    let mut replay = engine.states().clone();
+    let timers = replay.advance(at, &policy);
+    let mut out = replay.with_figures(timers, &policy);
+    for impact in impacts.clone() {
+        let o = replay.on_impact(impact, network, &policy);
+        out.extend(replay.with_figures(o, &policy));
+    }
+    let replayed = figures(out);
+    let day = replayed
+        .iter()
+        .rfind(|f| f.period == "2026-03-03")
+        .expect("the finished day's figures at the close");
+    assert!(day.is_final, "{day:?}");
+    // As the runtime: the timers and the input, then the figures of every ticket event.
+    let mut runtime = engine.states().clone();
+    let mut out = runtime.advance(at, &policy);
+    for impact in impacts {
+        out.extend(runtime.on_impact(impact, network, &policy));
+    }
+    let run = figures(runtime.with_figures(out, &policy));
+    assert_eq!(run, replayed);
+}
