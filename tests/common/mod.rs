@@ -187,10 +187,25 @@ pub fn consumer_config(bootstrap: &str, group: &str) -> ClientConfig {
 /// # Panics
 /// If the files cannot be read or the cluster refuses.
 pub async fn create_service_topics(bootstrap: &str, prefix: &str, max_partitions: i32) {
+    create_service_topics_replicated(bootstrap, prefix, max_partitions, 1).await;
+}
+
+/// As [`create_service_topics`], with the replication factor (and `min.insync.replicas`)
+/// capped at `replication` instead of 1: on a 3-broker cluster, 3 gives the topics their
+/// production replication (3 replicas, `min.insync.replicas` 2).
+///
+/// # Panics
+/// If the files cannot be read or the cluster refuses.
+pub async fn create_service_topics_replicated(
+    bootstrap: &str,
+    prefix: &str,
+    max_partitions: i32,
+    replication: i32,
+) {
     use linewatch::kafka::topics::{load_dir, plan_all, PlanOptions};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topics");
     let specs = load_dir(&dir).expect("topics/ loads");
-    let options = PlanOptions::new(prefix, Some(1)).expect("options");
+    let options = PlanOptions::new(prefix, Some(replication)).expect("options");
     let plans = plan_all(&specs, &options).expect("plans");
     let admin = admin(bootstrap);
     let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
@@ -198,7 +213,11 @@ pub async fn create_service_topics(bootstrap: &str, prefix: &str, max_partitions
         .iter()
         .map(|plan| {
             let partitions = plan.partitions.min(max_partitions);
-            let mut topic = NewTopic::new(&plan.name, partitions, TopicReplication::Fixed(1));
+            let mut topic = NewTopic::new(
+                &plan.name,
+                partitions,
+                TopicReplication::Fixed(plan.replication_factor),
+            );
             for (k, v) in &plan.configs {
                 topic = topic.set(k, v);
             }
@@ -206,10 +225,21 @@ pub async fn create_service_topics(bootstrap: &str, prefix: &str, max_partitions
         })
         .collect();
     let topics: Vec<&NewTopic<'_>> = new.iter().map(|(t, _)| t).collect();
-    let results = admin
-        .create_topics(topics, &options)
-        .await
-        .expect("CreateTopics request");
+    // A client given several bootstrap brokers may drop its bootstrap connections once it
+    // knows the brokers by id, failing a request queued on one of them (DestroyBroker):
+    // that request is sent again.
+    let mut attempts = 0;
+    let results = loop {
+        attempts += 1;
+        match admin.create_topics(topics.iter().copied(), &options).await {
+            Ok(results) => break results,
+            Err(e) if attempts < 5 => {
+                eprintln!("CreateTopics request failed ({e}); again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("CreateTopics request: {e}"),
+        }
+    };
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
