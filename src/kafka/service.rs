@@ -1967,7 +1967,16 @@ impl Core {
             let Some((key, item)) = part.buf.next_ready(limit) else {
                 break;
             };
-            let mut out = part.states.advance(key.0, policy);
+            // The timers due before the input go out first, with their figures as of
+            // their own time, as the replay's clock gives them.
+            let timers = part.states.advance(key.0, policy);
+            if !timers.is_empty() {
+                self.circuit_outputs(p, timers);
+            }
+            let Some(part) = self.circuits.get_mut(&p) else {
+                return;
+            };
+            let mut out = Vec::new();
             let mut rejected = None;
             match item {
                 Pending::Impact { impact } => {
