@@ -122,6 +122,8 @@ pub struct TopicRenames {
     pub rejected: Option<String>,
     pub impacts: Option<String>,
     pub incident_facts: Option<String>,
+    pub alarms_repartition: Option<String>,
+    pub commands_repartition: Option<String>,
     pub fanout_changelog: Option<String>,
     pub circuit_changelog: Option<String>,
     pub incident_changelog: Option<String>,
@@ -130,7 +132,7 @@ pub struct TopicRenames {
 impl TopicRenames {
     /// Replaces the names given here, leaving the others as they are.
     pub fn apply(&self, names: &mut TopicNames) {
-        let pairs: [(&Option<String>, &mut String); 16] = [
+        let pairs: [(&Option<String>, &mut String); 18] = [
             (&self.alarms, &mut names.alarms),
             (&self.inventory, &mut names.inventory),
             (&self.maintenance, &mut names.maintenance),
@@ -144,6 +146,8 @@ impl TopicRenames {
             (&self.rejected, &mut names.rejected),
             (&self.impacts, &mut names.impacts),
             (&self.incident_facts, &mut names.incident_facts),
+            (&self.alarms_repartition, &mut names.alarms_repartition),
+            (&self.commands_repartition, &mut names.commands_repartition),
             (&self.fanout_changelog, &mut names.fanout_changelog),
             (&self.circuit_changelog, &mut names.circuit_changelog),
             (&self.incident_changelog, &mut names.incident_changelog),
@@ -609,6 +613,8 @@ mod tests {
             &t.rejected,
             &t.impacts,
             &t.incident_facts,
+            &t.alarms_repartition,
+            &t.commands_repartition,
             &t.fanout_changelog,
             &t.circuit_changelog,
             &t.incident_changelog,

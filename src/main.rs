@@ -1367,6 +1367,8 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         &names.rejected,
         &names.impacts,
         &names.incident_facts,
+        &names.alarms_repartition,
+        &names.commands_repartition,
         &names.fanout_changelog,
         &names.circuit_changelog,
         &names.incident_changelog,

@@ -20,6 +20,7 @@ pub const RESTORE_RECORDS: &str = "linewatch_restore_records_total";
 pub const STAGE_RESTARTS: &str = "linewatch_stage_restarts_total";
 pub const STAGE_STALLED: &str = "linewatch_stage_stalled";
 pub const OVERSIZED_RECORDS: &str = "linewatch_oversized_records_total";
+pub const REPARTITIONED: &str = "linewatch_repartitioned_total";
 pub const TRANSACTION_DURATION: &str = "linewatch_transaction_duration_seconds";
 pub const PROCESSING_LATENCY: &str = "linewatch_processing_latency_seconds";
 pub const CONSUMER_LAG: &str = "linewatch_consumer_lag_records";
@@ -47,6 +48,7 @@ pub const METRIC_NAMES: &[&str] = &[
     STAGE_RESTARTS,
     STAGE_STALLED,
     OVERSIZED_RECORDS,
+    REPARTITIONED,
     TRANSACTION_DURATION,
     PROCESSING_LATENCY,
     CONSUMER_LAG,
@@ -108,6 +110,10 @@ pub fn describe() {
     describe_counter!(
         OVERSIZED_RECORDS,
         "Output records over the producer's size limit, left out of their transaction (a bug: every output is bounded at intake)"
+    );
+    describe_counter!(
+        REPARTITIONED,
+        "Input records read on a partition other than their key's (by content: the alarmed object, the command's circuit) and sent on to it"
     );
     describe_histogram!(
         TRANSACTION_DURATION,

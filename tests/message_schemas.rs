@@ -269,3 +269,50 @@ fn figures_of_every_period_kind_agree_with_the_kpi_circuit_schema() {
     assert!(labels.iter().any(|l| l.contains("-Q")), "{labels:?}");
     assert!(labels.iter().any(|l| l.len() == 10), "{labels:?}");
 }
+
+/// Every valid alarm fixture, as the fan-out stage sends it on to its object's partition
+/// (`linewatch.alarms-repartition`), is valid against that topic's schema and reads back
+/// as the same alarm; the schema refuses what the stage never writes.
+#[test]
+fn repartitioned_alarms_agree_with_their_schema() {
+    let v = validator("repartitioned-alarm.schema.json");
+    let mut seen = 0;
+    for path in files(&root().join("tests/fixtures/alarms/valid")) {
+        let bytes = fs::read(&path).unwrap();
+        for alarm in parse_alarm_message(&bytes).into_iter().flatten() {
+            let doc = serde_json::to_value(&alarm).unwrap();
+            let errs = schema_errors(&v, &doc);
+            assert!(errs.is_empty(), "{}: schema says {errs:?}", path.display());
+            let back: linewatch::alarm::Alarm = serde_json::from_value(doc).unwrap();
+            assert_eq!(back, alarm, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 5, "only {seen} alarms among the fixtures");
+    let good = serde_json::to_value(
+        parse_alarm_message(
+            &fs::read(files(&root().join("tests/fixtures/alarms/valid"))[0].clone()).unwrap(),
+        )
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("an alarm"),
+    )
+    .unwrap();
+    for (field, bad) in [
+        ("state", json!("open")),
+        ("severity", json!("fatal")),
+        ("event_time", json!(42)),
+        ("object", json!("")),
+    ] {
+        let mut doc = good.clone();
+        doc[field] = bad;
+        assert!(!schema_errors(&v, &doc).is_empty(), "{field} accepted");
+    }
+    let mut extra = good.clone();
+    extra["unknown"] = json!(1);
+    assert!(
+        !schema_errors(&v, &extra).is_empty(),
+        "an unknown field accepted"
+    );
+}

@@ -31,6 +31,55 @@ async fn a_run_gives_the_same_tickets_figures_and_incidents_as_replay() {
     assert_same_answers(&run, &replay);
 }
 
+/// Producers that do not place records as the topics say get the answers of the replay:
+/// the service routes each record by its content to the partition that keeps its state.
+/// Alarms keyed by object but placed by librdkafka's default CRC32 partitioner
+/// (`consistent_random`, the default of confluent-kafka in Python, Go and .NET): every
+/// notification of an object on one partition, in order, but not the one whose task keeps
+/// the object's state. Commands with no key, each on a partition other than its circuit's.
+#[tokio::test(flavor = "multi_thread")]
+async fn producers_that_partition_otherwise_get_the_same_answers_as_replay() {
+    let setup = setup("keying").await;
+    let scenario = storm(11, 80, 70);
+    setup.load_inventory(&scenario);
+    let instance = setup.start("a");
+    let commands = setup.feed_keyed(
+        &scenario,
+        Keying::ConsistentRandom,
+        Keying::Misplaced,
+        |_| {},
+    );
+    let run = read_outputs(&setup.bootstrap, &setup.topics);
+    run.save(&setup.dir.join("run"));
+    instance.stop();
+    let t = &setup.topics;
+    // The test exercises the routing: records were sent on, both kinds.
+    assert!(!read_topic(&setup.bootstrap, &t.alarms_repartition).is_empty());
+    assert!(!read_topic(&setup.bootstrap, &t.commands_repartition).is_empty());
+    let replay = setup.replay(&scenario, &commands);
+    assert!(
+        final_tickets(&replay.tickets).len() >= 20,
+        "a storm worth the name"
+    );
+    assert_same_answers(&run, &replay);
+    // The same rejections as the replay (a command for a ticket closed before the
+    // command's time is refused by both), each naming the record as it was sent: the
+    // commands topic, no key.
+    let reasons = |records: &[serde_json::Value]| {
+        let mut r: Vec<String> = records
+            .iter()
+            .map(|r| r["reason"].as_str().unwrap_or_default().to_string())
+            .collect();
+        r.sort();
+        r
+    };
+    assert_eq!(reasons(&run.rejections), reasons(&replay.rejections));
+    for r in &run.rejections {
+        assert_eq!(r["source"]["topic"], serde_json::json!(t.commands), "{r}");
+        assert!(r["key"].is_null(), "{r}");
+    }
+}
+
 /// A seed for the random points of a test, printed so that a failure can be replayed
 /// (set LINEWATCH_TEST_SEED).
 fn seed() -> u64 {

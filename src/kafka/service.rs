@@ -39,6 +39,12 @@
 //! timers up to the input's event time fire. So a backlog read after a restart gives what
 //! the replay command gives, and a quiet network still sees its deadlines pass.
 //!
+//! Routing by content: an alarm read on a partition its object does not hash to, or a
+//! command read on a partition its circuit does not hash to, is sent on (decoded, in the
+//! same transaction) to that partition of `linewatch.alarms-repartition` /
+//! `linewatch.commands-repartition`, read by the same stage; until the alarm's task has
+//! committed past it, the watermark of the partition it came from stays at its event time.
+//!
 //! The inventory and maintenance windows are replicas: every instance reads both compacted
 //! topics from the start (no group) before its stages start, then tails them and tells the
 //! stages about each change.
@@ -53,13 +59,13 @@ use chrono::{DateTime, Utc};
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
-use crate::alarm::check_not_in_future;
+use crate::alarm::{check_not_in_future, Alarm};
 use crate::correlation::{AlarmRecord, FanOut, Impact};
 use crate::engine::{late_notice, CircuitStates, Input, Output, Sink, Warning};
 use crate::http::{App, HttpServer, Inventory, Token};
@@ -68,7 +74,7 @@ use crate::intake::{decode, decode_with, IntakeOptions, Stream};
 use crate::inventory::InventoryChange;
 use crate::kafka::directory::KafkaDirectory;
 use crate::kafka::{client_config, ClientOverride};
-use crate::live::Live;
+use crate::live::{partition_for_key, Live};
 use crate::maintenance::MaintenanceWindow;
 use crate::network::Network;
 use crate::policy::Policy;
@@ -92,6 +98,12 @@ pub struct TopicNames {
     pub rejected: String,
     pub impacts: String,
     pub incident_facts: String,
+    /// Alarms the fan-out stage read on a partition other than their object's, sent on to
+    /// the partition that keeps that object's state.
+    pub alarms_repartition: String,
+    /// Ticket commands read on a partition other than their circuit's, sent on to the
+    /// partition that keeps that circuit's state.
+    pub commands_repartition: String,
     pub fanout_changelog: String,
     pub circuit_changelog: String,
     pub incident_changelog: String,
@@ -115,6 +127,8 @@ impl TopicNames {
             rejected: p("alarms.rejected"),
             impacts: p("linewatch.impacts"),
             incident_facts: p("linewatch.incident-facts"),
+            alarms_repartition: p("linewatch.alarms-repartition"),
+            commands_repartition: p("linewatch.commands-repartition"),
             fanout_changelog: p("linewatch.fanout-changelog"),
             circuit_changelog: p("linewatch.circuit-state-changelog"),
             incident_changelog: p("linewatch.incident-changelog"),
@@ -278,6 +292,11 @@ pub const INTERNAL_KEY_BYTE: u8 = 0xFF;
 /// Key of the records that carry a partition's watermark to the next stage (on
 /// `linewatch.impacts` and `linewatch.incident-facts`).
 pub const WATERMARK_KEY: &[u8] = b"\xFFwatermark";
+
+/// Header of a repartitioned record: the input record it was read from, as JSON
+/// `{"topic", "partition", "offset"}`, so that a rejection names that record.
+const ORIGIN_HEADER: &str = "linewatch-origin";
+
 /// The watermark key of releases before 0.2 (`~watermark`), still read from topics
 /// written then, when the record is a watermark record.
 const LEGACY_WATERMARK_KEY: &[u8] = b"~watermark";
@@ -607,6 +626,8 @@ struct Out {
     partition: Option<i32>,
     key: Vec<u8>,
     value: Option<Vec<u8>>,
+    /// The input record a repartitioned record was read from (header `linewatch-origin`).
+    origin: Option<Vec<u8>>,
 }
 
 /// What the consumer context shares with the stage loop: rebalance events, and the stage
@@ -760,40 +781,70 @@ fn run_stage(
     with_retries(&env.shutdown, || producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
 
     let inputs: Vec<String> = match kind {
-        StageKind::FanOut => vec![t.alarms.clone(), t.maintenance.clone(), t.inventory.clone()],
-        StageKind::Circuits => vec![t.impacts.clone(), t.commands.clone()],
+        StageKind::FanOut => vec![
+            t.alarms.clone(),
+            t.alarms_repartition.clone(),
+            t.maintenance.clone(),
+            t.inventory.clone(),
+        ],
+        StageKind::Circuits => vec![
+            t.impacts.clone(),
+            t.commands.clone(),
+            t.commands_repartition.clone(),
+        ],
         StageKind::Incidents => vec![t.incident_facts.clone()],
     };
     let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)
         .set("group.id", format!("{}-probe", config.group_id))
         .create()?;
-    let mut impact_partitions = partition_count(&probe, &t.impacts, &env.shutdown)?;
-    let alarm_partitions = partition_count(&probe, &t.alarms, &env.shutdown)?;
     let facts_partitions = partition_count(&probe, &t.incident_facts, &env.shutdown)?;
-    let mut commands_partitions = partition_count(&probe, &t.commands, &env.shutdown)?;
+    // Topics read together by one stage must have equal partition counts: the range
+    // assignor then gives each member the same partition numbers of each, and a record
+    // repartitioned by content lands where its key's state is kept.
+    let pairs = [
+        (&t.commands, &t.impacts),
+        (&t.commands_repartition, &t.impacts),
+        (&t.alarms_repartition, &t.alarms),
+    ];
+    let count = |topic: &String| partition_count(&probe, topic, &env.shutdown);
+    let mut counts = Vec::with_capacity(pairs.len());
+    for (a, b) in pairs {
+        counts.push((count(a)?, count(b)?));
+    }
     // Partitions being added by an operator reach the topics one after the other: a
     // mismatch stops the service only if it lasts.
     let settling = Instant::now() + TOPOLOGY_SETTLE;
-    while commands_partitions != impact_partitions
+    while counts.iter().any(|(a, b)| a != b)
         && Instant::now() < settling
         && !env.shutdown.load(Ordering::Relaxed)
     {
-        warn!(
-            commands = commands_partitions,
-            impacts = impact_partitions,
-            "tickets.commands and linewatch.impacts differ in partitions; checking again"
-        );
+        for ((a, b), (na, nb)) in pairs.iter().zip(&counts) {
+            if na != nb {
+                warn!(
+                    topic = %a,
+                    partitions = na,
+                    other = %b,
+                    other_partitions = nb,
+                    "co-partitioned topics differ in partitions; checking again"
+                );
+            }
+        }
         std::thread::sleep(Duration::from_secs(2));
-        commands_partitions = partition_count(&probe, &t.commands, &env.shutdown)?;
-        impact_partitions = partition_count(&probe, &t.impacts, &env.shutdown)?;
+        counts.clear();
+        for (a, b) in pairs {
+            counts.push((count(a)?, count(b)?));
+        }
     }
-    if commands_partitions != impact_partitions {
-        return Err(ServiceError::Topology(format!(
-            "{} has {commands_partitions} partitions and {} has {impact_partitions}: they must \
-             be co-partitioned (equal counts)",
-            t.commands, t.impacts
-        )));
+    for ((a, b), (na, nb)) in pairs.iter().zip(&counts) {
+        if na != nb {
+            return Err(ServiceError::Topology(format!(
+                "{a} has {na} partitions and {b} has {nb}: they must be co-partitioned \
+                 (equal counts)"
+            )));
+        }
     }
+    let impact_partitions = counts[0].1;
+    let alarm_partitions = counts[2].1;
     // State is restored per partition number: each changelog needs a partition for every
     // partition of the input that keys its stage.
     let (keyed, keyed_count, changelog) = match kind {
@@ -839,6 +890,10 @@ fn run_stage(
             facts_partitions,
             last_alarm: BTreeMap::new(),
             reported: BTreeMap::new(),
+            read_clock: BTreeMap::new(),
+            sent_on: Vec::new(),
+            in_flight: Vec::new(),
+            group_probe: None,
             at_end: BTreeSet::new(),
             impact_partitions,
             alarm_partitions,
@@ -949,6 +1004,15 @@ fn stage_loop(
     Ok(())
 }
 
+/// Alarms read on partition `from` and sent on to partition `to` of the repartition
+/// topic in one transaction, below offset `end` there; `at` is the oldest event time.
+struct InFlight {
+    from: i32,
+    to: i32,
+    end: i64,
+    at: DateTime<Utc>,
+}
+
 /// A restore in progress: the changelog partitions being read, and how far.
 struct Restore {
     restorer: BaseConsumer,
@@ -1035,6 +1099,19 @@ struct Core {
     last_alarm: BTreeMap<i32, Instant>,
     /// Stage 1: the watermark last sent for each alarms partition.
     reported: BTreeMap<i32, DateTime<Utc>>,
+    /// Stage 1: the latest event time read on each alarms partition, the alarms sent on
+    /// to another partition included.
+    read_clock: BTreeMap<i32, DateTime<Utc>>,
+    /// Stage 1: alarms sent on to another partition in the transaction being built:
+    /// (from, to, event time).
+    sent_on: Vec<(i32, i32, DateTime<Utc>)>,
+    /// Stage 1: alarms sent on and committed, not yet read by the task of their
+    /// partition; each holds back the watermark of the partition it was read from, so
+    /// that the circuits' clock does not pass it before its impacts are out.
+    in_flight: Vec<InFlight>,
+    /// Stage 1: a client of the stage's group (not a member) that reads the offsets its
+    /// tasks committed on the repartition topic.
+    group_probe: Option<BaseConsumer>,
     /// Stage 1: partitions the consumer reported at their end since their last record
     /// (librdkafka names the partition, not the topic: a hint, checked against the
     /// partition's high watermark).
@@ -1333,6 +1410,9 @@ impl Core {
         self.circuits.clear();
         self.incidents.clear();
         self.reported.clear();
+        self.read_clock.clear();
+        self.sent_on.clear();
+        self.in_flight.clear();
         self.at_end.clear();
         self.to_restore.clear();
         self.restoring = None;
@@ -1743,6 +1823,19 @@ impl Core {
         let t = &cfg.topics;
         match self.kind {
             StageKind::FanOut => {
+                if msg.topic() == t.alarms_repartition {
+                    // Sent on by the task of another partition: decoded and checked there.
+                    self.last_alarm.insert(p, Instant::now());
+                    match msg.payload().map(serde_json::from_slice::<Alarm>) {
+                        Some(Ok(alarm)) => {
+                            if let Err(reason) = self.fan_out(p, Input::Alarm(alarm)) {
+                                self.reject(msg, &reason, None);
+                            }
+                        }
+                        _ => self.reject(msg, &not_json("a repartitioned alarm"), None),
+                    }
+                    return;
+                }
                 if msg.topic() == t.alarms {
                     self.last_alarm.insert(p, Instant::now());
                     self.at_end.remove(&p);
@@ -1758,7 +1851,7 @@ impl Core {
                 let batch = decoded.elements > 1;
                 let mut failed = Vec::new();
                 for (i, result) in decoded.results {
-                    if let Err(reason) = result.and_then(|input| self.fan_out(p, input)) {
+                    if let Err(reason) = result.and_then(|input| self.place_alarm(p, msg, input)) {
                         failed.push((i, reason));
                     }
                 }
@@ -1776,9 +1869,17 @@ impl Core {
                 }
             }
             StageKind::Circuits => {
-                if msg.topic() == t.commands {
+                if msg.topic() == t.commands || msg.topic() == t.commands_repartition {
+                    let placed = msg.topic() == t.commands_repartition;
                     for result in decode(Stream::Commands, msg.key(), msg.payload()) {
-                        if let Err(reason) = result.and_then(|input| self.command(p, msg, input)) {
+                        let result = result.and_then(|input| {
+                            if placed {
+                                self.command(p, msg, input)
+                            } else {
+                                self.place_command(p, msg, input)
+                            }
+                        });
+                        if let Err(reason) = result {
                             self.reject(msg, &reason, None);
                         }
                     }
@@ -1845,6 +1946,92 @@ impl Core {
         }
     }
 
+    /// Stage 1: an alarm read on partition `p` of the alarms topic is applied there when
+    /// its object hashes to `p` (the topic's contract: keyed by alarmed object, Kafka's
+    /// default partitioner), else sent on to the partition that keeps its object's state;
+    /// other inputs are applied here.
+    fn place_alarm(
+        &mut self,
+        p: i32,
+        msg: &BorrowedMessage<'_>,
+        input: Input,
+    ) -> Result<(), RejectReason> {
+        let Input::Alarm(alarm) = &input else {
+            return self.fan_out(p, input);
+        };
+        let read = self.read_clock.entry(p).or_insert(alarm.event_time);
+        *read = (*read).max(alarm.event_time);
+        let home = partition_for_key(alarm.object.as_bytes(), self.alarm_partitions);
+        if home == p {
+            return self.fan_out(p, input);
+        }
+        // Checked here, so that a rejection carries the record as the NMS sent it.
+        check_not_in_future(alarm, Utc::now(), self.config.policy.max_future_skew())?;
+        let bytes = serde_json::to_vec(alarm).map_err(|e| RejectReason::Inconsistent {
+            detail: format!("the alarm cannot be sent on to its object's partition: {e}"),
+        })?;
+        let topic = self.config.topics.alarms_repartition.clone();
+        self.sent_on.push((p, home, alarm.event_time));
+        self.send_on(topic, home, alarm.object.as_bytes().to_vec(), bytes, msg);
+        Ok(())
+    }
+
+    /// Stage 2: a command read on partition `p` of the commands topic is held there when
+    /// its circuit hashes to `p`, else sent on to the partition that keeps the circuit's
+    /// state (whatever the record's key or the producer's partitioner).
+    fn place_command(
+        &mut self,
+        p: i32,
+        msg: &BorrowedMessage<'_>,
+        input: Input,
+    ) -> Result<(), RejectReason> {
+        let Input::Command(command) = &input else {
+            return Ok(());
+        };
+        let home = partition_for_key(command.circuit_id.as_bytes(), self.impact_partitions);
+        if home == p {
+            return self.command(p, msg, input);
+        }
+        let bytes = serde_json::to_vec(command).map_err(|e| RejectReason::Inconsistent {
+            detail: format!("the command cannot be sent on to its circuit's partition: {e}"),
+        })?;
+        let topic = self.config.topics.commands_repartition.clone();
+        self.send_on(
+            topic,
+            home,
+            command.circuit_id.as_bytes().to_vec(),
+            bytes,
+            msg,
+        );
+        Ok(())
+    }
+
+    /// Write `value` to partition `home` of a repartition topic, in this transaction,
+    /// naming the record it came from.
+    fn send_on(
+        &mut self,
+        topic: String,
+        home: i32,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        msg: &BorrowedMessage<'_>,
+    ) {
+        let origin = Origin {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        };
+        counter!(telemetry::REPARTITIONED, "topic" => msg.topic().to_string()).increment(1);
+        self.pending.push(Out {
+            topic,
+            partition: Some(home),
+            key,
+            value: Some(value),
+            origin: serde_json::to_vec(&origin).ok(),
+        });
+    }
+
     /// Stage 1: one decoded input from the alarms, maintenance or inventory topic.
     fn fan_out(&mut self, p: i32, input: Input) -> Result<(), RejectReason> {
         let cfg = Arc::clone(&self.config);
@@ -1895,6 +2082,7 @@ impl Core {
                     partition: None,
                     key: impact.circuit_id.clone().into_bytes(),
                     value: Some(bytes),
+                    origin: None,
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize an impact"),
             }
@@ -1924,6 +2112,17 @@ impl Core {
                 skew,
             ));
         }
+        let (
+            Source::Kafka {
+                topic,
+                partition,
+                offset,
+            },
+            key,
+        ) = source_of(msg)
+        else {
+            return Ok(());
+        };
         let Some(part) = self.circuit_partition(p) else {
             return Ok(());
         };
@@ -1933,10 +2132,10 @@ impl Core {
             0,
             Pending::Command {
                 command,
-                topic: msg.topic().to_string(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                topic,
+                partition,
+                offset,
+                key: key.map(|k| String::from_utf8_lossy(&k).into_owned()),
                 original: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
             },
         );
@@ -2105,6 +2304,7 @@ impl Core {
                     partition: None,
                     key: key.into_bytes(),
                     value: Some(bytes),
+                    origin: None,
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize ticket facts"),
             }
@@ -2177,57 +2377,48 @@ impl Core {
                 let partitions: Vec<i32> = self.fanout.keys().copied().collect();
                 let positions = consumer.position().ok();
                 let alarms = self.config.topics.alarms.clone();
+                let repartition = self.config.topics.alarms_repartition.clone();
+                self.confirm_in_flight();
                 for p in partitions {
                     // Quiet since the last alarm read, or since the assignment.
                     let quiet = self
                         .last_alarm
                         .get(&p)
                         .is_some_and(|t| t.elapsed() >= idle_after);
-                    // Quiet, and read to the end. Where the stage is in the partition is
-                    // the consumer's position once it has read a record, else the offset
-                    // it resumed from: after a restart on a quiet network nothing is read,
-                    // and the position stays unknown however old the partition's data.
-                    let position = positions
-                        .as_ref()
-                        .and_then(|tpl| tpl.find_partition(&alarms, p))
-                        .and_then(|e| match e.offset() {
-                            Offset::Offset(o) => Some(o),
-                            _ => None,
-                        });
-                    let resumed = self.offsets.get(&(alarms.clone(), p)).copied();
+                    // Quiet, and read to the end: the alarms partition and the partition
+                    // of alarms sent on to it by the other tasks.
                     let at_end = self.at_end.contains(&p);
-                    let idle = quiet && {
-                        // Asked through a client of its own: on the stage consumer's
-                        // connection the request waits behind a fetch long-poll
-                        // (fetch.wait.max.ms), which stalled the stage for seconds.
-                        match self
-                            .probe
-                            .fetch_watermarks(&alarms, p, Duration::from_secs(2))
-                        {
-                            // librdkafka moves a position it knows past transaction
-                            // markers. Without one, the consumer starts at the offset it
-                            // resumed from (at least the partition's start: records may
-                            // have been deleted meanwhile); there one record short of the
-                            // end is a closing marker once the consumer has said it is at
-                            // the end.
-                            Ok((low, high)) => match (position, resumed) {
-                                (Some(o), _) => o >= high,
-                                (None, Some(r)) => {
-                                    let r = r.clamp(low, high);
-                                    r >= high || (at_end && r + 1 >= high)
-                                }
-                                (None, None) => low == high,
-                            },
-                            Err(_) => false,
-                        }
+                    let idle = quiet
+                        && [&alarms, &repartition]
+                            .into_iter()
+                            .all(|topic| self.read_to_end(topic, p, positions.as_ref(), at_end));
+                    let applied = self.fanout.get(&p).and_then(FanOut::watermark);
+                    let event_time = match (applied, self.read_clock.get(&p)) {
+                        (Some(a), Some(r)) => Some(a.max(*r)),
+                        (a, r) => a.or(r.copied()),
                     };
-                    let event_time = self.fanout.get(&p).and_then(FanOut::watermark);
                     let mark = if idle {
                         Some(event_time.map_or(now, |w| w.max(now)))
                     } else {
                         event_time
                     };
                     let Some(mark) = mark else { continue };
+                    // Not past an alarm sent on to another partition that its task has
+                    // not read yet: the circuits' clock must not pass it before its
+                    // impacts are out.
+                    let held = self
+                        .in_flight
+                        .iter()
+                        .filter(|f| f.from == p)
+                        .map(|f| f.at)
+                        .chain(
+                            self.sent_on
+                                .iter()
+                                .filter(|(from, _, _)| *from == p)
+                                .map(|(_, _, at)| *at),
+                        )
+                        .min();
+                    let mark = held.map_or(mark, |h| h.min(mark));
                     // A quiet partition's watermark follows the wall clock in steps of a
                     // second at least, not at every tick: timers need no finer grain, and
                     // an idle service should not write a steady stream of watermarks.
@@ -2267,6 +2458,128 @@ impl Core {
         }
     }
 
+    /// After a commit: the alarms it sent on are below the current end of their
+    /// repartition partitions; each is in flight until the stage's group has committed an
+    /// offset at or past that end on the partition.
+    fn note_in_flight(&mut self) {
+        if self.sent_on.is_empty() {
+            return;
+        }
+        let topic = self.config.topics.alarms_repartition.clone();
+        let mut oldest: BTreeMap<(i32, i32), DateTime<Utc>> = BTreeMap::new();
+        for (from, to, at) in std::mem::take(&mut self.sent_on) {
+            let t = oldest.entry((from, to)).or_insert(at);
+            *t = (*t).min(at);
+        }
+        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        for ((from, to), at) in oldest {
+            let end = match ends.get(&to) {
+                Some(e) => *e,
+                None => {
+                    // Unknown: held until the partition's committed offset is past any
+                    // end it may have had (the next query sees a real one).
+                    let e = self
+                        .probe
+                        .fetch_watermarks(&topic, to, Duration::from_secs(5))
+                        .map_or(i64::MAX, |(_, high)| high);
+                    ends.insert(to, e);
+                    e
+                }
+            };
+            self.in_flight.push(InFlight { from, to, end, at });
+        }
+    }
+
+    /// Forget the alarms in flight that their partition's task has read and committed.
+    fn confirm_in_flight(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        let topic = self.config.topics.alarms_repartition.clone();
+        if self.group_probe.is_none() {
+            let probe = client_config(
+                &self.config.bootstrap_servers,
+                &self.config.client_overrides,
+            )
+            .set(
+                "group.id",
+                format!("{}-{}", self.config.group_id, self.kind.name()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .create::<BaseConsumer>();
+            match probe {
+                Ok(c) => self.group_probe = Some(c),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the stage's committed offsets");
+                    return;
+                }
+            }
+        }
+        let Some(probe) = &self.group_probe else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let targets: BTreeSet<i32> = self.in_flight.iter().map(|f| f.to).collect();
+        for q in targets {
+            tpl.add_partition(&topic, q);
+        }
+        let Ok(committed) = probe.committed_offsets(tpl, Duration::from_secs(2)) else {
+            return;
+        };
+        self.in_flight.retain(|f| {
+            let at = committed
+                .find_partition(&topic, f.to)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            // A committed offset one short of the end is the transaction's closing marker.
+            at.is_none_or(|o| o.saturating_add(1) < f.end)
+        });
+    }
+
+    /// Has the stage read partition `p` of `topic` to its end? Where the stage is in the
+    /// partition is the consumer's position once it has read a record, else the offset it
+    /// resumed from: after a restart on a quiet network nothing is read, and the position
+    /// stays unknown however old the partition's data.
+    fn read_to_end(
+        &self,
+        topic: &str,
+        p: i32,
+        positions: Option<&TopicPartitionList>,
+        at_end: bool,
+    ) -> bool {
+        let position = positions
+            .and_then(|tpl| tpl.find_partition(topic, p))
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        let resumed = self.offsets.get(&(topic.to_string(), p)).copied();
+        // Asked through a client of its own: on the stage consumer's connection the
+        // request waits behind a fetch long-poll (fetch.wait.max.ms), which stalled the
+        // stage for seconds.
+        match self
+            .probe
+            .fetch_watermarks(topic, p, Duration::from_secs(2))
+        {
+            // librdkafka moves a position it knows past transaction markers. Without one,
+            // the consumer starts at the offset it resumed from (at least the partition's
+            // start: records may have been deleted meanwhile); there one record short of
+            // the end is a closing marker once the consumer has said it is at the end.
+            Ok((low, high)) => match (position, resumed) {
+                (Some(o), _) => o >= high,
+                (None, Some(r)) => {
+                    let r = r.clamp(low, high);
+                    r >= high || (at_end && r + 1 >= high)
+                }
+                (None, None) => low == high,
+            },
+            Err(_) => false,
+        }
+    }
+
     /// Tell every partition of the next stage's input that partition `p` of this stage has
     /// written everything older than `watermark`.
     fn broadcast_watermark(&mut self, p: i32, watermark: DateTime<Utc>) {
@@ -2291,6 +2604,7 @@ impl Core {
                 partition: Some(target),
                 key: WATERMARK_KEY.to_vec(),
                 value: Some(bytes.clone()),
+                origin: None,
             });
         }
     }
@@ -2340,6 +2654,7 @@ impl Core {
                     partition: None,
                     key: output.key().into_bytes(),
                     value: Some(bytes),
+                    origin: None,
                 }),
                 Err(e) => warn!(error = %e, "cannot serialize an output"),
             }
@@ -2360,16 +2675,12 @@ impl Core {
         reason: &RejectReason,
         index: Option<usize>,
     ) {
-        let source = Source::Kafka {
-            topic: msg.topic().into(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
-        let mut rej = Rejection::new(reason, original, source, Utc::now()).with_key(msg.key());
+        let (source, key) = source_of(msg);
+        let mut rej = Rejection::new(reason, original, source, Utc::now()).with_key(key.as_deref());
         if let Some(i) = index {
             rej = rej.with_batch_index(i);
         }
-        self.push_rejection(rej, rejection_record_key(msg.key()));
+        self.push_rejection(rej, rejection_record_key(key.as_deref()));
     }
 
     fn push_rejection(&mut self, rej: Rejection, key: Vec<u8>) {
@@ -2388,6 +2699,7 @@ impl Core {
                 partition: None,
                 key,
                 value: Some(bytes),
+                origin: None,
             }),
             Err(e) => warn!(error = %e, "cannot serialize a rejection"),
         }
@@ -2563,6 +2875,7 @@ impl Core {
                 partition: Some(p),
                 key,
                 value,
+                origin: None,
             });
         }
     }
@@ -2595,6 +2908,7 @@ impl Core {
                     gauge!(telemetry::STAGE_STALLED, "stage" => stage).set(0.0);
                 }
                 self.committed();
+                self.note_in_flight();
                 debug!(
                     stage = self.kind.name(),
                     records = self.pending.len(),
@@ -2642,6 +2956,12 @@ impl Core {
             }
             if let Some(p) = out.partition {
                 record = record.partition(p);
+            }
+            if let Some(origin) = &out.origin {
+                record = record.headers(OwnedHeaders::new().insert(Header {
+                    key: ORIGIN_HEADER,
+                    value: Some(origin),
+                }));
             }
             loop {
                 match producer.send(record) {
@@ -2821,6 +3141,52 @@ fn watermark_record(msg: &BorrowedMessage<'_>) -> Option<Result<WatermarkRecord,
         Some(WATERMARK_KEY) => Some(parsed().ok_or(())),
         Some(LEGACY_WATERMARK_KEY) => parsed().map(Ok),
         _ => None,
+    }
+}
+
+/// The input record a repartitioned record was read from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    /// The input record's key, as text (a key that is not UTF-8 has its bad bytes
+    /// replaced); `None` for a record without a key.
+    key: Option<String>,
+}
+
+/// The input record a repartitioned record was read from (its `linewatch-origin`
+/// header); `None` for any other record.
+fn origin_of(msg: &BorrowedMessage<'_>) -> Option<Origin> {
+    msg.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == ORIGIN_HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| serde_json::from_slice::<Origin>(v).ok())
+    })
+}
+
+/// Where a record came from, for a rejection: the input record a repartitioned record was
+/// read from, else the record itself; and that record's key.
+fn source_of(msg: &BorrowedMessage<'_>) -> (Source, Option<Vec<u8>>) {
+    match origin_of(msg) {
+        Some(o) => (
+            Source::Kafka {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+            },
+            o.key.map(String::into_bytes),
+        ),
+        None => (
+            Source::Kafka {
+                topic: msg.topic().into(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+            },
+            msg.key().map(<[u8]>::to_vec),
+        ),
     }
 }
 

@@ -341,15 +341,48 @@ pub fn replay(
     }
 }
 
+/// How a producer places its records on partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keying {
+    /// Keyed as the topics say (alarmed object, circuit id), Kafka's default partitioner
+    /// (murmur2), as the Java clients do.
+    AsTheTopicsSay,
+    /// The same keys, librdkafka's default partitioner (CRC32, `consistent_random`), as
+    /// confluent-kafka in Python, Go and .NET place them by default.
+    ConsistentRandom,
+    /// No key at all: librdkafka spreads the records at random.
+    NullKeys,
+    /// No key, each record on the partition after the one its key hashes to: none where
+    /// the topic's contract would put it.
+    Misplaced,
+}
+
 /// Produce records to `topic` and wait until they are acknowledged.
 pub fn produce(bootstrap: &str, topic: &str, recs: &[Rec]) {
+    produce_keyed(bootstrap, topic, recs, Keying::AsTheTopicsSay);
+}
+
+/// [`produce`], placing the records as `keying` says.
+pub fn produce_keyed(bootstrap: &str, topic: &str, recs: &[Rec], keying: Keying) {
+    let partitioner = match keying {
+        Keying::AsTheTopicsSay => "murmur2_random",
+        Keying::ConsistentRandom | Keying::NullKeys | Keying::Misplaced => "consistent_random",
+    };
     let producer: BaseProducer = common::producer_config(bootstrap)
-        .set("partitioner", "murmur2_random")
+        .set("partitioner", partitioner)
         .create()
         .expect("producer");
     for r in recs {
         let payload = r.value.to_string();
-        let mut record = BaseRecord::to(topic).key(&r.key).payload(&payload);
+        let mut record = BaseRecord::to(topic).payload(&payload);
+        match keying {
+            Keying::AsTheTopicsSay | Keying::ConsistentRandom => record = record.key(&r.key),
+            Keying::NullKeys => {}
+            Keying::Misplaced => {
+                let home = linewatch::live::partition_for_key(r.key.as_bytes(), PARTITIONS);
+                record = record.partition((home + 1) % PARTITIONS);
+            }
+        }
         if let Some(p) = r.partition {
             record = record.partition(p);
         }
@@ -603,8 +636,19 @@ fn high_marks(consumer: &BaseConsumer, topics: &[&str]) -> Vec<i64> {
 /// what is behind.
 fn behind(bootstrap: &str, group: &str, t: &TopicNames) -> Option<String> {
     let stages: [(&str, Vec<&str>); 3] = [
-        ("fanout", vec![&t.alarms, &t.maintenance, &t.inventory]),
-        ("circuits", vec![&t.impacts, &t.commands]),
+        (
+            "fanout",
+            vec![
+                &t.alarms,
+                &t.alarms_repartition,
+                &t.maintenance,
+                &t.inventory,
+            ],
+        ),
+        (
+            "circuits",
+            vec![&t.impacts, &t.commands, &t.commands_repartition],
+        ),
         ("incidents", vec![&t.incident_facts]),
     ];
     for (stage, inputs) in stages {
@@ -974,8 +1018,20 @@ impl Setup {
 
     /// Feed the scenario in its two phases, with the ticketing system's commands between
     /// them, calling `during` while each phase is being processed; return the commands.
-    pub fn feed(&self, s: &Scenario, mut during: impl FnMut(u32)) -> Vec<Rec> {
-        produce(&self.bootstrap, &self.topics.alarms, &s.phase1);
+    pub fn feed(&self, s: &Scenario, during: impl FnMut(u32)) -> Vec<Rec> {
+        self.feed_keyed(s, Keying::AsTheTopicsSay, Keying::AsTheTopicsSay, during)
+    }
+
+    /// [`Setup::feed`], the alarms and the commands placed on partitions as `alarms` and
+    /// `commands` say.
+    pub fn feed_keyed(
+        &self,
+        s: &Scenario,
+        alarms: Keying,
+        commands_keying: Keying,
+        mut during: impl FnMut(u32),
+    ) -> Vec<Rec> {
+        produce_keyed(&self.bootstrap, &self.topics.alarms, &s.phase1, alarms);
         during(1);
         // Quiet consumer groups are not enough when instances have just joined or left:
         // a new owner may still hold restored inputs behind the event-time gate until
@@ -994,9 +1050,14 @@ impl Setup {
                 "the scenario has tickets open at the split, none seen in {LIMIT:?}"
             );
         };
-        produce(&self.bootstrap, &self.topics.commands, &commands);
+        produce_keyed(
+            &self.bootstrap,
+            &self.topics.commands,
+            &commands,
+            commands_keying,
+        );
         self.settle();
-        produce(&self.bootstrap, &self.topics.alarms, &s.phase2);
+        produce_keyed(&self.bootstrap, &self.topics.alarms, &s.phase2, alarms);
         during(2);
         self.settle();
         commands
