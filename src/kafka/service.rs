@@ -50,7 +50,7 @@
 //! stages about each change.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -241,6 +241,8 @@ pub enum ServiceError {
     StagePanicked(&'static str),
     #[error("HTTP listener: {0}")]
     Http(String),
+    #[error("stuck: {0}")]
+    Stuck(String),
 }
 
 /// Counts the service reports when it stops (and that tests check).
@@ -263,6 +265,9 @@ const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
 const RESTORE_STALL: Duration = Duration::from_secs(120);
 /// How long a transaction call may still wait once the service is stopping.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long one transaction call may last before the instance stops: three times the
+/// timeout it is given (a call that does not return is a client bug, see [`CallWatch`]).
+const CALL_LIMIT: Duration = Duration::from_secs(90);
 /// How often the views of down circuits are refreshed to the partition's clock.
 const VIEW_REFRESH: Duration = Duration::from_secs(5);
 /// How long a restore reads before the stage polls its group consumer again (which keeps
@@ -366,6 +371,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let (fan_tx, fan_rx) = channel();
     let (cir_tx, cir_rx) = channel();
     let failed = Arc::new(Mutex::new(None::<ServiceError>));
+    let watch = Arc::new(CallWatch::new());
     let mut threads = Vec::new();
     let kinds: [(StageKind, Option<Receiver<Change>>); 3] = [
         (StageKind::FanOut, Some(fan_rx)),
@@ -374,6 +380,7 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     ];
     for (kind, changes) in kinds {
         let ctx = StageEnv {
+            watch: watch.clone(),
             config: config.clone(),
             live: live.clone(),
             replica: replica.clone(),
@@ -398,6 +405,23 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     }
     let senders = [fan_tx, cir_tx];
     while !shutdown.load(Ordering::Relaxed) {
+        if let Some((kind, lasted)) = watch.stuck(CALL_LIMIT) {
+            let reason = format!(
+                "the {} stage has waited {} s in a Kafka transaction call that should end \
+                 within {} s; stopping the instance so that it can be started again",
+                kind.name(),
+                lasted.as_secs(),
+                TXN_TIMEOUT.as_secs()
+            );
+            error!(stage = kind.name(), "{reason}");
+            live.mark_stalled(kind.name(), reason.clone());
+            gauge!(telemetry::STAGE_STALLED, "stage" => kind.name()).set(1.0);
+            if let Ok(mut f) = failed.lock() {
+                f.get_or_insert(ServiceError::Stuck(reason));
+            }
+            shutdown.store(true, Ordering::Relaxed);
+            break;
+        }
         let polled = replica_consumer.poll(Duration::from_millis(100));
         match polled.map(usable).transpose() {
             Ok(Some(Some(msg))) => {
@@ -411,11 +435,32 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
             }
         }
     }
+    // Each stage finishes its transaction in flight, within its shutdown grace; one
+    // stuck in a call that does not return is left behind when the instance exits.
+    let deadline = Instant::now() + TXN_TIMEOUT + Duration::from_secs(10);
+    while threads.iter().any(|(_, h)| !h.is_finished()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut panicked = None;
+    let mut stuck = None;
     for (kind, handle) in threads {
+        if !handle.is_finished() {
+            stuck = Some(kind);
+            continue;
+        }
         if handle.join().is_err() {
             panicked = Some(kind.name());
         }
+    }
+    if let Some(kind) = stuck {
+        let reason = format!(
+            "the {} stage did not stop within {} s (a Kafka call that does not return)",
+            kind.name(),
+            (TXN_TIMEOUT + Duration::from_secs(10)).as_secs()
+        );
+        error!(stage = kind.name(), "{reason}");
+        let first = failed.lock().ok().and_then(|mut f| f.take());
+        return Err(first.unwrap_or(ServiceError::Stuck(reason)));
     }
     if let Some(e) = failed.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
@@ -541,6 +586,16 @@ enum StageKind {
 }
 
 impl StageKind {
+    const ALL: [StageKind; 3] = [StageKind::FanOut, StageKind::Circuits, StageKind::Incidents];
+
+    fn index(self) -> usize {
+        match self {
+            StageKind::FanOut => 0,
+            StageKind::Circuits => 1,
+            StageKind::Incidents => 2,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             StageKind::FanOut => "fanout",
@@ -550,7 +605,61 @@ impl StageKind {
     }
 }
 
+/// When each stage's blocking transaction call (begin, offsets, commit) began, so that a
+/// call that never returns is seen: librdkafka 2.12 waits without limit in
+/// `send_offsets_to_transaction` once the coordinator it had cached is gone (a broker
+/// killed, confluentinc/librdkafka#5456, #5511), whatever timeout it was given.
+#[derive(Debug)]
+struct CallWatch {
+    origin: Instant,
+    /// Per stage (in [`StageKind::ALL`] order): milliseconds since `origin` + 1 at the
+    /// call's start; 0 while no call is in progress.
+    calls: [AtomicU64; 3],
+}
+
+impl CallWatch {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            calls: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    /// Run `call` as a watched call of `stage`.
+    fn watched<T>(&self, stage: StageKind, call: impl FnOnce() -> T) -> T {
+        let slot = &self.calls[stage.index()];
+        let now = self.origin.elapsed().as_millis() as u64 + 1;
+        slot.store(now, Ordering::Relaxed);
+        let result = call();
+        slot.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// A stage whose call has lasted `limit` or more, and for how long.
+    fn stuck(&self, limit: Duration) -> Option<(StageKind, Duration)> {
+        stuck_call(&self.calls, self.origin.elapsed(), limit)
+    }
+}
+
+/// The first stage whose call (started at `calls[i]` ms + 1 after the origin, 0 for none)
+/// has lasted `limit` or more at `now` after the origin.
+fn stuck_call(
+    calls: &[AtomicU64; 3],
+    now: Duration,
+    limit: Duration,
+) -> Option<(StageKind, Duration)> {
+    StageKind::ALL.into_iter().find_map(|kind| {
+        let started = calls[kind.index()].load(Ordering::Relaxed);
+        if started == 0 {
+            return None;
+        }
+        let lasted = now.saturating_sub(Duration::from_millis(started - 1));
+        (lasted >= limit).then_some((kind, lasted))
+    })
+}
+
 struct StageEnv {
+    watch: Arc<CallWatch>,
     config: Arc<ServiceConfig>,
     live: Arc<Live>,
     replica: Arc<RwLock<Replica>>,
@@ -863,6 +972,7 @@ fn run_stage(
     let context = StageContext {
         stage: kind.name(),
         core: Mutex::new(Some(Core {
+            watch: env.watch.clone(),
             kind,
             config: config.clone(),
             live: env.live.clone(),
@@ -1050,6 +1160,7 @@ struct BatchStats {
 
 /// A stage's state and its transaction in flight.
 struct Core {
+    watch: Arc<CallWatch>,
     kind: StageKind,
     config: Arc<ServiceConfig>,
     live: Arc<Live>,
@@ -2935,7 +3046,11 @@ impl Core {
     fn transact(&mut self, consumer: &BaseConsumer<StageContext>) -> Result<(), ServiceError> {
         let producer = &self.producer;
         let patience = self.patience();
-        producer.begin_transaction().map_err(classify)?;
+        let watch = &self.watch;
+        let stage = self.kind;
+        watch
+            .watched(stage, || producer.begin_transaction())
+            .map_err(classify)?;
         for out in &self.pending {
             let size = out.key.len() + out.value.as_ref().map_or(0, Vec::len);
             if size > MAX_RECORD_BYTES {
@@ -2990,14 +3105,18 @@ impl Core {
                     "the consumer has no group metadata yet".into(),
                 ));
             };
-            if let Err(e) = producer.send_offsets_to_transaction(&tpl, &metadata, self.patience()) {
+            let sent = watch.watched(stage, || {
+                producer.send_offsets_to_transaction(&tpl, &metadata, patience)
+            });
+            if let Err(e) = sent {
                 return Err(abort(producer, e, patience));
             }
         }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match crate::kafka::commit_drained(producer, self.patience()) {
+            let patience = self.patience();
+            match watch.watched(stage, || crate::kafka::commit_drained(producer, patience)) {
                 Ok(()) => return Ok(()),
                 // Stopping, and the broker does not answer: give the transaction up. It
                 // is aborted by the coordinator (or by the next producer with this
@@ -3343,6 +3462,53 @@ fn caught_up(consumer: &BaseConsumer, marks: &[Mark]) -> Result<bool, ServiceErr
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_call_that_outlasts_its_limit_is_seen_with_its_stage() {
+        let calls = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+        let limit = Duration::from_secs(90);
+        let at = |s: u64| Duration::from_secs(s);
+        assert_eq!(
+            stuck_call(&calls, at(500), limit),
+            None,
+            "no call in progress"
+        );
+        // The circuit stage entered a call 10 s after the origin.
+        calls[StageKind::Circuits.index()].store(10_000 + 1, Ordering::Relaxed);
+        assert_eq!(
+            stuck_call(&calls, at(99), limit),
+            None,
+            "89 s: within the limit"
+        );
+        assert_eq!(
+            stuck_call(&calls, at(100), limit),
+            Some((StageKind::Circuits, at(90)))
+        );
+        // Back from the call: nothing stuck, however late.
+        calls[StageKind::Circuits.index()].store(0, Ordering::Relaxed);
+        assert_eq!(stuck_call(&calls, at(1000), limit), None);
+        // A call that began at the origin itself is seen too (stored as 1).
+        calls[StageKind::Incidents.index()].store(1, Ordering::Relaxed);
+        assert_eq!(
+            stuck_call(&calls, at(95), limit),
+            Some((StageKind::Incidents, at(95)))
+        );
+    }
+
+    #[test]
+    fn a_watched_call_is_in_progress_only_while_it_runs() {
+        let watch = CallWatch::new();
+        let seen = watch.watched(StageKind::FanOut, || {
+            watch.calls[StageKind::FanOut.index()].load(Ordering::Relaxed)
+        });
+        assert!(seen > 0, "marked during the call");
+        assert_eq!(
+            watch.calls[StageKind::FanOut.index()].load(Ordering::Relaxed),
+            0,
+            "cleared after it"
+        );
+        assert_eq!(watch.stuck(Duration::ZERO), None);
+    }
 
     fn t(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, 2, 10, minute, 0)
