@@ -1462,6 +1462,7 @@ impl Engine {
             self.incidents
                 .on_tickets(std::mem::take(group))
                 .into_iter()
+                .flat_map(IncidentEvent::into_parts)
                 .map(|i| Output::Incident(Box::new(i))),
         );
         out.extend(

@@ -24,6 +24,9 @@
 //!   record changed; `eventId` is `"<incidentId>-<sequence>"`, sequence from 1.
 //! - Everything in a record is a function of the incident's member tickets, never of their
 //!   arrival order; the same facts in the same order give identical records.
+//! - A record of more than [`MAX_CIRCUITS_PER_RECORD`] circuits goes out in parts
+//!   ([`IncidentEvent::into_parts`]), so that no record exceeds the producer's 1 MB limit
+//!   whatever the incident's size.
 //!
 //! ## Partitioned deployment
 //! [`IncidentBook::on_ticket`] handles a move entirely when the old and the new root alarm
@@ -44,6 +47,22 @@ use crate::ticket::{restoration_priority, RootCause, TicketEvent, TicketStatus};
 
 /// Default number of circuits that one root alarm must hit to make an incident.
 pub const DEFAULT_MIN_CIRCUITS: usize = 2;
+
+/// Most circuits one record on `incidents` lists (and most child tickets a parent ticket
+/// names): a larger incident goes out as several records ([`IncidentEvent::into_parts`]).
+///
+/// Sized for the worst case, by construction. A circuit entry is at its largest with a
+/// circuit id and a customer id of [`crate::intake::MAX_ID_BYTES`] (256) bytes each made
+/// of `"` (escaped to two bytes in JSON; intake refuses control characters, the only
+/// other escaped ones), a restoration time and the longest level names: 1 200 bytes with
+/// its comma (measured by the test `a_worst_case_part_fits_the_record_limit`). 500 of them
+/// are 600 000 bytes; the header, with the root alarm's key (513 bytes, also the record
+/// key), object (256) and probable cause ([`crate::intake::MAX_TEXT_BYTES`], 1 024) and
+/// the lead team all made of quotes, brings a part to at most 603 261 bytes, key
+/// included: 61 % of the stages' 990 000-byte record limit, with room for fields added
+/// later. A usual entry is about 165 bytes (a usual part about 83 KB); incidents of up to
+/// 500 circuits, nearly all of them, are one record exactly as before.
+pub const MAX_CIRCUITS_PER_RECORD: usize = 500;
 
 /// Sort key of a circuit in restoration priority order: assurance level (AAA first, as
 /// [`restoration_priority`]), then customer level (key first), then circuit id.
@@ -204,6 +223,14 @@ pub struct IncidentEvent {
     pub incident_id: String,
     /// 1 for the incident's first record, then +1 per change.
     pub sequence: u32,
+    /// Of a record sent in parts ([`IncidentEvent::into_parts`]): which part, from 1.
+    /// Absent on a record of at most [`MAX_CIRCUITS_PER_RECORD`] circuits, which is
+    /// written whole, as before parts existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+    /// Of a record sent in parts: how many parts the record has (absent when whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
     pub status: IncidentStatus,
     pub root_alarm: RootAlarm,
     /// Earliest down start among the incident's tickets.
@@ -218,14 +245,47 @@ pub struct IncidentEvent {
     pub lead_team: Option<String>,
     pub circuit_count: usize,
     pub down_count: usize,
-    /// In restoration priority order ([`priority_key`]).
+    /// In restoration priority order ([`priority_key`]); of a part, its slice of them.
     pub circuits: Vec<IncidentCircuit>,
 }
 
 impl IncidentEvent {
-    /// The record key: the root alarm key.
+    /// The record key: the root alarm key (every part of a record has it too).
     pub fn key(&self) -> &str {
         &self.root_alarm.key
+    }
+
+    /// The records that carry this one on `incidents`: itself when it lists at most
+    /// [`MAX_CIRCUITS_PER_RECORD`] circuits, else one record per slice of that many
+    /// circuits, in order. Each part has the whole incident's header (status, counts,
+    /// root alarm, times), `part` (from 1) and `parts`, and the `eventId`
+    /// `"<incidentId>-<sequence>.<part>"`; all keep the root alarm key, so they land on
+    /// one partition in order (the topic is not compacted: nothing of an earlier,
+    /// larger record needs deleting; a reader takes the parts of the newest sequence).
+    pub fn into_parts(self) -> Vec<IncidentEvent> {
+        self.into_parts_of(MAX_CIRCUITS_PER_RECORD)
+    }
+
+    fn into_parts_of(mut self, bound: usize) -> Vec<IncidentEvent> {
+        let bound = bound.max(1);
+        if self.circuits.len() <= bound {
+            return vec![self];
+        }
+        let circuits = std::mem::take(&mut self.circuits);
+        let parts = u32::try_from(circuits.len().div_ceil(bound)).unwrap_or(u32::MAX);
+        let mut out = Vec::new();
+        let mut rest = circuits.into_iter();
+        for part in 1..=parts {
+            let slice: Vec<IncidentCircuit> = rest.by_ref().take(bound).collect();
+            out.push(IncidentEvent {
+                event_id: format!("{}.{part}", self.event_id),
+                part: Some(part),
+                parts: Some(parts),
+                circuits: slice,
+                ..self.clone()
+            });
+        }
+        out
     }
 }
 
@@ -529,6 +589,8 @@ impl Incident {
             event_id: format!("{}-{}", self.incident_id, self.sequence),
             incident_id: self.incident_id.clone(),
             sequence: self.sequence,
+            part: None,
+            parts: None,
             status: view.status,
             root_alarm: view.root_alarm,
             opened_at: view.opened_at,
@@ -1231,6 +1293,197 @@ mod tests {
             book.get(LOS).and_then(Incident::record).as_ref(),
             Some(last)
         );
+    }
+
+    /// The circuits of `parts` in order, each part checked against the whole record.
+    fn joined(whole: &IncidentEvent, parts: &[IncidentEvent]) -> Vec<IncidentCircuit> {
+        let n = parts.len();
+        let mut circuits = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.part, Some(u32::try_from(i + 1).expect("small")));
+            assert_eq!(p.parts, Some(u32::try_from(n).expect("small")));
+            assert_eq!(p.event_id, format!("{}.{}", whole.event_id, i + 1));
+            assert_eq!(p.key(), whole.key());
+            assert!(p.circuits.len() <= MAX_CIRCUITS_PER_RECORD);
+            let header = IncidentEvent {
+                event_id: whole.event_id.clone(),
+                part: None,
+                parts: None,
+                circuits: whole.circuits.clone(),
+                ..p.clone()
+            };
+            assert_eq!(&header, whole, "part {} carries the whole header", i + 1);
+            circuits.extend(p.circuits.iter().cloned());
+        }
+        circuits
+    }
+
+    /// The largest circuit entry intake lets through: ids of `MAX_ID_BYTES` quotes (two
+    /// bytes each in JSON), the longest level names, a restoration time.
+    fn worst_circuit(i: usize) -> IncidentCircuit {
+        let id = |prefix: &str| {
+            let mut s = format!("{prefix}{i}");
+            s.push_str(&"\"".repeat(crate::intake::MAX_ID_BYTES - s.len()));
+            s
+        };
+        IncidentCircuit {
+            circuit_id: id("C"),
+            customer_id: Some(id("K")),
+            customer_level: CustomerLevel::Standard,
+            assurance_level: AssuranceLevel::Ordinary,
+            ticket_id: ticket_id(&id("C"), u64::MAX),
+            down: false,
+            restored_at: Some(t(0) + Duration::nanoseconds(123_456_789)),
+        }
+    }
+
+    #[test]
+    fn a_worst_case_part_fits_the_record_limit() {
+        let entry = serde_json::to_vec(&worst_circuit(0)).expect("json").len() + 1;
+        assert!(
+            entry <= 1_200,
+            "a worst-case circuit entry is {entry} bytes"
+        );
+        let long = |n: usize| "\"".repeat(n);
+        let key = long(2 * crate::intake::MAX_ID_BYTES + 1);
+        let whole = IncidentEvent {
+            event_id: format!("INC-0123456789abcdef-{}", u32::MAX),
+            incident_id: "INC-0123456789abcdef".into(),
+            sequence: u32::MAX,
+            part: None,
+            parts: None,
+            status: IncidentStatus::Restored,
+            root_alarm: RootAlarm {
+                key: key.clone(),
+                object: long(crate::intake::MAX_ID_BYTES),
+                probable_cause: long(crate::intake::MAX_TEXT_BYTES),
+                severity: Severity::Indeterminate,
+                raised_at: t(0),
+            },
+            opened_at: t(0),
+            restored_at: Some(t(1)),
+            updated_at: t(2),
+            lead_team: Some(long(crate::intake::MAX_ID_BYTES)),
+            circuit_count: 13_000,
+            down_count: 13_000,
+            circuits: (0..3 * MAX_CIRCUITS_PER_RECORD + 1)
+                .map(worst_circuit)
+                .collect(),
+        };
+        let parts = whole.clone().into_parts();
+        assert_eq!(parts.len(), 4);
+        schema_check(&parts);
+        for p in &parts {
+            let bytes = key.len() + serde_json::to_vec(p).expect("json").len();
+            assert!(bytes <= 603_261, "part {:?}: {bytes} bytes", p.part);
+        }
+        assert_eq!(joined(&whole, &parts), whole.circuits);
+        // The parent ticket of such an incident, in both TMF621 forms, fits as well.
+        let parent = ParentTicket::of(&whole);
+        assert_eq!(
+            parent.trouble_ticket_relationship.len(),
+            MAX_CIRCUITS_PER_RECORD
+        );
+        assert_eq!(
+            parent.incident.unlisted_child_tickets,
+            Some(2 * MAX_CIRCUITS_PER_RECORD + 1)
+        );
+        let event = ParentMemo::default()
+            .publish(parent, t(2))
+            .expect("a create event");
+        for version in [
+            crate::tmf621::Tmf621Version::V4,
+            crate::tmf621::Tmf621Version::V5,
+        ] {
+            let bytes = crate::tmf621::event_json(&event, version)
+                .expect("json")
+                .len();
+            assert!(bytes < 60_000, "{version:?}: {bytes} bytes");
+        }
+    }
+
+    #[test]
+    fn a_small_record_is_one_record_as_before() {
+        let mut book = IncidentBook::default();
+        let events = book.on_tickets(fifty().iter().map(Tk::open));
+        let whole = events[0].clone();
+        assert_eq!(whole.clone().into_parts(), std::slice::from_ref(&whole));
+        let json = serde_json::to_value(&whole).expect("json");
+        assert!(json.get("part").is_none() && json.get("parts").is_none());
+        // A record of exactly the bound is still whole; one more circuit makes two parts.
+        let at_bound = whole.clone().into_parts_of(50);
+        assert_eq!(at_bound, std::slice::from_ref(&whole));
+        let split = whole.clone().into_parts_of(49);
+        assert_eq!(split.len(), 2);
+        assert_eq!(split[1].circuits.len(), 1);
+        assert_eq!(joined(&whole, &split), whole.circuits);
+    }
+
+    #[test]
+    fn an_incident_that_grows_and_shrinks_goes_out_in_as_many_parts_as_it_needs() {
+        let bound = MAX_CIRCUITS_PER_RECORD;
+        let mut tks: Vec<Tk> = (0..2 * bound + 7)
+            .map(|i| {
+                Tk::new(
+                    &format!("C{i:05}"),
+                    AssuranceLevel::ALL[i % 4],
+                    CustomerLevel::ALL[(i * 7) % 6],
+                    LOS,
+                )
+            })
+            .collect();
+        let mut book = IncidentBook::default();
+        let events = book.on_tickets(tks.iter().map(Tk::open));
+        assert_eq!(events.len(), 1);
+        let whole = events[0].clone();
+        let parts = whole.clone().into_parts();
+        assert_eq!(parts.len(), 3);
+        schema_check(&parts);
+        let circuits = joined(&whole, &parts);
+        assert_eq!(circuits.len(), 2 * bound + 7);
+        let distinct: BTreeSet<&str> = circuits.iter().map(|c| c.circuit_id.as_str()).collect();
+        assert_eq!(distinct.len(), circuits.len(), "each circuit once");
+        assert_eq!(parts[2].circuits.len(), 7);
+        // All but 10 circuits move to another root: the LOS incident shrinks to one whole
+        // record (the topic is not compacted, so the parts of the earlier sequence need no
+        // tombstones: a reader takes the newest sequence), the AIS one is in parts.
+        let moved: Vec<TicketFacts> = tks[10..]
+            .iter_mut()
+            .map(|tk| tk.revise(AIS, t(5)))
+            .collect();
+        let events = book.on_tickets(moved);
+        let out: Vec<IncidentEvent> = events
+            .into_iter()
+            .flat_map(IncidentEvent::into_parts)
+            .collect();
+        let los: Vec<&IncidentEvent> = out.iter().filter(|e| e.key() == LOS).collect();
+        assert_eq!(los.len(), 1);
+        assert_eq!((los[0].part, los[0].parts), (None, None));
+        assert_eq!(los[0].sequence, 2);
+        assert_eq!(los[0].circuit_count, 10);
+        assert_eq!(los[0].circuits.len(), 10);
+        let ais: Vec<IncidentEvent> = out.iter().filter(|e| e.key() == AIS).cloned().collect();
+        assert_eq!(ais.len(), 2, "997 circuits in two parts");
+        assert!(ais.iter().all(|e| e.circuit_count == 2 * bound - 3));
+        let current = book.get(AIS).and_then(Incident::record).expect("emitted");
+        assert_eq!(joined(&current, &ais), current.circuits);
+        // A reader that keeps the parts of the newest sequence per key sees every current
+        // state exactly, the shrunk one included.
+        let mut latest: BTreeMap<&str, (u32, Vec<&IncidentCircuit>)> = BTreeMap::new();
+        for e in parts.iter().chain(out.iter()) {
+            let slot = latest.entry(e.key()).or_default();
+            if slot.0 != e.sequence {
+                *slot = (e.sequence, Vec::new());
+            }
+            slot.1.extend(e.circuits.iter());
+        }
+        for (key, (_, circuits)) in latest {
+            let record = book.get(key).and_then(Incident::record).expect("emitted");
+            assert_eq!(
+                circuits.into_iter().cloned().collect::<Vec<_>>(),
+                record.circuits
+            );
+        }
     }
 
     #[test]

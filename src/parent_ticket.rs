@@ -15,6 +15,11 @@
 //! state), so that an event names exactly the fields that changed without keeping the
 //! whole last ticket. Pure: no I/O, no clock.
 //!
+//! `troubleTicketRelationship` names at most [`MAX_CIRCUITS_PER_RECORD`] children, the
+//! first in restoration priority order, and `incident.unlistedChildTickets` says how many
+//! more there are (the `incidents` records list them all, in parts): an event stays under
+//! the 1 MB record limit whatever the incident's size.
+//!
 //! TMF621 (v4.0.0 and v5.0.1 alike) types `relationshipType` as free text ("isChiled,
 //! dependent etc..." in v4's description): the parent names each child `isChild`, and a
 //! child would name its parent `isParent`.
@@ -25,7 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::incident::{IncidentEvent, IncidentStatus, RootAlarm};
+use crate::incident::{IncidentEvent, IncidentStatus, RootAlarm, MAX_CIRCUITS_PER_RECORD};
 use crate::ticket::{
     restoration_priority, RelatedEntity, RelatedParty, TicketStatus, ATTRIBUTE_CHANGE_EVENT,
     CREATE_EVENT, PARTY_TEAM, STATUS_CHANGE_EVENT, TICKET_BASE_TYPE,
@@ -56,6 +61,12 @@ pub struct IncidentFields {
     pub root_alarm: RootAlarm,
     pub circuit_count: usize,
     pub down_count: usize,
+    /// Child tickets left out of `troubleTicketRelationship`, which names at most
+    /// [`MAX_CIRCUITS_PER_RECORD`] (the first in restoration priority order) so that the
+    /// event stays far below the 1 MB record limit; absent when every child is named.
+    /// The incident's records on `incidents` list them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlisted_child_tickets: Option<usize>,
 }
 
 /// An incident's parent ticket, in TMF621 v4.0.0 form (v5.0.1 by [`crate::tmf621`]).
@@ -89,7 +100,9 @@ pub struct ParentTicket {
     /// The lead team, when the incident has one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub related_party: Vec<RelatedParty>,
-    /// The child tickets in restoration priority order, `isChild` each.
+    /// The child tickets in restoration priority order, `isChild` each: the first
+    /// [`MAX_CIRCUITS_PER_RECORD`] of them (`incident.unlistedChildTickets` counts the
+    /// others).
     pub trouble_ticket_relationship: Vec<TicketRelationship>,
     pub incident: IncidentFields,
     #[serde(rename = "@type")]
@@ -146,6 +159,7 @@ impl ParentTicket {
             trouble_ticket_relationship: record
                 .circuits
                 .iter()
+                .take(MAX_CIRCUITS_PER_RECORD)
                 .map(|c| TicketRelationship {
                     id: c.ticket_id.clone(),
                     relationship_type: IS_CHILD.into(),
@@ -156,6 +170,11 @@ impl ParentTicket {
                 root_alarm: root.clone(),
                 circuit_count: record.circuit_count,
                 down_count: record.down_count,
+                unlisted_child_tickets: record
+                    .circuits
+                    .len()
+                    .checked_sub(MAX_CIRCUITS_PER_RECORD)
+                    .filter(|n| *n > 0),
             },
             at_type: PARENT_TICKET_TYPE.into(),
             base_type: TICKET_BASE_TYPE.into(),
@@ -318,6 +337,8 @@ mod tests {
             event_id: String::new(),
             incident_id: "INC-0123456789abcdef".into(),
             sequence: 1,
+            part: None,
+            parts: None,
             status,
             root_alarm: RootAlarm {
                 key: "nms:LOS-1".into(),

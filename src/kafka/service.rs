@@ -2354,6 +2354,7 @@ impl Core {
         self.route(
             events
                 .into_iter()
+                .flat_map(IncidentEvent::into_parts)
                 .map(|e| Output::Incident(Box::new(e)))
                 .chain(
                     parents
