@@ -114,3 +114,63 @@ fn the_reminder_schema_holds_reminders_to_their_form() {
         "a whole ticket"
     );
 }
+
+#[test]
+fn the_incident_schema_takes_the_parts_of_a_large_incident() {
+    use linewatch::incident::{
+        IncidentCircuit, IncidentEvent, IncidentStatus, RootAlarm, MAX_CIRCUITS_PER_RECORD,
+    };
+    use linewatch::levels::{AssuranceLevel, CustomerLevel, Severity};
+    let at: chrono::DateTime<chrono::Utc> = "2026-03-10T02:30:00Z".parse().expect("time");
+    let n = 2 * MAX_CIRCUITS_PER_RECORD + 1;
+    let whole = IncidentEvent {
+        event_id: "INC-0123456789abcdef-3".into(),
+        incident_id: "INC-0123456789abcdef".into(),
+        sequence: 3,
+        part: None,
+        parts: None,
+        status: IncidentStatus::Open,
+        root_alarm: RootAlarm {
+            key: "nms1:CUT-1".into(),
+            object: "FIBRE-1".into(),
+            probable_cause: "LOS".into(),
+            severity: Severity::Critical,
+            raised_at: at,
+        },
+        opened_at: at,
+        restored_at: None,
+        updated_at: at,
+        lead_team: Some("transport".into()),
+        circuit_count: n,
+        down_count: n,
+        circuits: (0..n)
+            .map(|i| IncidentCircuit {
+                circuit_id: format!("DL-{i:06}"),
+                customer_id: Some("CU-1".into()),
+                customer_level: CustomerLevel::Gold,
+                assurance_level: AssuranceLevel::Aa,
+                ticket_id: format!("TT-{i:016x}"),
+                down: true,
+                restored_at: None,
+            })
+            .collect(),
+    };
+    let v = validator("incident.schema.json");
+    let parts = whole.into_parts();
+    assert_eq!(parts.len(), 3);
+    for p in &parts {
+        let record = serde_json::to_value(p).expect("json");
+        let errors: Vec<String> = v.iter_errors(&record).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", p.event_id);
+        assert_eq!(record["parts"], 3);
+    }
+    // A part must say how many parts there are, and the other way round.
+    let mut record = serde_json::to_value(&parts[0]).expect("json");
+    if let Some(o) = record.as_object_mut() {
+        o.remove("parts");
+    }
+    assert!(!v.is_valid(&record), "part without parts");
+    let mut record = serde_json::to_value(&parts[0]).expect("json");
+    record["part"] = serde_json::json!(0);
+    assert!(!v.is_valid(&record), "part 0");
+}
