@@ -1210,8 +1210,8 @@ struct Core {
     last_alarm: BTreeMap<i32, Instant>,
     /// Stage 1: the watermark last sent for each alarms partition.
     reported: BTreeMap<i32, DateTime<Utc>>,
-    /// Stage 1: the latest event time read on each alarms partition, the alarms sent on
-    /// to another partition included.
+    /// Stage 1: the latest event time of the alarms read on each alarms partition and
+    /// sent on to another (those applied here move the fan-out state's watermark).
     read_clock: BTreeMap<i32, DateTime<Utc>>,
     /// Stage 1: alarms sent on to another partition in the transaction being built:
     /// (from, to, event time).
@@ -2070,17 +2070,19 @@ impl Core {
         let Input::Alarm(alarm) = &input else {
             return self.fan_out(p, input);
         };
-        let read = self.read_clock.entry(p).or_insert(alarm.event_time);
-        *read = (*read).max(alarm.event_time);
         let home = partition_for_key(alarm.object.as_bytes(), self.alarm_partitions);
         if home == p {
             return self.fan_out(p, input);
         }
-        // Checked here, so that a rejection carries the record as the NMS sent it.
+        // Checked here, so that a rejection carries the record as the NMS sent it (and a
+        // time too far ahead moves no clock).
         check_not_in_future(alarm, Utc::now(), self.config.policy.max_future_skew())?;
         let bytes = serde_json::to_vec(alarm).map_err(|e| RejectReason::Inconsistent {
             detail: format!("the alarm cannot be sent on to its object's partition: {e}"),
         })?;
+        // Read here, applied elsewhere: this partition's clock has seen it all the same.
+        let read = self.read_clock.entry(p).or_insert(alarm.event_time);
+        *read = (*read).max(alarm.event_time);
         let topic = self.config.topics.alarms_repartition.clone();
         self.sent_on.push((p, home, alarm.event_time));
         self.send_on(topic, home, alarm.object.as_bytes().to_vec(), bytes, msg);
