@@ -675,16 +675,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 _ => None,
             };
-            let summary = linewatch::replay::replay_figures(
-                &args.input,
-                &args.output,
-                policy,
-                args.until,
-                &options,
-                args.tmf621_version,
-                span,
-            )
-            .context("replay failed")?;
+            let options = linewatch::replay::ReplayOptions {
+                until: args.until,
+                intake: options,
+                tmf621: args.tmf621_version,
+                figures_over: span,
+            };
+            let summary =
+                linewatch::replay::replay_with(&args.input, &args.output, policy, &options)
+                    .context("replay failed")?;
             eprintln!(
                 "replay: {} inputs, {} rejected, {} non-fault events dropped, {} tickets opened, {} ticket events, {} SLA reminders, {} status events, {} warnings, {} KPI records, {} incident events; event time {} to {}; output in {}",
                 summary.inputs,

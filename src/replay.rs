@@ -15,7 +15,7 @@
 //! (hold-down ends, post-restore feedback) fire. Output folder: `tickets.jsonl`,
 //! `reminders.jsonl`, `circuits-status.jsonl`, `warnings.jsonl`, `kpi.jsonl`,
 //! `incidents.jsonl` (one per output topic, same formats) and `rejections.jsonl`; with a
-//! span asked for ([`replay_figures`]), `figures-span.jsonl`: each circuit's figures over
+//! span asked for ([`ReplayOptions::figures_over`]), `figures-span.jsonl`: each circuit's figures over
 //! it.
 
 use std::fs::File;
@@ -97,11 +97,33 @@ pub fn replay(
     policy: Policy,
     until: Option<DateTime<Utc>>,
 ) -> Result<ReplaySummary, ReplayError> {
-    replay_with(input, output, policy, until, &IntakeOptions::default())
+    let options = ReplayOptions {
+        until,
+        ..ReplayOptions::default()
+    };
+    replay_with(input, output, policy, &options)
 }
 
-/// [`replay`] with the operator's intake options (how alarms are read, whether non-fault
-/// VES events are dropped or rejected), as `linewatch run` takes them.
+/// How a replay reads and writes, beyond its folders and policy; the default is what
+/// [`replay`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayOptions {
+    /// Run the clock to this time after the last input (default: one day after it).
+    pub until: Option<DateTime<Utc>>,
+    /// The operator's intake options (how alarms are read, whether non-fault VES events
+    /// are dropped or rejected), as `linewatch run` takes them.
+    pub intake: IntakeOptions,
+    /// The TMF621 form of the ticket events, as `linewatch run --tmf621-version` writes
+    /// them.
+    pub tmf621: Tmf621Version,
+    /// Also write each circuit's figures over this span (any span: a day, a week, an
+    /// hour; see [`crate::sla::figures_over`]) as of the end of the replay, one line per
+    /// circuit in circuit-id order, in [`SPAN_FIGURES_FILE`]: every circuit of the
+    /// inventory, and those no longer in it that the replay saw fail.
+    pub figures_over: Option<Span>,
+}
+
+/// [`replay`] with every option.
 ///
 /// # Errors
 /// As [`replay`].
@@ -109,51 +131,15 @@ pub fn replay_with(
     input: &Path,
     output: &Path,
     policy: Policy,
-    until: Option<DateTime<Utc>>,
-    options: &IntakeOptions,
+    options: &ReplayOptions,
 ) -> Result<ReplaySummary, ReplayError> {
-    replay_as(
-        input,
-        output,
-        policy,
+    let ReplayOptions {
         until,
-        options,
-        Tmf621Version::default(),
-    )
-}
-
-/// [`replay_with`], ticket events written in the form of TMF621 `tmf621`, as `linewatch
-/// run --tmf621-version` writes them.
-///
-/// # Errors
-/// As [`replay`].
-pub fn replay_as(
-    input: &Path,
-    output: &Path,
-    policy: Policy,
-    until: Option<DateTime<Utc>>,
-    options: &IntakeOptions,
-    tmf621: Tmf621Version,
-) -> Result<ReplaySummary, ReplayError> {
-    replay_figures(input, output, policy, until, options, tmf621, None)
-}
-
-/// [`replay_as`], and with `figures_over`, each circuit's figures over that span (any
-/// span: a day, a week, an hour; see [`crate::sla::figures_over`]) as of the end of the
-/// replay, one line per circuit in circuit-id order, in [`SPAN_FIGURES_FILE`]: every
-/// circuit of the inventory, and those no longer in it that the replay saw fail.
-///
-/// # Errors
-/// As [`replay`].
-pub fn replay_figures(
-    input: &Path,
-    output: &Path,
-    policy: Policy,
-    until: Option<DateTime<Utc>>,
-    options: &IntakeOptions,
-    tmf621: Tmf621Version,
-    figures_over: Option<Span>,
-) -> Result<ReplaySummary, ReplayError> {
+        intake,
+        tmf621,
+        figures_over,
+    } = *options;
+    let options = &intake;
     let mut records = Vec::new();
     let mut non_fault_dropped = 0;
     for (name, stream) in FILES {
@@ -268,7 +254,7 @@ pub fn replay_figures(
     Ok(summary)
 }
 
-/// The file of [`replay_figures`]' figures over a span.
+/// The file of the figures over a span ([`ReplayOptions::figures_over`]).
 pub const SPAN_FIGURES_FILE: &str = "figures-span.jsonl";
 
 /// Each circuit's figures over `span`, as of `end`, in circuit-id order.

@@ -17,7 +17,7 @@ use linewatch::inventory::{InventoryChange, ObjectKind};
 use linewatch::levels::{AssuranceLevel, CustomerLevel, Scope};
 use linewatch::policy::Policy;
 use linewatch::rejection::RejectReason;
-use linewatch::replay::{replay_with, ReplaySummary};
+use linewatch::replay::{replay_with, ReplayOptions, ReplaySummary};
 use linewatch::ticket::{SlaEvent, TicketStatus};
 use scenario::*;
 use serde_json::{json, Value};
@@ -371,7 +371,11 @@ fn replay_alarms(
         .collect();
     fs::write(input.join("inventory.jsonl"), inventory.join("\n") + "\n").expect("write");
     fs::write(input.join("alarms.jsonl"), alarms.join("\n") + "\n").expect("write");
-    let summary = replay_with(&input, &output, Policy::builtin(), None, options).expect("replay");
+    let options = ReplayOptions {
+        intake: *options,
+        ..ReplayOptions::default()
+    };
+    let summary = replay_with(&input, &output, Policy::builtin(), &options).expect("replay");
     let rejections = fs::read_to_string(output.join("rejections.jsonl"))
         .expect("rejections")
         .lines()

@@ -311,10 +311,8 @@ fn replay_of_simulated_traffic_warns_each_worsening_once() {
 /// the span in figures-span.jsonl; a calendar day is that day, as its records count it.
 #[test]
 fn replay_writes_each_circuits_figures_over_a_span() {
-    use linewatch::intake::IntakeOptions;
-    use linewatch::replay::{replay_figures, SPAN_FIGURES_FILE};
+    use linewatch::replay::{replay_with, ReplayOptions, SPAN_FIGURES_FILE};
     use linewatch::sla::Span;
-    use linewatch::tmf621::Tmf621Version;
 
     let input = tempfile::tempdir().expect("tempdir");
     write_inputs(input.path());
@@ -327,16 +325,12 @@ fn replay_writes_each_circuits_figures_over_a_span() {
     };
     let run = |span: Option<Span>| {
         let out = tempfile::tempdir().expect("tempdir");
-        replay_figures(
-            input.path(),
-            out.path(),
-            Policy::builtin(),
-            Some(sh(2026, 5, 7, 0, 0, 0)),
-            &IntakeOptions::default(),
-            Tmf621Version::default(),
-            span,
-        )
-        .expect("replay");
+        let options = ReplayOptions {
+            until: Some(sh(2026, 5, 7, 0, 0, 0)),
+            figures_over: span,
+            ..ReplayOptions::default()
+        };
+        replay_with(input.path(), out.path(), Policy::builtin(), &options).expect("replay");
         out
     };
 

@@ -516,16 +516,12 @@ fn replayed(input: &Path) -> Vec<Value> {
 /// The ticket events a replay of `input` writes with `--tmf621-version <version>`.
 fn replayed_as(input: &Path, version: Tmf621Version) -> Vec<Value> {
     let output = tempfile::tempdir().expect("tempdir");
-    let options = linewatch::intake::IntakeOptions::default();
-    linewatch::replay::replay_as(
-        input,
-        output.path(),
-        Policy::builtin(),
-        None,
-        &options,
-        version,
-    )
-    .expect("replay");
+    let options = linewatch::replay::ReplayOptions {
+        tmf621: version,
+        ..Default::default()
+    };
+    linewatch::replay::replay_with(input, output.path(), Policy::builtin(), &options)
+        .expect("replay");
     read_events(output.path())
 }
 
