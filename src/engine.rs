@@ -1341,6 +1341,14 @@ pub struct Engine {
     fanout: FanOut,
     states: CircuitStates,
     incidents: IncidentBook,
+    /// Whether the incidents take the ticket events of one instant as one group, whatever
+    /// input or timer they came from ([`Engine::by_instant`]), as the Kafka runtime's
+    /// incident stage does.
+    by_instant: bool,
+    /// With `by_instant`: the facts of the instant not yet handed to the incidents, and
+    /// that instant.
+    held: Vec<TicketFacts>,
+    held_at: Option<DateTime<Utc>>,
 }
 
 /// One input to the engine.
@@ -1400,7 +1408,36 @@ impl Engine {
             fanout: FanOut::new(),
             states: CircuitStates::new(),
             incidents: IncidentBook::new(crate::incident::DEFAULT_MIN_CIRCUITS),
+            by_instant: false,
+            held: Vec::new(),
+            held_at: None,
         }
+    }
+
+    /// An engine whose incidents take the ticket events of one instant as one group,
+    /// across inputs and timers: what the Kafka runtime's incident stage does, which
+    /// releases the facts of the circuit partitions by event time, every fact of an
+    /// instant at once. `replay` runs so, so that its incident records, their `sequence`
+    /// and `eventId`, and the parent tickets' events are the run's. The incidents of an
+    /// instant come out when the engine moves past it ([`Engine::advance`] to a later time,
+    /// or a ticket event of a later time) or at [`Engine::finish`].
+    pub fn by_instant(mut self) -> Self {
+        self.by_instant = true;
+        self
+    }
+
+    /// The incident records still held for the last instant (see [`Engine::by_instant`]);
+    /// nothing otherwise.
+    pub fn finish(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        self.flush_held(&mut out);
+        out
+    }
+
+    fn flush_held(&mut self, out: &mut Vec<Output>) {
+        self.held_at = None;
+        let mut held = std::mem::take(&mut self.held);
+        self.flush_incidents(&mut held, out);
     }
 
     pub fn policy(&self) -> &Policy {
@@ -1422,8 +1459,13 @@ impl Engine {
 
     /// Fire every timer due at or before `now`.
     pub fn advance(&mut self, now: DateTime<Utc>) -> Vec<Output> {
+        let mut held = Vec::new();
+        if self.held_at.is_some_and(|t| t < now) {
+            self.flush_held(&mut held);
+        }
         let out = self.states.advance(now, &self.policy);
-        self.follow_tickets(out, true)
+        held.extend(self.follow_tickets(out, true));
+        held
     }
 
     /// What follows from ticket events: each event's circuit's SLA figures as of the
@@ -1432,6 +1474,9 @@ impl Engine {
     /// the grouping, and with it the incident records, does not depend on how often the
     /// runtime advances the clock.
     fn follow_tickets(&mut self, out: Vec<Output>, by_time: bool) -> Vec<Output> {
+        if self.by_instant {
+            return self.follow_tickets_by_instant(out);
+        }
         let mut result = Vec::with_capacity(out.len());
         let mut group: Vec<TicketFacts> = Vec::new();
         let mut group_time = None;
@@ -1451,6 +1496,28 @@ impl Engine {
             result.extend(self.states.refresh_figures(&circuit_id, at, &self.policy));
         }
         self.flush_incidents(&mut group, &mut result);
+        result
+    }
+
+    /// [`Engine::follow_tickets`] of an engine [`Engine::by_instant`]: the facts wait
+    /// for the end of their instant.
+    fn follow_tickets_by_instant(&mut self, out: Vec<Output>) -> Vec<Output> {
+        let mut result = Vec::with_capacity(out.len());
+        for o in out {
+            let Output::Ticket(ev) = &o else {
+                result.push(o);
+                continue;
+            };
+            let at = ev.event_time;
+            if self.held_at.is_some_and(|t| t != at) {
+                self.flush_held(&mut result);
+            }
+            self.held_at = Some(at);
+            self.held.push(TicketFacts::from_event(ev));
+            let circuit_id = o.key();
+            result.push(o);
+            result.extend(self.states.refresh_figures(&circuit_id, at, &self.policy));
+        }
         result
     }
 

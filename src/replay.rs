@@ -204,7 +204,7 @@ pub fn replay_with(
     let mut sinks = Sinks::create(output, tmf621)?;
     let mut rejections = Writer::create(&output.join("rejections.jsonl"))?;
 
-    let mut engine = Engine::new(policy);
+    let mut engine = Engine::new(policy).by_instant();
     let mut summary = ReplaySummary {
         first_event: start,
         non_fault_dropped,
@@ -244,7 +244,8 @@ pub fn replay_with(
         .or_else(|| now.checked_add_signed(Duration::days(1)))
         .unwrap_or(now)
         .max(now);
-    let outputs = engine.advance(end);
+    let mut outputs = engine.advance(end);
+    outputs.extend(engine.finish());
     sinks.write(outputs, &mut summary)?;
     sinks.finish()?;
     rejections.finish()?;

@@ -290,3 +290,50 @@ fn consequential_alarm_first_revises_the_root_cause_on_the_same_ticket() {
         };
     assert_eq!(finals(&events), finals(&tickets(&expected)));
 }
+
+/// The incident records of a run of `inputs`, as (root alarm key, sequence, circuits).
+fn incident_records(engine: Engine, inputs: Vec<Input>) -> Vec<(String, u32, usize)> {
+    let mut engine = engine;
+    let mut out = run(&mut engine, inputs, sh(2026, 3, 10, 10, 30, 0));
+    out.extend(engine.finish());
+    out.iter()
+        .filter_map(|o| match o {
+            linewatch::engine::Output::Incident(i) => {
+                Some((i.root_alarm.key.clone(), i.sequence, i.circuit_count))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_engine_by_instant_hands_the_incidents_one_group_per_instant_as_the_runtime_does() {
+    // The transport alarm and its cause at the same second, each its own input, the
+    // consequence first: taken input by input, the incidents first see the AIS as the
+    // root of 50 tickets, then the LOS; the runtime's incident stage gets the tickets'
+    // facts of that second together and sees only the LOS.
+    let at = sh(2026, 3, 10, 10, 0, 0);
+    let los = alarm("LOS-1", "OTN-NMS", "L-SZ-01", "LOS", Severity::Critical, at);
+    let ais = alarm(
+        "AIS-7",
+        "PTN-NMS",
+        "SZ-PTN-B",
+        "TU-AIS",
+        Severity::Major,
+        at,
+    );
+    let mut inputs = inventory();
+    inputs.push(Input::Alarm(ais));
+    inputs.push(Input::Alarm(los));
+
+    let per_input = incident_records(Engine::new(Policy::builtin()), inputs.clone());
+    let by_instant = incident_records(Engine::new(Policy::builtin()).by_instant(), inputs);
+
+    let los_key = "OTN-NMS:LOS-1".to_string();
+    assert_eq!(by_instant, vec![(los_key.clone(), 1, 50)]);
+    assert!(
+        per_input.iter().any(|(key, _, _)| key == "PTN-NMS:AIS-7"),
+        "input by input, the AIS had an incident first: {per_input:?}"
+    );
+    assert_eq!(per_input.last(), Some(&(los_key, 1, 50)));
+}

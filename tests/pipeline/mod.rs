@@ -852,22 +852,12 @@ pub fn final_tickets(events: &[Value]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The final incident records, without their record sequence number and the event id made
-/// from it (the run groups the ticket events of one instant across circuit partitions,
-/// the replay per input, so the number of intermediate records differs).
+/// The final incident records, whole: the replay groups the ticket events of one instant
+/// as the run's incident stage does, so the records' `sequence` and `eventId` agree too.
 pub fn final_incidents(records: &[Value]) -> BTreeMap<String, Value> {
     last_by(records, |r| {
         r["incidentId"].as_str().unwrap_or_default().to_string()
     })
-    .into_iter()
-    .map(|(k, mut v)| {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("sequence");
-            o.remove("eventId");
-        }
-        (k, v)
-    })
-    .collect()
 }
 
 /// The final KPI record per circuit and period.
