@@ -1032,12 +1032,7 @@ impl CircuitStates {
         for period in periods {
             let new = circuit_figures(policy, &facts, &period, as_of);
             let old = entry.figures.get(&new.period);
-            let unchanged = old.is_some_and(|o| {
-                CircuitFigures {
-                    as_of: new.as_of,
-                    ..o.clone()
-                } == new
-            });
+            let unchanged = old.is_some_and(|o| o.same_apart_from_as_of(&new));
             if unchanged {
                 same.push(new.period);
                 continue;

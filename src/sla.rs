@@ -218,7 +218,38 @@ pub struct Period {
 
 impl Period {
     /// The period of `kind` that contains `instant`, in time zone `tz`.
+    ///
+    /// The figures ask for the same few periods again and again (the year, quarter, month
+    /// and day of each event, for each circuit), and each answer costs time-zone lookups
+    /// and a label; so each thread keeps the last period of each kind it computed and
+    /// answers from them when one contains `instant` (periods tile, so it is then the
+    /// answer). Two per kind: the figures look at this year and the last one.
     pub fn containing(kind: PeriodKind, instant: DateTime<Utc>, tz: Tz) -> Period {
+        type Recent = [[Option<(Tz, Period)>; 2]; 4];
+        thread_local! {
+            static RECENT: std::cell::RefCell<Recent> =
+                const { std::cell::RefCell::new([[None, None], [None, None], [None, None], [None, None]]) };
+        }
+        let slot = kind as usize;
+        let cached = RECENT.with_borrow(|recent| {
+            recent[slot]
+                .iter()
+                .flatten()
+                .find(|(zone, p)| *zone == tz && p.contains(instant))
+                .map(|(_, p)| p.clone())
+        });
+        if let Some(period) = cached {
+            return period;
+        }
+        let period = Self::compute(kind, instant, tz);
+        RECENT.with_borrow_mut(|recent| {
+            let [newest, older] = &mut recent[slot];
+            *older = newest.replace((tz, period.clone()));
+        });
+        period
+    }
+
+    fn compute(kind: PeriodKind, instant: DateTime<Utc>, tz: Tz) -> Period {
         let (start, end) = period_bounds(kind, instant, tz);
         let date = instant.with_timezone(&tz).date_naive();
         Period {
@@ -554,6 +585,51 @@ pub struct CircuitFigures {
     /// `as_of ≥ period end`: the period is over.
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+impl CircuitFigures {
+    /// Whether `other` is these figures as of another time: every field equal but `asOf`
+    /// (nothing to record again). Field by field, without a copy; the destructuring makes
+    /// a new field a compile error here until it is compared.
+    pub fn same_apart_from_as_of(&self, other: &CircuitFigures) -> bool {
+        let CircuitFigures {
+            circuit_id,
+            customer_id,
+            assurance_level,
+            period,
+            period_start,
+            period_end,
+            as_of: _,
+            failures,
+            failure_limit,
+            outage_seconds,
+            outage_limit_seconds,
+            maintenance_seconds,
+            availability,
+            availability_target,
+            status,
+            breaches,
+            open_fault,
+            is_final,
+        } = self;
+        *failures == other.failures
+            && *outage_seconds == other.outage_seconds
+            && *open_fault == other.open_fault
+            && *is_final == other.is_final
+            && *status == other.status
+            && *availability == other.availability
+            && *maintenance_seconds == other.maintenance_seconds
+            && *breaches == other.breaches
+            && *failure_limit == other.failure_limit
+            && *outage_limit_seconds == other.outage_limit_seconds
+            && *availability_target == other.availability_target
+            && *assurance_level == other.assurance_level
+            && *period_start == other.period_start
+            && *period_end == other.period_end
+            && *period == other.period
+            && *circuit_id == other.circuit_id
+            && *customer_id == other.customer_id
+    }
 }
 
 /// The figures of `circuit` in `period` as of `as_of`, judged against `policy` (the rules
@@ -904,6 +980,32 @@ mod tests {
 
     fn secs(n: i64) -> Duration {
         Duration::seconds(n)
+    }
+
+    proptest::proptest! {
+        /// The periods kept per thread answer as computing afresh would, whatever the
+        /// order of the instants and zones asked about (a Berlin day of 23 or 25 hours,
+        /// New Year, either side of a bound).
+        #[test]
+        fn a_period_remembered_is_the_period_computed(
+            asks in proptest::collection::vec(
+                (0usize..4, 0usize..2, 1_700_000_000i64..1_800_000_000i64), 1..200)
+        ) {
+            for (kind, zone, secs) in asks {
+                let kind = PeriodKind::ALL[kind];
+                let tz = [SH, BERLIN][zone];
+                let instant = DateTime::<Utc>::from_timestamp(secs, 0).expect("in range");
+                let period = Period::containing(kind, instant, tz);
+                proptest::prop_assert_eq!(&period, &Period::compute(kind, instant, tz));
+                // The bounds themselves, asked next, from either side.
+                for at in [period.start, period.end, period.end - Duration::nanoseconds(1)] {
+                    proptest::prop_assert_eq!(
+                        Period::containing(kind, at, tz),
+                        Period::compute(kind, at, tz)
+                    );
+                }
+            }
+        }
     }
 
     fn period(kind: PeriodKind, local: &str) -> Period {
@@ -1504,6 +1606,48 @@ mod tests {
             year.end,
         );
         assert_eq!((f.failures, f.outage_seconds), (1, 2 * 3600));
+    }
+
+    #[test]
+    fn figures_are_the_same_apart_from_as_of_only_when_every_other_field_is() {
+        let policy = Policy::builtin();
+        let year = period(PeriodKind::Year, "2026-03-10T12:00:00+08:00");
+        let faults = [FaultFacts {
+            started_at: t("2026-03-10T09:00:00+08:00"),
+            down: vec![span(
+                "2026-03-10T09:00:00+08:00",
+                "2026-03-10T11:00:00+08:00",
+            )],
+            counted: true,
+        }];
+        let circuit = CircuitFacts {
+            circuit_id: "C-1",
+            customer_id: Some("K-1"),
+            assurance_level: AssuranceLevel::Aaa,
+            faults: &faults,
+            excluded: &[],
+            open_fault: false,
+        };
+        let noon = circuit_figures(&policy, &circuit, &year, t("2026-03-10T12:00:00+08:00"));
+        let mut later = noon.clone();
+        later.as_of += Duration::hours(1);
+        assert!(noon.same_apart_from_as_of(&later));
+        // Availability grows with the time elapsed: not the same.
+        let next_day = circuit_figures(&policy, &circuit, &year, t("2026-03-11T13:00:00+08:00"));
+        assert!(!noon.same_apart_from_as_of(&next_day));
+        let changes: [fn(&mut CircuitFigures); 6] = [
+            |f| f.failures += 1,
+            |f| f.outage_seconds += 1,
+            |f| f.customer_id = None,
+            |f| f.open_fault = !f.open_fault,
+            |f| f.is_final = !f.is_final,
+            |f| f.breaches.push(Breach::Outage),
+        ];
+        for change in changes {
+            let mut other = noon.clone();
+            change(&mut other);
+            assert!(!noon.same_apart_from_as_of(&other), "{other:?}");
+        }
     }
 
     #[test]
