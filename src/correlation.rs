@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::changes::Changes;
+
 use crate::alarm::{Alarm, AlarmState};
 use crate::levels::Severity;
 use crate::network::{CircuitRef, Network};
@@ -82,7 +84,7 @@ pub struct FanOut {
     /// wall clock, so that a backlog read after a restart is treated as replay treats it.
     watermark: Option<DateTime<Utc>>,
     /// Alarm keys whose state changed since the last [`FanOut::take_dirty`].
-    dirty: BTreeSet<String>,
+    dirty: Changes,
 }
 
 /// What the fan-out holds about one alarm key, as its changelog record carries it.
@@ -113,9 +115,18 @@ impl FanOut {
         Self::default()
     }
 
+    /// A fan-out that notes no changed alarm keys (for an engine with no changelog to
+    /// write).
+    pub fn without_changelog() -> Self {
+        FanOut {
+            dirty: Changes::off(),
+            ..Self::default()
+        }
+    }
+
     /// The alarm keys changed since the last call (for the changelog).
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.dirty)
+        self.dirty.take()
     }
 
     /// The latest alarm event time seen.
@@ -160,7 +171,7 @@ impl FanOut {
                 .insert(key.to_string());
             self.active.insert(key.to_string(), facts);
         }
-        self.dirty.remove(key);
+        self.dirty.forget(key);
     }
 
     /// Number of active service-affecting alarms held.
@@ -189,7 +200,7 @@ impl FanOut {
     fn apply_alarm(&mut self, alarm: &Alarm, network: &Network, policy: &Policy) -> Vec<Impact> {
         self.expire(alarm.event_time, policy);
         let key = alarm.key();
-        self.dirty.insert(key.clone());
+        self.dirty.note(&key);
         let ends =
             alarm.state == AlarmState::Cleared || !policy.is_service_affecting(alarm.severity);
         if ends {
@@ -327,7 +338,7 @@ impl FanOut {
                 .is_some_and(|e| e.cleared_at == at)
             {
                 self.early_clears.remove(&key);
-                self.dirty.insert(key);
+                self.dirty.note_owned(key);
             }
         }
     }

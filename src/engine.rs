@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::changes::Changes;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -279,15 +281,24 @@ pub struct CircuitStates {
     due_of: BTreeMap<String, DateTime<Utc>>,
     windows: BTreeMap<String, MaintenanceWindow>,
     /// Circuits whose state changed since the last [`CircuitStates::take_dirty`].
-    dirty: BTreeSet<String>,
+    dirty: Changes,
     /// Circuits whose last emitted figures changed since the last
     /// [`CircuitStates::take_figures_dirty`].
-    figures_dirty: BTreeSet<String>,
+    figures_dirty: Changes,
 }
 
 impl CircuitStates {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// States that note no changed circuits (for an engine with no changelog to write).
+    pub fn without_changelog() -> Self {
+        CircuitStates {
+            dirty: Changes::off(),
+            figures_dirty: Changes::off(),
+            ..Self::default()
+        }
     }
 
     /// The open (or restored, in hold-down) fault of a circuit.
@@ -386,13 +397,13 @@ impl CircuitStates {
 
     /// The circuits whose state changed since the last call (for the changelog).
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.dirty)
+        self.dirty.take()
     }
 
     /// The circuits whose last emitted figures changed since the last call (for their
     /// changelog record).
     pub fn take_figures_dirty(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.figures_dirty)
+        self.figures_dirty.take()
     }
 
     /// The last emitted figures of one circuit, per period, as their changelog record
@@ -418,7 +429,7 @@ impl CircuitStates {
             .entry(circuit_id.to_string())
             .or_default()
             .figures = figures;
-        self.figures_dirty.remove(circuit_id);
+        self.figures_dirty.forget(circuit_id);
         Ok(())
     }
 
@@ -454,7 +465,7 @@ impl CircuitStates {
         }
         self.circuits.insert(circuit_id.to_string(), entry);
         self.reschedule(circuit_id, policy);
-        self.dirty.remove(circuit_id);
+        self.dirty.forget(circuit_id);
         Ok(())
     }
 
@@ -642,7 +653,7 @@ impl CircuitStates {
         {
             return None;
         }
-        self.dirty.insert(circuit_id.to_string());
+        self.dirty.note(circuit_id);
         entry.incident_key.replace(key.to_string())
     }
 
@@ -1042,7 +1053,7 @@ impl CircuitStates {
             }
             out.push(Output::Figures(Box::new(new.clone())));
             entry.figures.insert(new.period.clone(), new);
-            self.figures_dirty.insert(circuit_id.to_string());
+            self.figures_dirty.note(circuit_id);
             recorded = true;
         }
         // When some of the circuit's figures were recorded, those of the periods that did
@@ -1067,7 +1078,7 @@ impl CircuitStates {
                 && (label_kind(label) != Some(PeriodKind::Day) || computed.contains(label))
         });
         if entry.figures.len() != kept {
-            self.figures_dirty.insert(circuit_id.to_string());
+            self.figures_dirty.note(circuit_id);
         }
         self.reschedule(circuit_id, policy);
         out
@@ -1122,10 +1133,7 @@ impl CircuitStates {
     }
 
     fn reschedule(&mut self, circuit_id: &str, policy: &Policy) {
-        self.dirty.insert(circuit_id.to_string());
-        if let Some(old) = self.due_of.remove(circuit_id) {
-            self.timers.remove(&(old, circuit_id.to_string()));
-        }
+        self.dirty.note(circuit_id);
         let next = self.circuits.get(circuit_id).and_then(|e| {
             e.superseded
                 .iter()
@@ -1134,6 +1142,12 @@ impl CircuitStates {
                 .chain(e.figures_due)
                 .min()
         });
+        if self.due_of.get(circuit_id).copied() == next {
+            return;
+        }
+        if let Some(old) = self.due_of.remove(circuit_id) {
+            self.timers.remove(&(old, circuit_id.to_string()));
+        }
         if let Some(due) = next {
             self.timers.insert((due, circuit_id.to_string()));
             self.due_of.insert(circuit_id.to_string(), due);
@@ -1400,9 +1414,9 @@ impl Engine {
         Self {
             policy,
             network: Network::new(),
-            fanout: FanOut::new(),
-            states: CircuitStates::new(),
-            incidents: IncidentBook::new(crate::incident::DEFAULT_MIN_CIRCUITS),
+            fanout: FanOut::without_changelog(),
+            states: CircuitStates::without_changelog(),
+            incidents: IncidentBook::new(crate::incident::DEFAULT_MIN_CIRCUITS).without_changelog(),
             by_instant: false,
             held: Vec::new(),
             held_at: None,

@@ -39,6 +39,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::changes::Changes;
 use sha2::{Digest, Sha256};
 
 use crate::levels::{AssuranceLevel, CustomerLevel, Severity};
@@ -620,7 +622,7 @@ pub struct IncidentBook {
     /// Ticket id → where it is filed.
     filed: HashMap<String, Filing>,
     /// Root alarm keys whose state changed since the last [`IncidentBook::take_dirty`].
-    dirty: BTreeSet<String>,
+    dirty: Changes,
     /// Build and compare the record after every change, even one that cannot show (the
     /// reference the tests compare the book against).
     always_evaluate: bool,
@@ -659,10 +661,16 @@ impl IncidentBook {
             min_circuits: min_circuits.max(1),
             incidents: BTreeMap::new(),
             filed: HashMap::new(),
-            dirty: BTreeSet::new(),
+            dirty: Changes::default(),
             always_evaluate: false,
             ticket_events: Vec::new(),
         }
+    }
+
+    /// The same book, noting no changed keys (for an engine with no changelog to write).
+    pub fn without_changelog(mut self) -> Self {
+        self.dirty = Changes::off();
+        self
     }
 
     pub fn min_circuits(&self) -> usize {
@@ -837,7 +845,7 @@ impl IncidentBook {
     /// The root alarm keys changed since the last call (for the changelog; read each
     /// one's state with [`IncidentBook::get`]).
     pub fn take_dirty(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.dirty)
+        self.dirty.take()
     }
 
     /// Fold in a batch of facts, each delivered under its record key (see
@@ -864,7 +872,9 @@ impl IncidentBook {
     }
 
     fn emit(&mut self, touched: Touched) -> Vec<IncidentEvent> {
-        self.dirty.extend(touched.iter().map(|(k, _, _)| k.clone()));
+        for (key, _, _) in &touched {
+            self.dirty.note(key);
+        }
         touched
             .into_iter()
             .filter_map(|(key, at, visible)| self.evaluate(&key, at, visible))

@@ -27,6 +27,7 @@
 
 pub mod alarm;
 pub mod calendar;
+pub mod changes;
 pub mod config;
 pub mod correlation;
 pub mod engine;
