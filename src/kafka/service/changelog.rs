@@ -3,8 +3,6 @@
 
 use serde::Deserialize;
 
-use super::StageKind;
-
 /// Changelog key of a partition's bookkeeping (watermarks, clock).
 pub(super) const META_KEY: &[u8] = b"\xFFmeta";
 
@@ -53,23 +51,24 @@ pub(super) fn figures_key_circuit(key: &[u8]) -> Option<&str> {
         .and_then(|id| std::str::from_utf8(id).ok())
 }
 
-/// The envelope name of the entities of `stage`'s changelog.
-pub(super) fn entity_kind(stage: StageKind) -> &'static str {
-    match stage {
-        StageKind::FanOut => "fanout",
-        StageKind::Circuits => "circuit",
-        StageKind::Incidents => "incident",
-    }
-}
+/// The envelope name of the entities of the circuit-state changelog, the only one that
+/// holds figures too.
+pub(super) const CIRCUIT_ENTITY: &str = "circuit";
 
 impl StateKind {
-    pub(super) fn name(self, stage: StageKind) -> &'static str {
+    /// The envelope name of the kind, `entity` being the name of the stage's entities.
+    pub(super) fn name(self, entity: &'static str) -> &'static str {
         match self {
-            StateKind::Entity => entity_kind(stage),
+            StateKind::Entity => entity,
             StateKind::Meta => "meta",
             StateKind::Pending => "pending",
             StateKind::Figures => "figures",
         }
+    }
+
+    /// The partition's bookkeeping (its buffer), not an entity's.
+    pub(super) fn is_bookkeeping(self) -> bool {
+        self == StateKind::Meta || self == StateKind::Pending
     }
 }
 
@@ -105,7 +104,7 @@ pub(super) fn open_state<'a>(
         k if k == entity => Some(StateKind::Entity),
         "meta" => Some(StateKind::Meta),
         "pending" => Some(StateKind::Pending),
-        "figures" if entity == entity_kind(StageKind::Circuits) => Some(StateKind::Figures),
+        "figures" if entity == CIRCUIT_ENTITY => Some(StateKind::Figures),
         _ => None,
     };
     match kind {
@@ -138,13 +137,13 @@ mod tests {
         let err = open_state(future, "circuit").expect_err("unknown version");
         assert!(err.contains("version 99"), "{err}");
         // The kind comes from the envelope, never from the key.
-        let meta = seal_state(StateKind::Meta.name(StageKind::Circuits), b"{}");
+        let meta = seal_state(StateKind::Meta.name(CIRCUIT_ENTITY), b"{}");
         assert_eq!(
             open_state(&meta, "circuit").expect("opens").0,
             StateKind::Meta
         );
-        assert_eq!(StateKind::Pending.name(StageKind::Incidents), "pending");
-        assert_eq!(StateKind::Entity.name(StageKind::Incidents), "incident");
+        assert_eq!(StateKind::Pending.name("incident"), "pending");
+        assert_eq!(StateKind::Entity.name("incident"), "incident");
     }
 
     #[test]
@@ -154,7 +153,7 @@ mod tests {
         // No id can end like it: ids are UTF-8 text, which never holds the byte 0xFF.
         assert_eq!(figures_key_circuit(b"DL-000001"), None);
         assert_eq!(figures_key_circuit(b"DL-figures"), None);
-        let sealed = seal_state(StateKind::Figures.name(StageKind::Circuits), b"{}");
+        let sealed = seal_state(StateKind::Figures.name(CIRCUIT_ENTITY), b"{}");
         assert_eq!(
             open_state(&sealed, "circuit").expect("opens").0,
             StateKind::Figures

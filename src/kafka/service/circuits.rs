@@ -1,24 +1,37 @@
 //! Stage 2, the circuit state: impacts and ticket commands applied in event-time order,
 //! the circuits' timers, tickets, statuses, figures and warnings.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::buffer::Buffer;
+use super::changelog::{figures_key, figures_key_circuit, StateKind, CIRCUIT_ENTITY};
+use super::processor::{Ctx, Out, PartitionRecord, Partitions, Processor};
 use super::records::{bad_watermark, not_json, source_of, watermark_record};
 use super::replica::{read, Change};
-use super::stage::{Core, Out};
+use super::{ServiceConfig, StageKind, TopicNames, INTERNAL_KEY_BYTE};
 use crate::correlation::Impact;
 use crate::engine::{CircuitStates, Input, Output};
 use crate::incident::TicketFacts;
 use crate::intake::{decode, Stream};
-use crate::live::partition_for_key;
+use crate::live::{partition_for_key, Live};
+use crate::maintenance::MaintenanceWindow;
 use crate::rejection::{rejection_record_key, RejectReason, Rejection, Source};
+
+/// How often the views of down circuits are refreshed to the partition's clock.
+const VIEW_REFRESH: Duration = Duration::from_secs(5);
+
+/// How often the views of the circuits changed by committed transactions are built and
+/// published: a circuit changed by several transactions in a row (a storm, its timers) is
+/// built once for them, and the API is at most this much behind the topics.
+const VIEW_PUBLISH: Duration = Duration::from_millis(250);
 
 /// Stage 2's state of one partition: the circuits, and the impacts and commands waiting
 /// for the event-time clock.
@@ -46,12 +59,40 @@ pub(super) enum Pending {
     },
 }
 
-impl Core {
+/// The circuit stage's own state: per partition of `linewatch.impacts`, the circuits and
+/// the inputs waiting for the clock, and what the views of the circuits still need.
+pub(super) struct CircuitProcessor {
+    circuits: BTreeMap<i32, CircuitPartition>,
+    /// The clock last reported to the incident stage, per partition.
+    reported: BTreeMap<i32, DateTime<Utc>>,
+    /// When the views of down circuits were last brought to the partition's clock.
+    views_refreshed: Instant,
+    /// Circuits (partition, id) changed by committed transactions whose views are not
+    /// built yet.
+    stale_views: BTreeSet<(i32, String)>,
+    /// When the stale views were last built and published.
+    views_published: Instant,
+}
+
+impl Default for CircuitProcessor {
+    fn default() -> Self {
+        Self {
+            circuits: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            views_refreshed: Instant::now(),
+            stale_views: BTreeSet::new(),
+            views_published: Instant::now(),
+        }
+    }
+}
+
+impl CircuitProcessor {
     /// Stage 2: a command read on partition `p` of the commands topic is held there when
     /// its circuit hashes to `p`, else sent on to the partition that keeps the circuit's
     /// state (whatever the record's key or the producer's partitioner).
     pub(super) fn place_command(
         &mut self,
+        ctx: &mut Ctx<'_>,
         p: i32,
         msg: &BorrowedMessage<'_>,
         input: Input,
@@ -59,15 +100,15 @@ impl Core {
         let Input::Command(command) = &input else {
             return Ok(());
         };
-        let home = partition_for_key(command.circuit_id.as_bytes(), self.impact_partitions);
+        let home = partition_for_key(command.circuit_id.as_bytes(), ctx.partitions.impacts);
         if home == p {
-            return self.command(p, msg, input);
+            return self.command(ctx, p, msg, input);
         }
         let bytes = serde_json::to_vec(command).map_err(|e| RejectReason::Inconsistent {
             detail: format!("the command cannot be sent on to its circuit's partition: {e}"),
         })?;
-        let topic = self.config.topics.commands_repartition.clone();
-        self.send_on(
+        let topic = ctx.config.topics.commands_repartition.clone();
+        ctx.send_on(
             topic,
             home,
             command.circuit_id.as_bytes().to_vec(),
@@ -80,6 +121,7 @@ impl Core {
     /// Stage 2: a ticket command, held until the clock reaches its time.
     pub(super) fn command(
         &mut self,
+        ctx: &mut Ctx<'_>,
         p: i32,
         msg: &BorrowedMessage<'_>,
         input: Input,
@@ -88,7 +130,7 @@ impl Core {
             return Ok(());
         };
         let now = Utc::now();
-        let skew = self.config.policy.max_future_skew();
+        let skew = ctx.config.policy.max_future_skew();
         if now
             .checked_add_signed(skew)
             .is_some_and(|limit| command.at > limit)
@@ -127,7 +169,7 @@ impl Core {
                 original: String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned(),
             },
         );
-        self.release(p);
+        self.release(ctx, p);
         Ok(())
     }
 
@@ -135,11 +177,11 @@ impl Core {
     /// limit (the oldest fan-out watermark), firing the partition's timers up to each
     /// input's time first, as the replay's clock does; then fire the timers up to the
     /// limit.
-    pub(super) fn release(&mut self, p: i32) {
-        let cfg = Arc::clone(&self.config);
+    pub(super) fn release(&mut self, ctx: &mut Ctx<'_>, p: i32) {
+        let cfg = Arc::clone(ctx.config);
         let policy = &cfg.policy;
-        let replica = self.replica.clone();
-        let upstream = self.alarm_partitions;
+        let replica = Arc::clone(ctx.replica);
+        let upstream = ctx.partitions.alarms;
         let Some(limit) = self
             .circuits
             .get(&p)
@@ -158,7 +200,7 @@ impl Core {
             // their own time, as the replay's clock gives them.
             let timers = part.states.advance(key.0, policy);
             if !timers.is_empty() {
-                self.circuit_outputs(p, timers);
+                self.circuit_outputs(ctx, p, timers);
             }
             let Some(part) = self.circuits.get_mut(&p) else {
                 return;
@@ -184,7 +226,7 @@ impl Core {
                     }
                 },
             }
-            self.circuit_outputs(p, out);
+            self.circuit_outputs(ctx, p, out);
             if let Some((reason, topic, partition, offset, key, original)) = rejected {
                 let source = Source::Kafka {
                     topic,
@@ -193,7 +235,7 @@ impl Core {
                 };
                 let rej = Rejection::new(&reason, Some(original.as_bytes()), source, Utc::now())
                     .with_key(key.as_deref().map(str::as_bytes));
-                self.push_rejection(rej, rejection_record_key(key.as_deref().map(str::as_bytes)));
+                ctx.push_rejection(rej, rejection_record_key(key.as_deref().map(str::as_bytes)));
             }
         }
         let Some(part) = self.circuits.get_mut(&p) else {
@@ -201,7 +243,7 @@ impl Core {
         };
         if part.buf.catch_up(limit) {
             let out = part.states.advance(limit, policy);
-            self.circuit_outputs(p, out);
+            self.circuit_outputs(ctx, p, out);
         }
     }
 
@@ -218,10 +260,10 @@ impl Core {
 
     /// Stage 2: outputs of one step, with the figures that follow each ticket event, and
     /// the facts of each ticket event for the incident stage.
-    pub(super) fn circuit_outputs(&mut self, p: i32, out: Vec<Output>) {
-        let cfg = Arc::clone(&self.config);
+    pub(super) fn circuit_outputs(&mut self, ctx: &mut Ctx<'_>, p: i32, out: Vec<Output>) {
+        let cfg = Arc::clone(ctx.config);
         let policy = &cfg.policy;
-        let facts_topic = self.config.topics.incident_facts.clone();
+        let facts_topic = ctx.config.topics.incident_facts.clone();
         let Some(part) = self.circuits.get_mut(&p) else {
             return;
         };
@@ -237,10 +279,10 @@ impl Core {
                 facts.push((key, f));
             }
         }
-        self.route(out);
+        ctx.route(out);
         for (key, f) in facts {
             match serde_json::to_vec(&f) {
-                Ok(bytes) => self.pending.push(Out {
+                Ok(bytes) => ctx.pending.push(Out {
                     topic: facts_topic.clone(),
                     partition: None,
                     key: key.into_bytes(),
@@ -255,13 +297,13 @@ impl Core {
     /// Build and publish the views of the circuits changed since the last call. Called
     /// when the state in memory is the committed state (after a commit, or when there was
     /// nothing to commit).
-    pub(super) fn publish_stale_views(&mut self) {
+    pub(super) fn publish_stale_views(&mut self, ctx: &mut Ctx<'_>) {
         self.views_published = Instant::now();
         if self.stale_views.is_empty() {
             return;
         }
-        let replica = read(&self.replica);
-        let views = &self.live.views;
+        let replica = read(ctx.replica);
+        let views = &ctx.live.views;
         for (p, id) in std::mem::take(&mut self.stale_views) {
             let Some(part) = self.circuits.get(&p) else {
                 continue;
@@ -270,7 +312,7 @@ impl Core {
                 &id,
                 p,
                 &replica.network,
-                &self.config.policy,
+                &ctx.config.policy,
                 part.buf.meta.clock,
             ) {
                 Some(view) => views.put_circuit(view),
@@ -282,8 +324,8 @@ impl Core {
     /// The views of the circuits now down, their figures as of the partition's clock (their
     /// outage grows between two figure records). Called after a commit, when the state
     /// in memory is the committed state.
-    pub(super) fn refresh_down_views(&self) {
-        let replica = read(&self.replica);
+    pub(super) fn refresh_down_views(&self, ctx: &Ctx<'_>) {
+        let replica = read(ctx.replica);
         for (p, part) in &self.circuits {
             let Some(clock) = part.buf.meta.clock else {
                 continue;
@@ -297,46 +339,155 @@ impl Core {
             for id in down {
                 if let Some(view) =
                     part.states
-                        .view(id, *p, &replica.network, &self.config.policy, Some(clock))
+                        .view(id, *p, &replica.network, &ctx.config.policy, Some(clock))
                 {
-                    self.live.views.put_circuit(view);
+                    ctx.live.views.put_circuit(view);
                 }
             }
         }
     }
+}
+
+impl Processor for CircuitProcessor {
+    const KIND: StageKind = StageKind::Circuits;
+    const ENTITY: &'static str = CIRCUIT_ENTITY;
+
+    fn inputs(topics: &TopicNames) -> Vec<String> {
+        vec![
+            topics.impacts.clone(),
+            topics.commands.clone(),
+            topics.commands_repartition.clone(),
+        ]
+    }
+
+    fn keyed_input(topics: &TopicNames) -> &str {
+        &topics.impacts
+    }
+
+    fn keyed_count(partitions: Partitions) -> i32 {
+        partitions.impacts
+    }
+
+    fn changelog(topics: &TopicNames) -> &str {
+        &topics.circuit_changelog
+    }
+
+    fn clear_views(live: &Live) {
+        live.views.clear_circuits();
+    }
+
+    fn assign(&mut self, p: i32) {
+        self.circuits.insert(p, CircuitPartition::default());
+    }
+
+    fn restore_record(
+        &mut self,
+        config: &ServiceConfig,
+        p: i32,
+        raw_key: &[u8],
+        key: &str,
+        opened: Option<(StateKind, &[u8])>,
+    ) -> Result<(), String> {
+        let policy = &config.policy;
+        let Some(part) = self.circuits.get_mut(&p) else {
+            return Ok(());
+        };
+        match opened {
+            Some((StateKind::Figures, body)) => {
+                let id = figures_key_circuit(raw_key).ok_or_else(|| {
+                    "figures under a key that is not a circuit's figures key".to_string()
+                })?;
+                part.states
+                    .import_figures(id, body)
+                    .map_err(|e| e.to_string())?;
+            }
+            // Written only with the circuit's own tombstone, which forgot them.
+            None if figures_key_circuit(raw_key).is_some() => {}
+            Some((kind, body)) if kind.is_bookkeeping() => {
+                if let Err(e) = part.buf.restore(raw_key, kind, body) {
+                    // A release before 0.2 sealed a circuit keyed `~meta` or
+                    // `~pending/…` as bookkeeping: read it as what it holds.
+                    if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
+                        || part.states.import(key, body, policy).is_err()
+                    {
+                        return Err(e);
+                    }
+                }
+            }
+            Some((_, body)) => part
+                .states
+                .import(key, body, policy)
+                .map_err(|e| e.to_string())?,
+            None => {
+                if !part.buf.restore_tombstone(raw_key) {
+                    part.states.forget(key);
+                }
+            }
+        }
+        part.states.take_dirty();
+        part.states.take_figures_dirty();
+        Ok(())
+    }
+
+    /// The restored (committed) state is what the views show; what follows reaches them
+    /// with the next commit. Then the maintenance windows, replica facts that may have
+    /// reached the previous owner's state only partly.
+    fn restored(&mut self, ctx: &mut Ctx<'_>) {
+        {
+            let views = &ctx.live.views;
+            let replica = read(ctx.replica);
+            for (p, part) in &self.circuits {
+                for id in part.states.ids() {
+                    if let Some(view) = part.states.view(
+                        id,
+                        *p,
+                        &replica.network,
+                        &ctx.config.policy,
+                        part.buf.meta.clock,
+                    ) {
+                        views.put_circuit(view);
+                    }
+                }
+            }
+        }
+        let windows: Vec<MaintenanceWindow> = read(ctx.replica).windows.values().cloned().collect();
+        for w in windows {
+            self.on_change(ctx, Change::Window(w));
+        }
+    }
 
     /// Stage 2: a ticket command, an impact or a fan-out watermark read on partition `p`.
-    pub(super) fn handle_circuits(&mut self, p: i32, msg: &BorrowedMessage<'_>) {
-        let cfg = Arc::clone(&self.config);
+    fn handle(&mut self, ctx: &mut Ctx<'_>, p: i32, msg: &BorrowedMessage<'_>) {
+        let cfg = Arc::clone(ctx.config);
         let t = &cfg.topics;
         if msg.topic() == t.commands || msg.topic() == t.commands_repartition {
             let placed = msg.topic() == t.commands_repartition;
             for result in decode(Stream::Commands, msg.key(), msg.payload()) {
                 let result = result.and_then(|input| {
                     if placed {
-                        self.command(p, msg, input)
+                        self.command(ctx, p, msg, input)
                     } else {
-                        self.place_command(p, msg, input)
+                        self.place_command(ctx, p, msg, input)
                     }
                 });
                 if let Err(reason) = result {
-                    self.reject(msg, &reason, None);
+                    ctx.reject(msg, &reason, None);
                 }
             }
         } else if let Some(w) = watermark_record(msg) {
             match w {
                 Ok(w) => {
-                    let upstream = self.alarm_partitions;
+                    let upstream = ctx.partitions.alarms;
                     let known = self
                         .circuit_partition(p)
                         .is_some_and(|part| part.buf.report(&w, upstream));
                     if known {
-                        self.release(p);
+                        self.release(ctx, p);
                     } else {
-                        self.reject(msg, &bad_watermark(&w, upstream), None);
+                        ctx.reject(msg, &bad_watermark(&w, upstream), None);
                     }
                 }
-                Err(()) => self.reject(msg, &not_json("a watermark record"), None),
+                Err(()) => ctx.reject(msg, &not_json("a watermark record"), None),
             }
         } else {
             match msg.payload().map(serde_json::from_slice::<Impact>) {
@@ -345,19 +496,19 @@ impl Core {
                         part.buf
                             .hold(impact.event_time, 1, Pending::Impact { impact });
                     }
-                    self.release(p);
+                    self.release(ctx, p);
                 }
-                _ => self.reject(msg, &not_json("an impact"), None),
+                _ => ctx.reject(msg, &not_json("an impact"), None),
             }
         }
     }
 
     /// Stage 2: circuits re-checked against the inventory, maintenance windows noted or
     /// withdrawn.
-    pub(super) fn circuits_change(&mut self, change: &Change) {
-        let cfg = Arc::clone(&self.config);
+    fn on_change(&mut self, ctx: &mut Ctx<'_>, change: Change) {
+        let cfg = Arc::clone(ctx.config);
         let policy = &cfg.policy;
-        let replica = self.replica.clone();
+        let replica = Arc::clone(ctx.replica);
         let now = Utc::now();
         let parts: Vec<i32> = self.circuits.keys().copied().collect();
         for p in parts {
@@ -383,16 +534,21 @@ impl Core {
                 }
             };
             drop(r);
-            self.circuit_outputs(p, out);
+            self.circuit_outputs(ctx, p, out);
         }
     }
 
     /// Stage 2: each partition's timers fire up to its clock, which is reported to the
     /// incident stage.
-    pub(super) fn circuits_tick(&mut self) {
+    fn tick<C: ConsumerContext>(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        _consumer: &BaseConsumer<C>,
+        _idle_after: Duration,
+    ) {
         let parts: Vec<i32> = self.circuits.keys().copied().collect();
         for p in parts {
-            self.release(p);
+            self.release(ctx, p);
             // Report the partition's clock to the incident stage.
             let Some(clock) = self.circuits.get(&p).and_then(|c| c.buf.meta.clock) else {
                 continue;
@@ -401,7 +557,53 @@ impl Core {
                 continue;
             }
             self.reported.insert(p, clock);
-            self.broadcast_watermark(p, clock);
+            let topic = ctx.config.topics.incident_facts.clone();
+            ctx.broadcast_watermark(&topic, ctx.partitions.facts, p, clock);
         }
+    }
+
+    fn flush_state(&mut self, records: &mut Vec<PartitionRecord>) {
+        for (p, part) in &mut self.circuits {
+            for key in part.states.take_dirty() {
+                let value = part.states.export(&key).ok().flatten();
+                self.stale_views.insert((*p, key.clone()));
+                if value.is_none() {
+                    // A circuit without state has no figures either.
+                    records.push((*p, figures_key(&key), StateKind::Figures, None));
+                }
+                records.push((*p, key.into_bytes(), StateKind::Entity, value));
+            }
+            for key in part.states.take_figures_dirty() {
+                if let Some(value) = part.states.export_figures(&key).ok().flatten() {
+                    records.push((*p, figures_key(&key), StateKind::Figures, Some(value)));
+                }
+            }
+            let mut buffered = Vec::new();
+            part.buf.changelog(&mut buffered);
+            records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
+        }
+    }
+
+    /// The views of down circuits are brought to their partition's clock now and then,
+    /// and those of the circuits the committed transactions changed are built.
+    fn committed(&mut self, ctx: &mut Ctx<'_>) {
+        if self.views_refreshed.elapsed() >= VIEW_REFRESH {
+            self.views_refreshed = Instant::now();
+            self.refresh_down_views(ctx);
+        }
+        if self.views_published.elapsed() >= VIEW_PUBLISH {
+            self.publish_stale_views(ctx);
+        }
+    }
+
+    fn unchanged(&mut self, ctx: &mut Ctx<'_>) {
+        self.publish_stale_views(ctx);
+    }
+
+    fn discard(&mut self, live: &Live) {
+        self.stale_views.clear();
+        live.views.clear_circuits();
+        self.circuits.clear();
+        self.reported.clear();
     }
 }

@@ -55,6 +55,7 @@ mod changelog;
 mod circuits;
 mod fanout;
 mod incidents;
+mod processor;
 mod records;
 mod replica;
 mod restore;
@@ -80,6 +81,10 @@ use crate::policy::Policy;
 use crate::telemetry;
 
 use call_watch::CallWatch;
+use circuits::CircuitProcessor;
+use fanout::FanOutProcessor;
+use incidents::IncidentProcessor;
+use processor::Processor;
 pub use replica::Replica;
 use replica::{
     apply_replica, assign_from_start, caught_up, read, replica_consumer, usable, Change,
@@ -322,37 +327,20 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let (cir_tx, cir_rx) = channel();
     let failed = Arc::new(Mutex::new(None::<ServiceError>));
     let watch = Arc::new(CallWatch::new());
-    let mut threads = Vec::new();
-    let kinds: [(StageKind, Option<Receiver<Change>>); 3] = [
-        (StageKind::FanOut, Some(fan_rx)),
-        (StageKind::Circuits, Some(cir_rx)),
-        (StageKind::Incidents, None),
+    let env = || StageEnv {
+        watch: watch.clone(),
+        config: config.clone(),
+        live: live.clone(),
+        replica: replica.clone(),
+        shutdown: shutdown.clone(),
+        summary: summary.clone(),
+    };
+    // The three stages, each a generic stage with its processor plugged in.
+    let threads = [
+        spawn_stage::<FanOutProcessor>(env(), Some(fan_rx), &failed)?,
+        spawn_stage::<CircuitProcessor>(env(), Some(cir_rx), &failed)?,
+        spawn_stage::<IncidentProcessor>(env(), None, &failed)?,
     ];
-    for (kind, changes) in kinds {
-        let ctx = StageEnv {
-            watch: watch.clone(),
-            config: config.clone(),
-            live: live.clone(),
-            replica: replica.clone(),
-            shutdown: shutdown.clone(),
-            summary: summary.clone(),
-        };
-        let failed = failed.clone();
-        let shutdown = shutdown.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("stage-{}", kind.name()))
-            .spawn(move || {
-                if let Err(e) = supervise(kind, &ctx, changes) {
-                    error!(stage = kind.name(), error = %e, "stage stopped");
-                    if let Ok(mut f) = failed.lock() {
-                        f.get_or_insert(e);
-                    }
-                    shutdown.store(true, Ordering::Relaxed);
-                }
-            })
-            .map_err(|e| ServiceError::Aborted(format!("cannot start a stage thread: {e}")))?;
-        threads.push((kind, handle));
-    }
     let senders = [fan_tx, cir_tx];
     while !shutdown.load(Ordering::Relaxed) {
         if let Some((kind, lasted)) = watch.stuck(CALL_LIMIT) {
@@ -421,6 +409,30 @@ pub fn run(config: ServiceConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummar
     let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     info!(?summary, "stopped");
     Ok(summary)
+}
+
+/// Start the stage of processor `P` on a thread of its own; the first error that stops a
+/// stage is kept in `failed`, and stops the instance.
+fn spawn_stage<P: Processor>(
+    env: StageEnv,
+    changes: Option<Receiver<Change>>,
+    failed: &Arc<Mutex<Option<ServiceError>>>,
+) -> Result<(StageKind, std::thread::JoinHandle<()>), ServiceError> {
+    let kind = P::KIND;
+    let failed = failed.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("stage-{}", kind.name()))
+        .spawn(move || {
+            if let Err(e) = supervise::<P>(&env, changes) {
+                error!(stage = kind.name(), error = %e, "stage stopped");
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+                env.shutdown.store(true, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| ServiceError::Aborted(format!("cannot start a stage thread: {e}")))?;
+    Ok((kind, handle))
 }
 
 /// The instance's shared state, and its HTTP listener when one is configured (bound

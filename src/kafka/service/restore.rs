@@ -2,7 +2,6 @@
 //! partition, in slices between polls of the stage's consumer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -12,15 +11,11 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::changelog::{entity_kind, figures_key_circuit, open_state, StateKind};
-use super::circuits::CircuitPartition;
-use super::incidents::IncidentPartition;
-use super::replica::{read, Change};
-use super::stage::{Core, StageContext};
-use super::{with_retries, ServiceError, StageKind, INTERNAL_KEY_BYTE};
-use crate::correlation::{AlarmRecord, FanOut};
+use super::changelog::open_state;
+use super::processor::Processor;
+use super::stage::{Stage, StageContext};
+use super::{with_retries, ServiceError};
 use crate::kafka::client_config;
-use crate::maintenance::MaintenanceWindow;
 use crate::telemetry;
 
 /// A restore that reads nothing for this long restarts the stage (a partition without a
@@ -50,14 +45,14 @@ pub(super) struct Restore {
     pub(super) started: Instant,
 }
 
-impl Core {
+impl<P: Processor> Stage<P> {
     /// After an assignment: read the group's committed offsets (stable: no transaction of
     /// a previous owner still pending), then restore the state of the newly assigned
     /// partitions from the changelog, up to its high watermark at that point. Failures
     /// restart the stage.
     pub(super) fn restore_assigned(
         &mut self,
-        consumer: &BaseConsumer<StageContext>,
+        consumer: &BaseConsumer<StageContext<P>>,
     ) -> Result<(), ServiceError> {
         if std::mem::take(&mut self.assigned) {
             self.begin_restore(consumer)?;
@@ -77,7 +72,7 @@ impl Core {
     /// reader of their changelog partitions from the start to their current end.
     pub(super) fn begin_restore(
         &mut self,
-        consumer: &BaseConsumer<StageContext>,
+        consumer: &BaseConsumer<StageContext<P>>,
     ) -> Result<(), ServiceError> {
         let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
         let started = Instant::now();
@@ -109,7 +104,7 @@ impl Core {
             }
         }
         let partitions: Vec<i32> = std::mem::take(&mut self.to_restore).into_iter().collect();
-        let topic = self.changelog();
+        let topic = P::changelog(&self.config.topics).to_string();
         let restorer: BaseConsumer = client_config(
             &self.config.bootstrap_servers,
             &self.config.client_overrides,
@@ -144,24 +139,10 @@ impl Core {
             .map_err(retry)?;
             // Nothing left to read (never written, or all compacted away): 0.
             ends.insert(*p, if high > low { high } else { 0 });
-            match self.kind {
-                StageKind::FanOut => {
-                    // Quiet from the assignment on: an empty partition is idle only after
-                    // `idle_after`, like any other.
-                    self.last_alarm.insert(*p, Instant::now());
-                    self.fanout.insert(*p, FanOut::new());
-                }
-                StageKind::Circuits => {
-                    self.circuits.insert(*p, CircuitPartition::default());
-                }
-                StageKind::Incidents => {
-                    self.incidents.insert(*p, IncidentPartition::default());
-                }
-            }
+            self.processor.assign(*p);
         }
         restorer.assign(&tpl).map_err(retry)?;
-        gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name())
-            .set(partitions.len() as f64);
+        gauge!(telemetry::RESTORE_PENDING, "stage" => P::KIND.name()).set(partitions.len() as f64);
         // Partitions still to read: one is done when a record at its last offset has been
         // read, or when the consumer's position has reached the high watermark (a trailing
         // transaction marker moves the position past itself without a record).
@@ -234,11 +215,11 @@ impl Core {
             }
             if r.last_log.elapsed() >= Duration::from_secs(5) {
                 r.last_log = Instant::now();
-                counter!(telemetry::RESTORE_RECORDS, "stage" => self.kind.name())
+                counter!(telemetry::RESTORE_RECORDS, "stage" => P::KIND.name())
                     .increment(r.records - r.counted);
                 r.counted = r.records;
                 info!(
-                    stage = self.kind.name(),
+                    stage = P::KIND.name(),
                     records = r.records,
                     "restoring state"
                 );
@@ -251,7 +232,7 @@ impl Core {
     /// from their committed offsets on.
     pub(super) fn finish_restore(
         &mut self,
-        consumer: &BaseConsumer<StageContext>,
+        consumer: &BaseConsumer<StageContext<P>>,
         r: Restore,
     ) -> Result<(), ServiceError> {
         let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
@@ -262,27 +243,20 @@ impl Core {
             started,
             ..
         } = r;
-        counter!(telemetry::RESTORE_RECORDS, "stage" => self.kind.name())
+        counter!(telemetry::RESTORE_RECORDS, "stage" => P::KIND.name())
             .increment(records - counted);
         // The restored (committed) state is what the views show; what follows reaches them
         // with the next commit.
-        self.publish_all_views();
-        // Replica facts that may have reached the previous owner's state only partly.
-        if self.kind == StageKind::Circuits {
-            let windows: Vec<MaintenanceWindow> =
-                read(&self.replica).windows.values().cloned().collect();
-            for w in windows {
-                self.on_change(Change::Window(w));
-            }
-        }
+        let (processor, mut ctx) = self.split();
+        processor.restored(&mut ctx);
         if let Ok(mut s) = self.summary.lock() {
             s.restored_records += records;
         }
-        gauge!(telemetry::RESTORE_PENDING, "stage" => self.kind.name()).set(0.0);
+        gauge!(telemetry::RESTORE_PENDING, "stage" => P::KIND.name()).set(0.0);
         self.live
-            .update_stage(self.kind.name(), |info| info.restoring = false);
+            .update_stage(P::KIND.name(), |info| info.restoring = false);
         info!(
-            stage = self.kind.name(),
+            stage = P::KIND.name(),
             partitions = ?partitions,
             records,
             seconds = started.elapsed().as_secs_f64(),
@@ -309,101 +283,13 @@ impl Core {
             key: key.escape_debug().to_string(),
             error,
         };
-        let cfg = Arc::clone(&self.config);
-        let policy = &cfg.policy;
-        let entity = entity_kind(self.kind);
         let opened = msg
             .payload()
-            .map(|bytes| open_state(bytes, entity))
+            .map(|bytes| open_state(bytes, P::ENTITY))
             .transpose()
             .map_err(bad)?;
-        let bookkeeping = |kind: StateKind| kind == StateKind::Meta || kind == StateKind::Pending;
-        match self.kind {
-            StageKind::FanOut => {
-                let Some(fanout) = self.fanout.get_mut(&p) else {
-                    return Ok(());
-                };
-                // The fan-out keeps no bookkeeping: every record is an alarm's (releases
-                // before 0.2 sealed an alarm keyed `~meta` or `~pending/…` as bookkeeping).
-                match opened {
-                    Some((_, body)) => {
-                        let record: AlarmRecord =
-                            serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-                        fanout.import(&key, record);
-                    }
-                    None => fanout.import(&key, AlarmRecord::default()),
-                }
-            }
-            StageKind::Circuits => {
-                let Some(part) = self.circuits.get_mut(&p) else {
-                    return Ok(());
-                };
-                match opened {
-                    Some((StateKind::Figures, body)) => {
-                        let id = figures_key_circuit(raw_key).ok_or_else(|| {
-                            bad("figures under a key that is not a circuit's figures key".into())
-                        })?;
-                        part.states
-                            .import_figures(id, body)
-                            .map_err(|e| bad(e.to_string()))?;
-                    }
-                    // Written only with the circuit's own tombstone, which forgot them.
-                    None if figures_key_circuit(raw_key).is_some() => {}
-                    Some((kind, body)) if bookkeeping(kind) => {
-                        if let Err(e) = part.buf.restore(raw_key, kind, body) {
-                            // A release before 0.2 sealed a circuit keyed `~meta` or
-                            // `~pending/…` as bookkeeping: read it as what it holds.
-                            if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
-                                || part.states.import(&key, body, policy).is_err()
-                            {
-                                return Err(bad(e));
-                            }
-                        }
-                    }
-                    Some((_, body)) => part
-                        .states
-                        .import(&key, body, policy)
-                        .map_err(|e| bad(e.to_string()))?,
-                    None => {
-                        if !part.buf.restore_tombstone(raw_key) {
-                            part.states.forget(&key);
-                        }
-                    }
-                }
-                part.states.take_dirty();
-                part.states.take_figures_dirty();
-            }
-            StageKind::Incidents => {
-                let Some(part) = self.incidents.get_mut(&p) else {
-                    return Ok(());
-                };
-                match opened {
-                    Some((kind, body)) if bookkeeping(kind) => {
-                        if let Err(e) = part.buf.restore(raw_key, kind, body) {
-                            // As for circuits: an incident of a release before 0.2 keyed
-                            // like bookkeeping.
-                            match serde_json::from_slice(body) {
-                                Ok(incident) if raw_key.first() != Some(&INTERNAL_KEY_BYTE) => {
-                                    part.book.restore(incident);
-                                }
-                                _ => return Err(bad(e)),
-                            }
-                        }
-                    }
-                    Some((_, body)) => {
-                        let incident =
-                            serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
-                        part.book.restore(incident);
-                    }
-                    None => {
-                        if !part.buf.restore_tombstone(raw_key) {
-                            part.book.forget_key(&key);
-                        }
-                    }
-                }
-                part.book.take_dirty();
-            }
-        }
-        Ok(())
+        self.processor
+            .restore_record(&self.config, p, raw_key, &key, opened)
+            .map_err(bad)
     }
 }

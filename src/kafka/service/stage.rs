@@ -1,5 +1,6 @@
 //! A stage: its consumer group member and transactional producer, the loop that reads a
-//! batch, processes it and commits it in one transaction, and its supervisor.
+//! batch, has its [`Processor`] process it and commits it in one transaction, and its
+//! supervisor. Nothing here knows which stage it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -17,36 +18,19 @@ use rdkafka::{ClientContext, Statistics};
 use tracing::{error, info, warn};
 
 use super::call_watch::CallWatch;
-use super::changelog::{figures_key, seal_state, StateKind};
-use super::circuits::CircuitPartition;
-use super::fanout::InFlight;
-use super::incidents::IncidentPartition;
-use super::records::{source_of, Origin, WatermarkRecord};
-use super::replica::{read, Change, Replica};
+use super::changelog::seal_state;
+use super::processor::{BatchStats, Ctx, Out, Partitions, Processor};
+use super::replica::{Change, Replica};
 use super::restore::Restore;
 use super::transaction::classify;
-use super::{
-    with_retries, RunSummary, ServiceConfig, ServiceError, StageKind, TXN_TIMEOUT, WATERMARK_KEY,
-};
-use crate::correlation::FanOut;
-use crate::engine::Output;
-use crate::incident::IncidentEvent;
+use super::{with_retries, RunSummary, ServiceConfig, ServiceError, TXN_TIMEOUT};
 use crate::kafka::client_config;
 use crate::live::Live;
-use crate::rejection::{rejection_record_key, RejectReason, Rejection};
 use crate::telemetry;
 
 /// How long a partition-count mismatch between co-partitioned topics may last before it
 /// stops the service (an operator adding partitions does one topic after the other).
 pub(super) const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
-
-/// How often the views of down circuits are refreshed to the partition's clock.
-pub(super) const VIEW_REFRESH: Duration = Duration::from_secs(5);
-
-/// How often the views of the circuits changed by committed transactions are built and
-/// published: a circuit changed by several transactions in a row (a storm, its timers) is
-/// built once for them, and the API is at most this much behind the topics.
-pub(super) const VIEW_PUBLISH: Duration = Duration::from_millis(250);
 
 /// How long a stage reads before it commits what it read (a transaction's interval).
 pub(super) const BATCH_INTERVAL: Duration = Duration::from_millis(100);
@@ -72,17 +56,17 @@ pub(super) struct StageEnv {
 /// comes back as a fresh member), unless that keeps happening: three fences within five
 /// minutes mean another instance uses the same transactional id, and stop this one.
 /// Other errors stop the instance.
-pub(super) fn supervise(
-    kind: StageKind,
+pub(super) fn supervise<P: Processor>(
     env: &StageEnv,
     changes: Option<Receiver<Change>>,
 ) -> Result<(), ServiceError> {
+    let kind = P::KIND;
     let changes = changes.unwrap_or_else(|| channel().1);
     let mut fences: Vec<Instant> = Vec::new();
     // Commits of the stage when it last failed: a failure with none since is a stall.
     let mut commits_at_failure: Option<u64> = None;
     loop {
-        let reason = match run_stage(kind, env, &changes) {
+        let reason = match run_stage::<P>(env, &changes) {
             Ok(()) => return Ok(()),
             Err(ServiceError::Aborted(reason)) => reason,
             Err(ServiceError::Fenced(reason)) => {
@@ -113,11 +97,7 @@ pub(super) fn supervise(
             info.partitions.clear();
             info.restoring = true;
         });
-        match kind {
-            StageKind::Circuits => env.live.views.clear_circuits(),
-            StageKind::Incidents => env.live.views.clear_incidents(),
-            StageKind::FanOut => {}
-        }
+        P::clear_views(&env.live);
         if let Ok(mut s) = env.summary.lock() {
             s.aborts += 1;
         }
@@ -128,25 +108,15 @@ pub(super) fn supervise(
     }
 }
 
-/// One record to write in the stage's next transaction.
-pub(super) struct Out {
-    pub(super) topic: String,
-    pub(super) partition: Option<i32>,
-    pub(super) key: Vec<u8>,
-    pub(super) value: Option<Vec<u8>>,
-    /// The input record a repartitioned record was read from (header `linewatch-origin`).
-    pub(super) origin: Option<Vec<u8>>,
-}
-
 /// What the consumer context shares with the stage loop: rebalance events, and the stage
 /// itself, so that a clean revocation commits the batch in flight from inside the callback.
-pub(super) struct StageContext {
+pub(super) struct StageContext<P: Processor> {
     pub(super) stage: &'static str,
-    pub(super) core: Mutex<Option<Core>>,
+    pub(super) core: Mutex<Option<Stage<P>>>,
     pub(super) revoke_error: Mutex<Option<ServiceError>>,
 }
 
-impl ClientContext for StageContext {
+impl<P: Processor> ClientContext for StageContext<P> {
     /// librdkafka's errors, logged as its default context does, except the end-of-partition
     /// notices the stage asks for (they are not errors).
     fn error(&self, error: KafkaError, reason: &str) {
@@ -175,7 +145,7 @@ impl ClientContext for StageContext {
     }
 }
 
-impl ConsumerContext for StageContext {
+impl<P: Processor> ConsumerContext for StageContext<P> {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
@@ -191,12 +161,12 @@ impl ConsumerContext for StageContext {
             .collect();
         if consumer.assignment_lost() {
             warn!(
-                stage = core.kind.name(),
+                stage = P::KIND.name(),
                 "assignment lost; dropping the batch in flight"
             );
             core.discard();
         } else if let Err(e) = core.commit(consumer) {
-            warn!(stage = core.kind.name(), error = %e, "commit on revocation failed");
+            warn!(stage = P::KIND.name(), error = %e, "commit on revocation failed");
             core.discard();
             let mut slot = self.revoke_error.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert(e);
@@ -204,11 +174,11 @@ impl ConsumerContext for StageContext {
         // The range assignor is eager: every partition is revoked, and state is restored
         // again for what is assigned next.
         core.discard();
-        core.live.update_stage(core.kind.name(), |info| {
+        core.live.update_stage(P::KIND.name(), |info| {
             info.partitions.clear();
             info.restoring = true;
         });
-        info!(stage = core.kind.name(), partitions = ?revoked, "partitions revoked");
+        info!(stage = P::KIND.name(), partitions = ?revoked, "partitions revoked");
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -217,20 +187,16 @@ impl ConsumerContext for StageContext {
             if let Some(core) = guard.as_mut() {
                 // State is kept per partition of the stage's keyed input only (the other
                 // inputs of stage 1 carry no state; commands share stage 2's partitions).
-                let keyed = core.keyed_input();
+                let keyed = P::keyed_input(&core.config.topics);
                 let assigned: BTreeSet<i32> = tpl
                     .elements()
                     .iter()
                     .filter(|e| e.topic() == keyed)
                     .map(|e| e.partition())
                     .collect();
-                info!(stage = core.kind.name(), partitions = ?assigned, "partitions assigned");
-                let count = match core.kind {
-                    StageKind::FanOut => core.alarm_partitions,
-                    StageKind::Circuits => core.impact_partitions,
-                    StageKind::Incidents => core.facts_partitions,
-                };
-                core.live.update_stage(core.kind.name(), |info| {
+                info!(stage = P::KIND.name(), partitions = ?assigned, "partitions assigned");
+                let count = P::keyed_count(core.partitions);
+                core.live.update_stage(P::KIND.name(), |info| {
                     info.joined = true;
                     info.restoring = true;
                     info.partitions = assigned.iter().copied().collect();
@@ -242,22 +208,24 @@ impl ConsumerContext for StageContext {
                 // the restore goes on between polls of this consumer (so that the group
                 // keeps the member however long it takes), and resumes them at its end.
                 if let Err(e) = consumer.pause(tpl) {
-                    warn!(stage = core.kind.name(), error = %e, "cannot pause the assignment for its restore");
+                    warn!(stage = P::KIND.name(), error = %e, "cannot pause the assignment for its restore");
                 }
             }
         }
     }
 }
 
-pub(super) fn lock_core(ctx: &StageContext) -> std::sync::MutexGuard<'_, Option<Core>> {
+pub(super) fn lock_core<P: Processor>(
+    ctx: &StageContext<P>,
+) -> std::sync::MutexGuard<'_, Option<Stage<P>>> {
     ctx.core.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(super) fn run_stage(
-    kind: StageKind,
+pub(super) fn run_stage<P: Processor>(
     env: &StageEnv,
     changes: &Receiver<Change>,
 ) -> Result<(), ServiceError> {
+    let kind = P::KIND;
     let config = &env.config;
     let t = &config.topics;
     let mut consumer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
@@ -288,20 +256,7 @@ pub(super) fn run_stage(
     let producer: BaseProducer = producer_cfg.create()?;
     with_retries(&env.shutdown, || producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
 
-    let inputs: Vec<String> = match kind {
-        StageKind::FanOut => vec![
-            t.alarms.clone(),
-            t.alarms_repartition.clone(),
-            t.maintenance.clone(),
-            t.inventory.clone(),
-        ],
-        StageKind::Circuits => vec![
-            t.impacts.clone(),
-            t.commands.clone(),
-            t.commands_repartition.clone(),
-        ],
-        StageKind::Incidents => vec![t.incident_facts.clone()],
-    };
+    let inputs = P::inputs(t);
     let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)
         .set("group.id", format!("{}-probe", config.group_id))
         .create()?;
@@ -355,11 +310,16 @@ pub(super) fn run_stage(
     let alarm_partitions = counts[2].1;
     // State is restored per partition number: each changelog needs a partition for every
     // partition of the input that keys its stage.
-    let (keyed, keyed_count, changelog) = match kind {
-        StageKind::FanOut => (&t.alarms, alarm_partitions, &t.fanout_changelog),
-        StageKind::Circuits => (&t.impacts, impact_partitions, &t.circuit_changelog),
-        StageKind::Incidents => (&t.incident_facts, facts_partitions, &t.incident_changelog),
+    let partitions = Partitions {
+        alarms: alarm_partitions,
+        impacts: impact_partitions,
+        facts: facts_partitions,
     };
+    let (keyed, keyed_count, changelog) = (
+        P::keyed_input(t),
+        P::keyed_count(partitions),
+        P::changelog(t),
+    );
     let changelog_count = partition_count(&probe, changelog, &env.shutdown)?;
     if changelog_count < keyed_count {
         return Err(ServiceError::Topology(format!(
@@ -370,15 +330,10 @@ pub(super) fn run_stage(
 
     let context = StageContext {
         stage: kind.name(),
-        core: Mutex::new(Some(Core {
+        core: Mutex::new(Some(Stage {
             watch: env.watch.clone(),
-            kind,
             config: config.clone(),
             live: env.live.clone(),
-            views: Vec::new(),
-            views_refreshed: Instant::now(),
-            stale_views: BTreeSet::new(),
-            views_published: Instant::now(),
             batch: BatchStats::default(),
             replica: env.replica.clone(),
             summary: env.summary.clone(),
@@ -389,31 +344,20 @@ pub(super) fn run_stage(
             to_restore: BTreeSet::new(),
             restoring: None,
             rewind: BTreeMap::new(),
-            fanout: BTreeMap::new(),
-            circuits: BTreeMap::new(),
-            incidents: BTreeMap::new(),
             assigned: false,
             probe,
             owned: BTreeSet::new(),
             offsets_dirty: false,
-            facts_partitions,
-            last_alarm: BTreeMap::new(),
-            reported: BTreeMap::new(),
-            read_clock: BTreeMap::new(),
-            sent_on: Vec::new(),
-            in_flight: Vec::new(),
-            group_probe: None,
-            at_end: BTreeSet::new(),
-            impact_partitions,
-            alarm_partitions,
+            partitions,
+            processor: P::default(),
         })),
         revoke_error: Mutex::new(None),
     };
-    let consumer: BaseConsumer<StageContext> = consumer_cfg.create_with_context(context)?;
+    let consumer: BaseConsumer<StageContext<P>> = consumer_cfg.create_with_context(context)?;
     let topics: Vec<&str> = inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
 
-    let result = stage_loop(kind, env, changes, &consumer);
+    let result = stage_loop(env, changes, &consumer);
     // Leave the group; a clean revocation commits what is in flight.
     if result.is_ok() {
         consumer.unsubscribe();
@@ -422,12 +366,12 @@ pub(super) fn run_stage(
     result
 }
 
-pub(super) fn stage_loop(
-    kind: StageKind,
+pub(super) fn stage_loop<P: Processor>(
     env: &StageEnv,
     changes: &Receiver<Change>,
-    consumer: &BaseConsumer<StageContext>,
+    consumer: &BaseConsumer<StageContext<P>>,
 ) -> Result<(), ServiceError> {
+    let kind = P::KIND;
     let config = &env.config;
     let mut last_tick = Instant::now();
     while !env.shutdown.load(Ordering::Relaxed) {
@@ -478,7 +422,7 @@ pub(super) fn stage_loop(
             match polled {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    core.at_end.insert(p);
+                    core.processor.partition_end(p);
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
                 Some(Err(e)) => warn!(stage = kind.name(), error = %e, "consumer error; retrying"),
@@ -513,37 +457,12 @@ pub(super) fn stage_loop(
     Ok(())
 }
 
-/// A view change to publish once the transaction that carries it commits (circuits' views
-/// are built after the commit instead: [`Core::publish_stale_views`]).
-pub(super) enum ViewUpdate {
-    Incident(String, Option<Box<IncidentEvent>>),
-}
-
-/// Counts of the batch in flight, added to the metrics when it commits.
-#[derive(Default)]
-pub(super) struct BatchStats {
-    pub(super) messages_in: BTreeMap<String, u64>,
-    pub(super) ticket_events: BTreeMap<String, u64>,
-    pub(super) rejections: BTreeMap<&'static str, u64>,
-    /// Kafka timestamps (ms) of the records consumed.
-    pub(super) timestamps: Vec<i64>,
-}
-
-/// A stage's state and its transaction in flight.
-pub(super) struct Core {
+/// A stage: the state its processor keeps, its transaction in flight, and what it owns
+/// of its group's assignment.
+pub(super) struct Stage<P: Processor> {
     pub(super) watch: Arc<CallWatch>,
-    pub(super) kind: StageKind,
     pub(super) config: Arc<ServiceConfig>,
     pub(super) live: Arc<Live>,
-    /// View changes of the batch in flight.
-    pub(super) views: Vec<ViewUpdate>,
-    /// When the views of down circuits were last brought to the partition's clock.
-    pub(super) views_refreshed: Instant,
-    /// Circuits (partition, id) changed by committed transactions whose views are not
-    /// built yet.
-    pub(super) stale_views: BTreeSet<(i32, String)>,
-    /// When the stale views were last built and published.
-    pub(super) views_published: Instant,
     pub(super) batch: BatchStats,
     pub(super) replica: Arc<RwLock<Replica>>,
     pub(super) summary: Arc<Mutex<RunSummary>>,
@@ -564,10 +483,6 @@ pub(super) struct Core {
     /// Records polled while the assignment was paused for a restore, per input partition
     /// the first one's offset: read again when the restore is over.
     pub(super) rewind: BTreeMap<(String, i32), i64>,
-    pub(super) fanout: BTreeMap<i32, FanOut>,
-    pub(super) circuits: BTreeMap<i32, CircuitPartition>,
-    pub(super) incidents: BTreeMap<i32, IncidentPartition>,
-    /// Stage 3: facts read in this batch, per partition, folded in at commit.
     /// A new assignment whose committed offsets are still to be read.
     pub(super) assigned: bool,
     /// A client for metadata and watermark queries, off the stage consumer's connection.
@@ -577,69 +492,41 @@ pub(super) struct Core {
     pub(super) owned: BTreeSet<(String, i32)>,
     /// Records were consumed since the last commit.
     pub(super) offsets_dirty: bool,
-    pub(super) facts_partitions: i32,
-    /// Stage 1: when an alarm was last read from each alarms partition.
-    pub(super) last_alarm: BTreeMap<i32, Instant>,
-    /// Stage 1: the watermark last sent for each alarms partition.
-    pub(super) reported: BTreeMap<i32, DateTime<Utc>>,
-    /// Stage 1: the latest event time of the alarms read on each alarms partition and
-    /// sent on to another (those applied here move the fan-out state's watermark).
-    pub(super) read_clock: BTreeMap<i32, DateTime<Utc>>,
-    /// Stage 1: alarms sent on to another partition in the transaction being built:
-    /// (from, to, event time).
-    pub(super) sent_on: Vec<(i32, i32, DateTime<Utc>)>,
-    /// Stage 1: alarms sent on and committed, not yet read by the task of their
-    /// partition; each holds back the watermark of the partition it was read from, so
-    /// that the circuits' clock does not pass it before its impacts are out.
-    pub(super) in_flight: Vec<InFlight>,
-    /// Stage 1: a client of the stage's group (not a member) that reads the offsets its
-    /// tasks committed on the repartition topic.
-    pub(super) group_probe: Option<BaseConsumer>,
-    /// Stage 1: partitions the consumer reported at their end since their last record
-    /// (librdkafka names the partition, not the topic: a hint, checked against the
-    /// partition's high watermark).
-    pub(super) at_end: BTreeSet<i32>,
-    pub(super) impact_partitions: i32,
-    pub(super) alarm_partitions: i32,
+    pub(super) partitions: Partitions,
+    /// The stage's own work, and the state of its partitions.
+    pub(super) processor: P,
 }
 
-impl Core {
-    /// The input topic whose partitions key the stage's state.
-    pub(super) fn keyed_input(&self) -> String {
-        let t = &self.config.topics;
-        match self.kind {
-            StageKind::FanOut => t.alarms.clone(),
-            StageKind::Circuits => t.impacts.clone(),
-            StageKind::Incidents => t.incident_facts.clone(),
-        }
+impl<P: Processor> Stage<P> {
+    /// The processor, and the context it writes through.
+    pub(super) fn split(&mut self) -> (&mut P, Ctx<'_>) {
+        (
+            &mut self.processor,
+            Ctx {
+                config: &self.config,
+                replica: &self.replica,
+                live: &self.live,
+                partitions: self.partitions,
+                probe: &self.probe,
+                offsets: &self.offsets,
+                pending: &mut self.pending,
+                batch: &mut self.batch,
+                summary: &self.summary,
+            },
+        )
     }
 
     /// Forget the batch in flight and every partition's state (after a lost assignment or
     /// an abort): what the last committed transaction left is restored on assignment.
     pub(super) fn discard(&mut self) {
-        self.views.clear();
-        self.stale_views.clear();
         self.batch = BatchStats::default();
-        match self.kind {
-            StageKind::Circuits => self.live.views.clear_circuits(),
-            StageKind::Incidents => self.live.views.clear_incidents(),
-            StageKind::FanOut => {}
-        }
+        self.processor.discard(&self.live);
         self.pending.clear();
         self.offsets.clear();
         self.offsets_dirty = false;
-        self.fanout.clear();
-        self.circuits.clear();
-        self.incidents.clear();
-        self.reported.clear();
-        self.read_clock.clear();
-        self.sent_on.clear();
-        self.in_flight.clear();
-        self.at_end.clear();
         self.to_restore.clear();
         self.restoring = None;
         self.rewind.clear();
-        self.last_alarm.clear();
         self.owned.clear();
     }
 
@@ -652,21 +539,12 @@ impl Core {
             .or_insert(offset);
     }
 
-    pub(super) fn changelog(&self) -> String {
-        let t = &self.config.topics;
-        match self.kind {
-            StageKind::FanOut => t.fanout_changelog.clone(),
-            StageKind::Circuits => t.circuit_changelog.clone(),
-            StageKind::Incidents => t.incident_changelog.clone(),
-        }
-    }
-
     /// Process one input record.
     pub(super) fn handle(&mut self, msg: &BorrowedMessage<'_>) {
         let p = msg.partition();
         if !self.owned.contains(&(msg.topic().to_string(), p)) {
             warn!(
-                stage = self.kind.name(),
+                stage = P::KIND.name(),
                 topic = msg.topic(),
                 partition = p,
                 "record of a partition not owned; skipped"
@@ -688,191 +566,24 @@ impl Core {
         if let Ok(mut s) = self.summary.lock() {
             s.inputs += 1;
         }
-        match self.kind {
-            StageKind::FanOut => self.handle_fanout(p, msg),
-            StageKind::Circuits => self.handle_circuits(p, msg),
-            StageKind::Incidents => self.handle_incidents(p, msg),
-        }
+        let (processor, mut ctx) = self.split();
+        processor.handle(&mut ctx, p, msg);
     }
 
-    /// Write `value` to partition `home` of a repartition topic, in this transaction,
-    /// naming the record it came from.
-    pub(super) fn send_on(
-        &mut self,
-        topic: String,
-        home: i32,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        msg: &BorrowedMessage<'_>,
-    ) {
-        let origin = Origin {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        };
-        counter!(telemetry::REPARTITIONED, "topic" => msg.topic().to_string()).increment(1);
-        self.pending.push(Out {
-            topic,
-            partition: Some(home),
-            key,
-            value: Some(value),
-            origin: serde_json::to_vec(&origin).ok(),
-        });
-    }
-
-    /// A replica change: stage 1 hits circuits added or re-routed under active alarms;
-    /// stage 2 re-checks circuits and notes maintenance windows.
+    /// A replica change.
     pub(super) fn on_change(&mut self, change: Change) {
-        match self.kind {
-            StageKind::FanOut => self.fanout_change(change),
-            StageKind::Circuits => self.circuits_change(&change),
-            StageKind::Incidents => {}
-        }
+        let (processor, mut ctx) = self.split();
+        processor.on_change(&mut ctx, change);
     }
 
-    /// Live timers. Stage 1 moves the watermark of partitions idle at their end to the
-    /// wall clock and reports watermarks; stage 2 fires the timers of each partition up
-    /// to its clock.
-    pub(super) fn tick(&mut self, consumer: &BaseConsumer<StageContext>, idle_after: Duration) {
-        match self.kind {
-            StageKind::FanOut => self.fanout_tick(consumer, idle_after),
-            StageKind::Circuits => self.circuits_tick(),
-            StageKind::Incidents => self.incidents_tick(),
-        }
+    /// Live timers.
+    pub(super) fn tick(&mut self, consumer: &BaseConsumer<StageContext<P>>, idle_after: Duration) {
+        let (processor, mut ctx) = self.split();
+        processor.tick(&mut ctx, consumer, idle_after);
     }
 
-    /// Tell every partition of the next stage's input that partition `p` of this stage has
-    /// written everything older than `watermark`.
-    pub(super) fn broadcast_watermark(&mut self, p: i32, watermark: DateTime<Utc>) {
-        let (topic, partitions) = match self.kind {
-            StageKind::FanOut => (self.config.topics.impacts.clone(), self.impact_partitions),
-            StageKind::Circuits => (
-                self.config.topics.incident_facts.clone(),
-                self.facts_partitions,
-            ),
-            StageKind::Incidents => return,
-        };
-        let record = WatermarkRecord {
-            source_partition: p,
-            watermark,
-        };
-        let Ok(bytes) = serde_json::to_vec(&record) else {
-            return;
-        };
-        for target in 0..partitions {
-            self.pending.push(Out {
-                topic: topic.clone(),
-                partition: Some(target),
-                key: WATERMARK_KEY.to_vec(),
-                value: Some(bytes.clone()),
-                origin: None,
-            });
-        }
-    }
-
-    /// Serialize engine outputs to their topics. Ticket events, warnings and incidents are
-    /// logged, one line each; nothing per alarm at info.
-    pub(super) fn route(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            let topic = self.config.topics.sink(output.sink()).to_string();
-            match &output {
-                Output::Ticket(ev) => {
-                    if let Ok(mut s) = self.summary.lock() {
-                        s.ticket_events += 1;
-                    }
-                    *self
-                        .batch
-                        .ticket_events
-                        .entry(telemetry::serde_name(&ev.sla_event))
-                        .or_default() += 1;
-                    info!(
-                        ticket = %ev.ticket().id,
-                        circuit = %output.key(),
-                        event = ?ev.sla_event,
-                        status = ?ev.ticket().status,
-                        "ticket event"
-                    );
-                }
-                Output::Warning(w) => info!(warning = ?w, "SLA warning"),
-                Output::Incident(i) => info!(
-                    incident = %i.incident_id,
-                    status = ?i.status,
-                    circuits = i.circuit_count,
-                    down = i.down_count,
-                    "incident"
-                ),
-                Output::ParentTicket(t) => info!(
-                    ticket = %t.ticket().id,
-                    status = ?t.ticket().status,
-                    circuits = t.ticket().incident.circuit_count,
-                    "parent ticket"
-                ),
-                Output::Reminder(_) | Output::Line(_) | Output::Figures(_) => {}
-            }
-            match output.to_json_as(self.config.tmf621) {
-                Ok(bytes) => self.pending.push(Out {
-                    topic,
-                    partition: None,
-                    key: output.key().into_bytes(),
-                    value: Some(bytes),
-                    origin: None,
-                }),
-                Err(e) => warn!(error = %e, "cannot serialize an output"),
-            }
-        }
-    }
-
-    /// A rejection carrying the reason, the original bytes and where the record came from.
-    pub(super) fn reject(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        reason: &RejectReason,
-        index: Option<usize>,
-    ) {
-        self.reject_with(msg, msg.payload(), reason, index);
-    }
-
-    /// [`Core::reject`] with `original` standing for the record's value (a batch's
-    /// element).
-    pub(super) fn reject_with(
-        &mut self,
-        msg: &BorrowedMessage<'_>,
-        original: Option<&[u8]>,
-        reason: &RejectReason,
-        index: Option<usize>,
-    ) {
-        let (source, key) = source_of(msg);
-        let mut rej = Rejection::new(reason, original, source, Utc::now()).with_key(key.as_deref());
-        if let Some(i) = index {
-            rej = rej.with_batch_index(i);
-        }
-        self.push_rejection(rej, rejection_record_key(key.as_deref()));
-    }
-
-    pub(super) fn push_rejection(&mut self, rej: Rejection, key: Vec<u8>) {
-        warn!(reason = %rej.reason, code = %rej.reason_code, "input rejected");
-        *self
-            .batch
-            .rejections
-            .entry(rej.reason_code.as_str())
-            .or_default() += 1;
-        if let Ok(mut s) = self.summary.lock() {
-            s.rejected += 1;
-        }
-        match serde_json::to_vec(&rej) {
-            Ok(bytes) => self.pending.push(Out {
-                topic: self.config.topics.rejected.clone(),
-                partition: None,
-                key,
-                value: Some(bytes),
-                origin: None,
-            }),
-            Err(e) => warn!(error = %e, "cannot serialize a rejection"),
-        }
-    }
-
-    /// After a commit: publish the batch's view changes and count what it carried.
+    /// After a commit: count what it carried, and let the processor publish what it
+    /// changed.
     pub(super) fn committed(&mut self) {
         let mut out: BTreeMap<&str, u64> = BTreeMap::new();
         for o in &self.pending {
@@ -880,20 +591,6 @@ impl Core {
         }
         for (topic, n) in out {
             counter!(telemetry::MESSAGES_OUT, "topic" => topic.to_string()).increment(n);
-        }
-        if self.kind == StageKind::Circuits && self.views_refreshed.elapsed() >= VIEW_REFRESH {
-            self.views_refreshed = Instant::now();
-            self.refresh_down_views();
-        }
-        if self.views_published.elapsed() >= VIEW_PUBLISH {
-            self.publish_stale_views();
-        }
-        let views = &self.live.views;
-        for update in self.views.drain(..) {
-            match update {
-                ViewUpdate::Incident(key, Some(record)) => views.put_incident(&key, *record),
-                ViewUpdate::Incident(key, None) => views.remove_incident(&key),
-            }
         }
         let batch = std::mem::take(&mut self.batch);
         for (topic, n) in batch.messages_in {
@@ -906,84 +603,21 @@ impl Core {
             counter!(telemetry::REJECTIONS, "reason" => reason).increment(n);
         }
         let now = Utc::now().timestamp_millis();
-        let latency = histogram!(telemetry::PROCESSING_LATENCY, "stage" => self.kind.name());
+        let latency = histogram!(telemetry::PROCESSING_LATENCY, "stage" => P::KIND.name());
         for ms in batch.timestamps {
             latency.record((now - ms).max(0) as f64 / 1000.0);
         }
+        let (processor, mut ctx) = self.split();
+        processor.committed(&mut ctx);
     }
 
-    /// After a restore: publish the views of everything restored.
-    pub(super) fn publish_all_views(&mut self) {
-        let views = &self.live.views;
-        let replica = read(&self.replica);
-        for (p, part) in &self.circuits {
-            for id in part.states.ids() {
-                if let Some(view) = part.states.view(
-                    id,
-                    *p,
-                    &replica.network,
-                    &self.config.policy,
-                    part.buf.meta.clock,
-                ) {
-                    views.put_circuit(view);
-                }
-            }
-        }
-        for part in self.incidents.values() {
-            for incident in part.book.incidents() {
-                if let Some(record) = incident.record() {
-                    views.put_incident(incident.root_key(), record);
-                }
-            }
-        }
-    }
-
-    /// Stage 3 folds in the batch's facts; every stage writes the changelog records of the
-    /// state it changed.
+    /// Every stage writes the changelog records of the state it changed.
     pub(super) fn flush_state(&mut self) {
-        let changelog = self.changelog();
+        let changelog = P::changelog(&self.config.topics).to_string();
         let mut records = Vec::new();
-        for (p, fanout) in &mut self.fanout {
-            for key in fanout.take_dirty() {
-                let value = fanout
-                    .export(&key)
-                    .and_then(|r| serde_json::to_vec(&r).ok());
-                records.push((*p, key.into_bytes(), StateKind::Entity, value));
-            }
-        }
-        for (p, part) in &mut self.circuits {
-            for key in part.states.take_dirty() {
-                let value = part.states.export(&key).ok().flatten();
-                self.stale_views.insert((*p, key.clone()));
-                if value.is_none() {
-                    // A circuit without state has no figures either.
-                    records.push((*p, figures_key(&key), StateKind::Figures, None));
-                }
-                records.push((*p, key.into_bytes(), StateKind::Entity, value));
-            }
-            for key in part.states.take_figures_dirty() {
-                if let Some(value) = part.states.export_figures(&key).ok().flatten() {
-                    records.push((*p, figures_key(&key), StateKind::Figures, Some(value)));
-                }
-            }
-            let mut buffered = Vec::new();
-            part.buf.changelog(&mut buffered);
-            records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
-        }
-        for (p, part) in &mut self.incidents {
-            for key in part.book.take_dirty() {
-                let incident = part.book.get(&key);
-                let value = incident.and_then(|i| serde_json::to_vec(i).ok());
-                let record = incident.and_then(|i| i.record()).map(Box::new);
-                self.views.push(ViewUpdate::Incident(key.clone(), record));
-                records.push((*p, key.into_bytes(), StateKind::Entity, value));
-            }
-            let mut buffered = Vec::new();
-            part.buf.changelog(&mut buffered);
-            records.extend(buffered.into_iter().map(|(k, kind, v)| (*p, k, kind, v)));
-        }
+        self.processor.flush_state(&mut records);
         for (p, key, kind, value) in records {
-            let value = value.map(|state| seal_state(kind.name(self.kind), &state));
+            let value = value.map(|state| seal_state(kind.name(P::ENTITY), &state));
             self.pending.push(Out {
                 topic: changelog.clone(),
                 partition: Some(p),

@@ -12,8 +12,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, warn};
 
+use super::processor::Processor;
 use super::records::ORIGIN_HEADER;
-use super::stage::{Core, StageContext};
+use super::stage::{Stage, StageContext};
 use super::{ServiceError, TXN_TIMEOUT};
 use crate::telemetry;
 
@@ -28,21 +29,22 @@ pub(super) const COMMIT_ATTEMPTS: u32 = 5;
 /// 1 000 000-byte defaults (`message.max.bytes`), with room for headers and framing.
 pub(super) const MAX_RECORD_BYTES: usize = 990_000;
 
-impl Core {
+impl<P: Processor> Stage<P> {
     /// Write the batch in flight, its state changes and its offsets in one transaction.
     pub(super) fn commit(
         &mut self,
-        consumer: &BaseConsumer<StageContext>,
+        consumer: &BaseConsumer<StageContext<P>>,
     ) -> Result<(), ServiceError> {
         self.flush_state();
         if self.pending.is_empty() && !self.offsets_dirty {
             // Never commit an empty transaction; the state in memory is the committed one.
-            self.publish_stale_views();
+            let (processor, mut ctx) = self.split();
+            processor.unchanged(&mut ctx);
             return Ok(());
         }
         let started = Instant::now();
         let result = self.transact(consumer);
-        let stage = self.kind.name();
+        let stage = P::KIND.name();
         histogram!(telemetry::TRANSACTION_DURATION, "stage" => stage)
             .record(started.elapsed().as_secs_f64());
         let outcome = if result.is_ok() {
@@ -60,9 +62,8 @@ impl Core {
                     gauge!(telemetry::STAGE_STALLED, "stage" => stage).set(0.0);
                 }
                 self.committed();
-                self.note_in_flight();
                 debug!(
-                    stage = self.kind.name(),
+                    stage = P::KIND.name(),
                     records = self.pending.len(),
                     "committed"
                 );
@@ -86,12 +87,12 @@ impl Core {
 
     pub(super) fn transact(
         &mut self,
-        consumer: &BaseConsumer<StageContext>,
+        consumer: &BaseConsumer<StageContext<P>>,
     ) -> Result<(), ServiceError> {
         let producer = &self.producer;
         let patience = self.patience();
         let watch = &self.watch;
-        let stage = self.kind;
+        let stage = P::KIND;
         watch
             .watched(stage, || producer.begin_transaction())
             .map_err(classify)?;
