@@ -27,12 +27,21 @@ use crate::rejection::{batch_elements, RejectReason};
 
 /// Alarms read on partition `from` and sent on to partition `to` of the repartition
 /// topic in one transaction, below offset `end` there; `at` is the oldest event time.
+/// `end` is `None` while the broker has not told it (it did not answer after the
+/// commit): it is asked again at the next confirmation, and any end it gives then is at
+/// or past the real one, so the alarms stay held until they are surely read.
 pub(super) struct InFlight {
     pub(super) from: i32,
     pub(super) to: i32,
-    pub(super) end: i64,
+    pub(super) end: Option<i64>,
     pub(super) at: DateTime<Utc>,
 }
+
+/// How long one watermark or offsets query to the broker may wait. A tick makes several
+/// (every alarms partition owned, two topics each): once one goes unanswered the tick
+/// makes no more, so that a broker that does not answer costs a tick one wait, not one
+/// per partition (which kept a stopping instance past its shutdown deadline).
+const QUERY_WAIT: Duration = Duration::from_secs(2);
 
 /// The fan-out stage's own state: per partition of the alarms topic, the active alarms of
 /// its objects, and what it needs to report the partition's watermark.
@@ -159,9 +168,10 @@ impl FanOutProcessor {
     }
 
     /// Forget the alarms in flight that their partition's task has read and committed.
-    pub(super) fn confirm_in_flight(&mut self, ctx: &mut Ctx<'_>) {
+    /// False when the broker did not answer.
+    pub(super) fn confirm_in_flight(&mut self, ctx: &mut Ctx<'_>) -> bool {
         if self.in_flight.is_empty() {
-            return;
+            return true;
         }
         let topic = ctx.config.topics.alarms_repartition.clone();
         if self.group_probe.is_none() {
@@ -177,20 +187,34 @@ impl FanOutProcessor {
                 Ok(c) => self.group_probe = Some(c),
                 Err(e) => {
                     warn!(error = %e, "cannot read the stage's committed offsets");
-                    return;
+                    return true;
                 }
             }
         }
         let Some(probe) = &self.group_probe else {
-            return;
+            return false;
         };
+        // Ends the broker did not give after the commit: asked again now.
+        let mut answered = true;
+        for f in self.in_flight.iter_mut().filter(|f| f.end.is_none()) {
+            if !answered {
+                break;
+            }
+            match ctx.probe.fetch_watermarks(&topic, f.to, QUERY_WAIT) {
+                Ok((_, high)) => f.end = Some(high),
+                Err(_) => answered = false,
+            }
+        }
+        if !answered {
+            return false;
+        }
         let mut tpl = TopicPartitionList::new();
         let targets: BTreeSet<i32> = self.in_flight.iter().map(|f| f.to).collect();
         for q in targets {
             tpl.add_partition(&topic, q);
         }
-        let Ok(committed) = probe.committed_offsets(tpl, Duration::from_secs(2)) else {
-            return;
+        let Ok(committed) = probe.committed_offsets(tpl, QUERY_WAIT) else {
+            return false;
         };
         self.in_flight.retain(|f| {
             let at = committed
@@ -200,8 +224,12 @@ impl FanOutProcessor {
                     _ => None,
                 });
             // A committed offset one short of the end is the transaction's closing marker.
-            at.is_none_or(|o| o.saturating_add(1) < f.end)
+            match (at, f.end) {
+                (Some(o), Some(end)) => o.saturating_add(1) < end,
+                _ => true,
+            }
         });
+        true
     }
 }
 
@@ -351,7 +379,9 @@ impl Processor for FanOutProcessor {
         let positions = consumer.position().ok();
         let alarms = ctx.config.topics.alarms.clone();
         let repartition = ctx.config.topics.alarms_repartition.clone();
-        self.confirm_in_flight(ctx);
+        // Whether the broker answers this tick's queries: once one goes unanswered, no
+        // partition is taken as read to its end (and none is asked about) until the next.
+        let mut answered = self.confirm_in_flight(ctx);
         for p in partitions {
             // Quiet since the last alarm read, or since the assignment.
             let quiet = self
@@ -362,9 +392,16 @@ impl Processor for FanOutProcessor {
             // of alarms sent on to it by the other tasks.
             let at_end = self.at_end.contains(&p);
             let idle = quiet
-                && [&alarms, &repartition]
-                    .into_iter()
-                    .all(|topic| read_to_end(ctx, topic, p, positions.as_ref(), at_end));
+                && answered
+                && [&alarms, &repartition].into_iter().all(|topic| {
+                    match read_to_end(ctx, topic, p, positions.as_ref(), at_end) {
+                        Some(end) => end,
+                        None => {
+                            answered = false;
+                            false
+                        }
+                    }
+                });
             let applied = self.fanout.get(&p).and_then(FanOut::watermark);
             let event_time = match (applied, self.read_clock.get(&p)) {
                 (Some(a), Some(r)) => Some(a.max(*r)),
@@ -433,17 +470,23 @@ impl Processor for FanOutProcessor {
             let t = oldest.entry((from, to)).or_insert(at);
             *t = (*t).min(at);
         }
-        let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut ends: BTreeMap<i32, Option<i64>> = BTreeMap::new();
+        let mut answered = true;
         for ((from, to), at) in oldest {
             let end = match ends.get(&to) {
                 Some(e) => *e,
                 None => {
-                    // Unknown: held until the partition's committed offset is past any
-                    // end it may have had (the next query sees a real one).
-                    let e = ctx
-                        .probe
-                        .fetch_watermarks(&topic, to, Duration::from_secs(5))
-                        .map_or(i64::MAX, |(_, high)| high);
+                    // Unknown when the broker does not answer: asked again at the next
+                    // confirmation (`InFlight::end`).
+                    let e = if answered {
+                        ctx.probe
+                            .fetch_watermarks(&topic, to, QUERY_WAIT)
+                            .map(|(_, high)| high)
+                            .ok()
+                    } else {
+                        None
+                    };
+                    answered &= e.is_some();
                     ends.insert(to, e);
                     e
                 }
@@ -463,7 +506,8 @@ impl Processor for FanOutProcessor {
     }
 }
 
-/// Has the stage read partition `p` of `topic` to its end? Where the stage is in the
+/// Has the stage read partition `p` of `topic` to its end (`None`: the broker did not
+/// answer)? Where the stage is in the
 /// partition is the consumer's position once it has read a record, else the offset it
 /// resumed from: after a restart on a quiet network nothing is read, and the position
 /// stays unknown however old the partition's data.
@@ -473,7 +517,7 @@ fn read_to_end(
     p: i32,
     positions: Option<&TopicPartitionList>,
     at_end: bool,
-) -> bool {
+) -> Option<bool> {
     let position = positions
         .and_then(|tpl| tpl.find_partition(topic, p))
         .and_then(|e| match e.offset() {
@@ -484,19 +528,19 @@ fn read_to_end(
     // Asked through a client of its own: on the stage consumer's connection the
     // request waits behind a fetch long-poll (fetch.wait.max.ms), which stalled the
     // stage for seconds.
-    match ctx.probe.fetch_watermarks(topic, p, Duration::from_secs(2)) {
+    match ctx.probe.fetch_watermarks(topic, p, QUERY_WAIT) {
         // librdkafka moves a position it knows past transaction markers. Without one,
         // the consumer starts at the offset it resumed from (at least the partition's
         // start: records may have been deleted meanwhile); there one record short of
         // the end is a closing marker once the consumer has said it is at the end.
-        Ok((low, high)) => match (position, resumed) {
+        Ok((low, high)) => Some(match (position, resumed) {
             (Some(o), _) => o >= high,
             (None, Some(r)) => {
                 let r = r.clamp(low, high);
                 r >= high || (at_end && r + 1 >= high)
             }
             (None, None) => low == high,
-        },
-        Err(_) => false,
+        }),
+        Err(_) => None,
     }
 }

@@ -90,7 +90,10 @@ impl<P: Processor> Stage<P> {
         consumer: &BaseConsumer<StageContext<P>>,
     ) -> Result<(), ServiceError> {
         let producer = &self.producer;
-        let patience = self.patience();
+        // Asked at every call that may wait on the broker: a SIGTERM received during the
+        // transaction shortens what is left of it to the shutdown grace.
+        let patience = || self.patience();
+        let stopping = || self.shutdown.load(Ordering::Relaxed);
         let watch = &self.watch;
         let stage = P::KIND;
         watch
@@ -126,11 +129,21 @@ impl<P: Processor> Stage<P> {
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
+                    // The producer's queue is full: wait for deliveries, unless stopping
+                    // (a broker that does not answer would never make room).
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                        if stopping() =>
+                    {
+                        let _ = producer.abort_transaction(patience());
+                        return Err(ServiceError::Aborted(
+                            "transaction given up at shutdown: the producer's queue is full".into(),
+                        ));
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                         record = r;
                         producer.poll(Duration::from_millis(10));
                     }
-                    Err((e, _)) => return Err(abort(producer, e, patience)),
+                    Err((e, _)) => return Err(abort(producer, e, patience())),
                 }
             }
         }
@@ -141,27 +154,38 @@ impl<P: Processor> Stage<P> {
             let mut tpl = TopicPartitionList::new();
             for ((topic, p), next) in &self.offsets {
                 if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*next)) {
-                    return Err(abort(producer, e, patience));
+                    return Err(abort(producer, e, patience()));
                 }
             }
             let Some(metadata) = consumer.group_metadata() else {
-                let _ = producer.abort_transaction(patience);
+                let _ = producer.abort_transaction(patience());
                 return Err(ServiceError::Aborted(
                     "the consumer has no group metadata yet".into(),
                 ));
             };
-            let sent = watch.watched(stage, || {
-                producer.send_offsets_to_transaction(&tpl, &metadata, patience)
-            });
-            if let Err(e) = sent {
-                return Err(abort(producer, e, patience));
+            // In slices, so that a SIGTERM while the broker does not answer is obeyed
+            // within a slice; librdkafka lets a call that timed out be made again.
+            let deadline = Instant::now() + patience();
+            loop {
+                let wait = patience()
+                    .min(OFFSETS_SLICE)
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                let sent = watch.watched(stage, || {
+                    producer.send_offsets_to_transaction(&tpl, &metadata, wait)
+                });
+                match sent {
+                    Ok(()) => break,
+                    Err(KafkaError::Transaction(e))
+                        if e.is_retriable() && !stopping() && Instant::now() < deadline => {}
+                    Err(e) => return Err(abort(producer, e, patience())),
+                }
             }
         }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let patience = self.patience();
-            match watch.watched(stage, || crate::kafka::commit_drained(producer, patience)) {
+            let wait = patience();
+            match watch.watched(stage, || crate::kafka::commit_drained(producer, wait)) {
                 Ok(()) => return Ok(()),
                 // Stopping, and the broker does not answer: give the transaction up. It
                 // is aborted by the coordinator (or by the next producer with this
@@ -184,11 +208,14 @@ impl<P: Processor> Stage<P> {
                         "transaction commit still ambiguous after {attempts} attempts: {e}"
                     )));
                 }
-                Err(e) => return Err(abort(producer, e, patience)),
+                Err(e) => return Err(abort(producer, e, patience())),
             }
         }
     }
 }
+
+/// The longest single wait for the broker to take a transaction's offsets.
+const OFFSETS_SLICE: Duration = Duration::from_secs(2);
 
 /// Abort after an abortable error; a fatal error (fenced) is reported as such.
 pub(super) fn abort(
