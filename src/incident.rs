@@ -434,6 +434,10 @@ pub struct Incident {
     closed_members: usize,
     /// Sequence of the last record; 0 while never emitted.
     sequence: u32,
+    /// In a changelog record written in parts ([`Incident::state_records`]): how many
+    /// records of members follow this one, which then holds none. 0 otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    member_parts: u32,
     /// `updatedAt` of the last record.
     #[serde(serialize_with = "crate::timestamp::serialize")]
     updated_at: DateTime<Utc>,
@@ -445,7 +449,83 @@ pub struct Incident {
     parent: ParentMemo,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The incident's state as changelog record bodies, each at most `limit` bytes where it
+/// can be: one record of the whole state when it fits, else a head without members
+/// (naming how many parts follow) and the members in parts, each a JSON array of members
+/// in circuit order. An incident of a few thousand circuits (about 450 bytes each) would
+/// otherwise exceed the producer's record limit, and its state be lost to the changelog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRecords {
+    pub head: Vec<u8>,
+    pub parts: Vec<Vec<u8>>,
+}
+
 impl Incident {
+    /// The changelog record bodies of this state (see [`StateRecords`]).
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which these types do not allow in practice.
+    pub fn state_records(&self, limit: usize) -> serde_json::Result<StateRecords> {
+        let whole = serde_json::to_vec(self)?;
+        if whole.len() <= limit {
+            return Ok(StateRecords {
+                head: whole,
+                parts: Vec::new(),
+            });
+        }
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut part = Vec::new();
+        for member in self.members.values() {
+            let bytes = serde_json::to_vec(member)?;
+            // `[` + members + `,` between them + `]`.
+            if !part.is_empty() && part.len() + bytes.len() + 2 > limit {
+                part.push(b']');
+                parts.push(std::mem::take(&mut part));
+            }
+            part.push(if part.is_empty() { b'[' } else { b',' });
+            part.extend_from_slice(&bytes);
+        }
+        if !part.is_empty() {
+            part.push(b']');
+            parts.push(part);
+        }
+        let head = Incident {
+            members: BTreeMap::new(),
+            member_parts: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+            parent: self.parent.clone(),
+            ..self.clone_without_members()
+        };
+        Ok(StateRecords {
+            head: serde_json::to_vec(&head)?,
+            parts,
+        })
+    }
+
+    /// How many member parts follow this state read from a head record (0: it is whole).
+    pub fn member_parts(&self) -> u32 {
+        self.member_parts
+    }
+
+    fn clone_without_members(&self) -> Incident {
+        Incident {
+            incident_id: self.incident_id.clone(),
+            root_key: self.root_key.clone(),
+            root: self.root.clone(),
+            opened_at: self.opened_at,
+            members: BTreeMap::new(),
+            closed_members: 0,
+            sequence: self.sequence,
+            member_parts: 0,
+            updated_at: self.updated_at,
+            digest: self.digest.clone(),
+            parent: ParentMemo::default(),
+        }
+    }
+
     fn new(facts: &TicketFacts) -> Incident {
         Incident {
             incident_id: incident_id(&facts.root),
@@ -455,6 +535,7 @@ impl Incident {
             members: BTreeMap::new(),
             closed_members: 0,
             sequence: 0,
+            member_parts: 0,
             updated_at: facts.at,
             digest: String::new(),
             parent: ParentMemo::default(),
@@ -739,6 +820,8 @@ impl IncidentBook {
     /// Put back a state read from the changelog (replacing any under the same key).
     pub fn restore(&mut self, mut incident: Incident) {
         incident.recount();
+        // Its members, if written in parts, follow ([`IncidentBook::restore_members`]).
+        incident.member_parts = 0;
         let key = incident.root_key.clone();
         if let Some(old) = self.incidents.remove(&key) {
             self.unfile(&key, &old);
@@ -753,6 +836,30 @@ impl IncidentBook {
             );
         }
         self.incidents.insert(key, incident);
+    }
+
+    /// Put back one part of the members of the state under `root_key` read from the
+    /// changelog after its head ([`Incident::state_records`]); a part of no state held is
+    /// ignored (its head was replaced or forgotten since).
+    ///
+    /// # Errors
+    /// When the part is not a JSON array of members.
+    pub fn restore_members(&mut self, root_key: &str, part: &[u8]) -> serde_json::Result<()> {
+        let members: Vec<Member> = serde_json::from_slice(part)?;
+        let Some(incident) = self.incidents.get_mut(root_key) else {
+            return Ok(());
+        };
+        for m in members {
+            self.filed.insert(
+                m.ticket_id.clone(),
+                Filing {
+                    root_key: root_key.to_string(),
+                    circuit_id: m.circuit_id.clone(),
+                },
+            );
+            incident.put(m);
+        }
+        Ok(())
     }
 
     /// Drop the state under one root alarm key (a tombstone read from the changelog).
@@ -1713,6 +1820,52 @@ mod tests {
             serde_json::to_string(&out).expect("records serialize")
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_state_too_large_for_one_record_survives_the_changelog_in_parts() {
+        let tks = fifty();
+        let mut book = IncidentBook::default();
+        for tk in &tks {
+            book.on_ticket(tk.open());
+        }
+        for tk in &tks[..7] {
+            book.on_ticket(tk.closed(t(30), t(90)));
+        }
+        let incident = book.get(LOS).expect("incident");
+        let whole = incident.state_records(1_000_000).expect("records");
+        assert!(whole.parts.is_empty(), "fits in one record");
+        // A limit that takes a few members per part: the head and several parts.
+        let limit = 2_500;
+        let split = incident.state_records(limit).expect("records");
+        assert!(split.parts.len() > 1, "{} parts", split.parts.len());
+        assert!(split.parts.iter().all(|p| p.len() <= limit));
+        assert!(split.head.len() < whole.head.len());
+        let head: Incident = serde_json::from_slice(&split.head).expect("head reads back");
+        assert_eq!(head.member_parts() as usize, split.parts.len());
+        assert!(head.members.is_empty());
+
+        let mut restored = IncidentBook::default();
+        restored.restore(head);
+        for part in &split.parts {
+            restored
+                .restore_members(LOS, part)
+                .expect("part reads back");
+        }
+        assert_eq!(restored.get(LOS), book.get(LOS));
+        for tk in &tks {
+            assert_eq!(restored.filed_under(&tk.id()), Some(LOS));
+        }
+        // What follows is the same in both.
+        let a = book.on_ticket(tks[9].restored(t(40)));
+        let b = restored.on_ticket(tks[9].restored(t(40)));
+        assert_eq!(a, b);
+        // A part whose head is gone is ignored.
+        let mut empty = IncidentBook::default();
+        empty
+            .restore_members(LOS, &split.parts[0])
+            .expect("part reads");
+        assert!(empty.get(LOS).is_none());
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl<T: Clone + Serialize + serde::de::DeserializeOwned> Buffer<T> {
                 }
                 self.pending.insert((r.time, r.class, r.seq), r.item);
             }
-            StateKind::Entity | StateKind::Figures => {
+            StateKind::Entity | StateKind::Figures | StateKind::Members => {
                 return Err("not a record of the partition's buffer".into())
             }
         }

@@ -31,7 +31,37 @@ pub(super) enum StateKind {
     /// [`figures_key`]): apart from the circuit's record, so that they are written only
     /// when they change.
     Figures,
+    /// A part of the members of an incident too large for one record (incident
+    /// changelog, key [`members_key`]), read after the incident's own record.
+    Members,
 }
+
+/// Prefix of the key of a part of an incident's members: the byte 0xFF, `members/`, the
+/// part's number in six digits and `/`, then the root alarm key.
+pub(super) const MEMBERS_PREFIX: &[u8] = b"\xFFmembers/";
+
+/// The changelog key of part `index` of the members of the incident under `root_key`.
+pub(super) fn members_key(root_key: &str, index: usize) -> Vec<u8> {
+    let mut key = MEMBERS_PREFIX.to_vec();
+    key.extend_from_slice(format!("{index:06}/").as_bytes());
+    key.extend_from_slice(root_key.as_bytes());
+    key
+}
+
+/// The part number and root alarm key of a members part's key; `None` for any other key.
+pub(super) fn members_key_parts(key: &[u8]) -> Option<(usize, &str)> {
+    let rest = key.strip_prefix(MEMBERS_PREFIX)?;
+    let (index, root) = rest.split_at_checked(7)?;
+    let index = std::str::from_utf8(index.strip_suffix(b"/")?)
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((index, std::str::from_utf8(root).ok()?))
+}
+
+/// The envelope name of the entities of the incident changelog, the only one whose
+/// entities may be written in parts.
+pub(super) const INCIDENT_ENTITY: &str = "incident";
 
 /// Suffix of the key of a circuit's figures record: the byte 0xFF, which no id (UTF-8
 /// text) holds, then `figures`.
@@ -63,6 +93,7 @@ impl StateKind {
             StateKind::Meta => "meta",
             StateKind::Pending => "pending",
             StateKind::Figures => "figures",
+            StateKind::Members => "members",
         }
     }
 
@@ -105,14 +136,15 @@ pub(super) fn open_state<'a>(
         "meta" => Some(StateKind::Meta),
         "pending" => Some(StateKind::Pending),
         "figures" if entity == CIRCUIT_ENTITY => Some(StateKind::Figures),
+        "members" if entity == INCIDENT_ENTITY => Some(StateKind::Members),
         _ => None,
     };
     match kind {
         // The body is read where it lies in the record, not copied.
         Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes())),
         _ => Err(format!(
-            "state of kind {:?} version {}, expected {entity:?}, \"meta\", \"pending\" or \
-             (circuits) \"figures\" version {STATE_VERSION}",
+            "state of kind {:?} version {}, expected {entity:?}, \"meta\", \"pending\", \
+             (circuits) \"figures\" or (incidents) \"members\" version {STATE_VERSION}",
             e.kind, e.version
         )),
     }
