@@ -530,3 +530,91 @@ async fn a_window_called_off_moves_back_the_deadline_of_the_fault_that_noted_it(
     );
     a.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incident_of_thousands_of_circuits_survives_a_restart() {
+    let setup = setup("edge-big").await;
+    let t = &setup.topics;
+    // 2 500 circuits behind one access port: one incident whose state (about 450 bytes a
+    // circuit) is over the producer's 1 MB record limit, so its changelog record goes in
+    // parts.
+    let n = 2_500;
+    let ids: Vec<String> = (0..n).map(|i| format!("DL-{i:05}")).collect();
+    let inventory: Vec<Rec> = ids.iter().map(|id| circuit(id, "ACC-9/0/1")).collect();
+    produce(&setup.bootstrap, &t.inventory, &inventory);
+    let mut a = live_instance(&setup, "a");
+    produce(
+        &setup.bootstrap,
+        &t.alarms,
+        &[rec("ACC-9/0/1", alarm("LOS-9", "ACC-9/0/1", false))],
+    );
+    wait_for_tickets(
+        &setup,
+        &mut a,
+        Duration::from_secs(180),
+        "a ticket for each circuit",
+        |t| events_of(t, "opened").len() == n,
+    );
+    // The incident with every circuit is committed before the restart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let incidents = || -> Vec<Value> {
+        read_topic(&setup.bootstrap, &t.incidents)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    };
+    while !incidents()
+        .iter()
+        .any(|r| r["circuitCount"] == n && r["downCount"] == n)
+    {
+        assert!(Instant::now() < deadline, "no incident of {n} circuits");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    a.stop();
+    let mut b = live_instance(&setup, "b");
+    b.wait_for_log(Duration::from_secs(120), |log| {
+        log.matches("state restored").count() >= 3
+    });
+    produce(
+        &setup.bootstrap,
+        &t.alarms,
+        &[rec("ACC-9/0/1", alarm("LOS-9", "ACC-9/0/1", true))],
+    );
+    wait_for_tickets(
+        &setup,
+        &mut b,
+        Duration::from_secs(180),
+        "every ticket restored after the restart",
+        |t| events_of(t, "restored").len() == n,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let incidents = loop {
+        let incidents = incidents();
+        if incidents.iter().any(|r| r["downCount"] == 0) {
+            break incidents;
+        }
+        assert!(Instant::now() < deadline, "no record of the restoration");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    b.stop();
+    // The restored instance went on from the incident's state: its records continue the
+    // sequence (a lost state starts again at 1, repeating event ids) and keep every
+    // circuit.
+    let mut event_ids: Vec<&str> = incidents
+        .iter()
+        .filter_map(|r| r["eventId"].as_str())
+        .collect();
+    let records = event_ids.len();
+    event_ids.sort_unstable();
+    event_ids.dedup();
+    assert_eq!(event_ids.len(), records, "an incident event id repeated");
+    let last = incidents
+        .iter()
+        .max_by_key(|r| r["sequence"].as_u64())
+        .expect("records");
+    assert!(last["sequence"].as_u64() > Some(1), "{}", last["eventId"]);
+    assert_eq!(
+        (&last["circuitCount"], &last["downCount"]),
+        (&json!(n), &json!(0))
+    );
+}
