@@ -203,9 +203,7 @@ impl Processor for IncidentProcessor {
                     let known = self
                         .incident_partition(p)
                         .is_some_and(|part| part.buf.report(&w, upstream));
-                    if known {
-                        self.release_incidents(ctx, p);
-                    } else {
+                    if !known {
                         ctx.reject(msg, &bad_watermark(&w, upstream), None);
                     }
                 }
@@ -215,10 +213,13 @@ impl Processor for IncidentProcessor {
         }
         match msg.payload().map(serde_json::from_slice::<TicketFacts>) {
             Some(Ok(facts)) => {
+                // Released at the end of the batch, not per record: facts that arrive
+                // after the clock has passed their time (a late alarm's storm) would
+                // otherwise make one record of their incident each, the whole incident
+                // every time (2 500 records of a 2 500-circuit incident).
                 if let Some(part) = self.incident_partition(p) {
                     part.buf.hold(facts.at, 0, (key, facts));
                 }
-                self.release_incidents(ctx, p);
             }
             _ => ctx.reject(msg, &not_json("ticket facts"), None),
         }
@@ -231,6 +232,14 @@ impl Processor for IncidentProcessor {
         _consumer: &BaseConsumer<C>,
         _idle_after: Duration,
     ) {
+        let parts: Vec<i32> = self.incidents.keys().copied().collect();
+        for p in parts {
+            self.release_incidents(ctx, p);
+        }
+    }
+
+    /// Stage 3: the facts of the batch each partition can release.
+    fn end_of_batch(&mut self, ctx: &mut Ctx<'_>) {
         let parts: Vec<i32> = self.incidents.keys().copied().collect();
         for p in parts {
             self.release_incidents(ctx, p);

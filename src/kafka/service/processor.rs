@@ -99,6 +99,10 @@ pub(super) trait Processor: Default + Send + 'static {
         idle_after: Duration,
     );
 
+    /// The batch read is over and its transaction is about to be written: work best done
+    /// once per batch rather than per record read (the incidents of all the facts read).
+    fn end_of_batch(&mut self, _ctx: &mut Ctx<'_>) {}
+
     /// The changelog records of the state changed since the last call.
     fn flush_state(&mut self, records: &mut Vec<PartitionRecord>);
 

@@ -611,8 +611,13 @@ impl<P: Processor> Stage<P> {
         processor.committed(&mut ctx);
     }
 
-    /// Every stage writes the changelog records of the state it changed.
+    /// The batch's last work, then every stage writes the changelog records of the state
+    /// it changed.
     pub(super) fn flush_state(&mut self) {
+        {
+            let (processor, mut ctx) = self.split();
+            processor.end_of_batch(&mut ctx);
+        }
         let changelog = P::changelog(&self.config.topics).to_string();
         let mut records = Vec::new();
         self.processor.flush_state(&mut records);
