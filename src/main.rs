@@ -1669,7 +1669,10 @@ fn serve(settings: RunSettings) -> anyhow::Result<ExitCode> {
         intake: settings.intake,
         tmf621: settings.tmf621_version,
     };
-    service::run(config, shutdown)?;
+    // The cluster named in the error: librdkafka's own messages may not say which broker
+    // could not be reached, nor may its log have said so yet.
+    let cluster = config.bootstrap_servers.clone();
+    service::run(config, shutdown).with_context(|| format!("Kafka cluster at {cluster}"))?;
     Ok(ExitCode::SUCCESS)
 }
 
