@@ -493,12 +493,7 @@ impl Incident {
             part.push(b']');
             parts.push(part);
         }
-        let head = Incident {
-            members: BTreeMap::new(),
-            member_parts: u32::try_from(parts.len()).unwrap_or(u32::MAX),
-            parent: self.parent.clone(),
-            ..self.clone_without_members()
-        };
+        let head = self.head(u32::try_from(parts.len()).unwrap_or(u32::MAX));
         Ok(StateRecords {
             head: serde_json::to_vec(&head)?,
             parts,
@@ -510,7 +505,8 @@ impl Incident {
         self.member_parts
     }
 
-    fn clone_without_members(&self) -> Incident {
+    /// The state without its members, naming how many parts of members follow.
+    fn head(&self, member_parts: u32) -> Incident {
         Incident {
             incident_id: self.incident_id.clone(),
             root_key: self.root_key.clone(),
@@ -519,10 +515,10 @@ impl Incident {
             members: BTreeMap::new(),
             closed_members: 0,
             sequence: self.sequence,
-            member_parts: 0,
+            member_parts,
             updated_at: self.updated_at,
             digest: self.digest.clone(),
-            parent: ParentMemo::default(),
+            parent: self.parent.clone(),
         }
     }
 
