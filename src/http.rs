@@ -52,6 +52,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long the membership of another stage's group is reused before asking again.
 const DIRECTORY_TTL: Duration = Duration::from_secs(3);
+/// How long a reader of circuit views waits for the circuit stage to bring them up to its
+/// committed state (it does so between two batches, after its commit); past this, the
+/// answer holds the views of an earlier commit.
+const FRESH_VIEWS_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long a client may take over a request's head, and keep a connection without one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -632,6 +636,7 @@ async fn metrics_text(State(app): State<App>) -> Response {
     // While a stage restores, its views are partial: the gauges keep their last values
     // rather than dip.
     if app.live.ready() {
+        app.live.fresh_circuit_views(FRESH_VIEWS_PATIENCE).await;
         telemetry::set_state_gauges(&app.live.views.counts());
     }
     gauge!(telemetry::READY).set(if app.live.ready() { 1.0 } else { 0.0 });
@@ -744,6 +749,7 @@ async fn tickets(State(app): State<App>, Query(q): Query<TicketQuery>) -> Respon
         Ok(b) => b,
         Err(e) => return e,
     };
+    app.live.fresh_circuit_views(FRESH_VIEWS_PATIENCE).await;
     body.insert(
         "tickets".into(),
         json!(app.live.views.tickets(&filter, limit)),
@@ -764,6 +770,7 @@ async fn circuits(State(app): State<App>, Query(q): Query<CircuitQuery>) -> Resp
         Ok(b) => b,
         Err(e) => return e,
     };
+    app.live.fresh_circuit_views(FRESH_VIEWS_PATIENCE).await;
     body.insert(
         "circuits".into(),
         json!(app.live.views.budget(status, limit)),
@@ -880,6 +887,7 @@ async fn owned_view(app: &App, id: &str, suffix: &str) -> Result<CircuitView, Re
         )));
     }
     if info.partitions.contains(&partition) {
+        app.live.fresh_circuit_views(FRESH_VIEWS_PATIENCE).await;
         if let Some(view) = app.live.views.circuit(id) {
             return Ok(view);
         }

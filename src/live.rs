@@ -58,6 +58,13 @@ pub struct Live {
     commits: [AtomicU64; 3],
     /// Stages failing without progress, with the last reason.
     stalled: DashMap<&'static str, String>,
+    /// Fresh circuit views asked for by readers (a count) and the last request the
+    /// circuit stage has answered; see [`Live::fresh_circuit_views`].
+    views_asked: AtomicU64,
+    views_answered: AtomicU64,
+    views_built: tokio::sync::Notify,
+    /// A circuit stage owning partitions answers requests for fresh views.
+    views_served: AtomicBool,
 }
 
 impl Live {
@@ -71,7 +78,56 @@ impl Live {
             stages: STAGES.iter().map(|s| (*s, StageInfo::default())).collect(),
             commits: Default::default(),
             stalled: DashMap::new(),
+            views_asked: AtomicU64::new(0),
+            views_answered: AtomicU64::new(0),
+            views_built: tokio::sync::Notify::new(),
+            views_served: AtomicBool::new(false),
         }
+    }
+
+    /// Ask the circuit stage to bring its views up to its committed state, and wait until
+    /// it has (at most `patience`). The circuit stage builds the views of the circuits
+    /// that changed only when a reader asks ([`Live::views_wanted`]), not after every
+    /// commit: building them costs as much as a tenth of the stage's work under load, for
+    /// answers nobody may read. Returns whether the views were brought up to date in
+    /// time; when not (the stage is in a long call, e.g. to a broker that does not
+    /// answer), the views are those of an earlier commit.
+    pub async fn fresh_circuit_views(&self, patience: std::time::Duration) -> bool {
+        if !self.views_served.load(Ordering::Acquire) {
+            return false;
+        }
+        let ticket = self.views_asked.fetch_add(1, Ordering::AcqRel) + 1;
+        let answered = async {
+            loop {
+                let built = self.views_built.notified();
+                tokio::pin!(built);
+                built.as_mut().enable();
+                if self.views_answered.load(Ordering::Acquire) >= ticket {
+                    return;
+                }
+                built.await;
+            }
+        };
+        tokio::time::timeout(patience, answered).await.is_ok()
+    }
+
+    /// The newest request for fresh circuit views not yet answered, if any: the circuit
+    /// stage builds its stale views and then calls [`Live::views_built`] with it.
+    pub fn views_wanted(&self) -> Option<u64> {
+        let asked = self.views_asked.load(Ordering::Acquire);
+        (asked > self.views_answered.load(Ordering::Acquire)).then_some(asked)
+    }
+
+    /// Whether a circuit stage owning partitions is there to answer requests for fresh
+    /// views (without one, readers do not wait).
+    pub fn serve_views(&self, served: bool) {
+        self.views_served.store(served, Ordering::Release);
+    }
+
+    /// The views reflect every change committed before request `ticket` was read.
+    pub fn views_built(&self, ticket: u64) {
+        self.views_answered.fetch_max(ticket, Ordering::AcqRel);
+        self.views_built.notify_waiters();
     }
 
     /// A stage committed a transaction: it makes progress.
@@ -161,6 +217,52 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a runtime")
+    }
+
+    #[test]
+    fn a_reader_of_views_waits_for_the_circuit_stage_to_answer_and_no_longer() {
+        let live = Arc::new(Live::new("i1", "http://127.0.0.1:9464"));
+        let rt = runtime();
+        // No circuit stage: the reader does not wait, and nothing is asked of anyone.
+        let started = Instant::now();
+        assert!(!rt.block_on(live.fresh_circuit_views(Duration::from_secs(5))));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(live.views_wanted(), None);
+
+        // A stage that answers after 200 ms: the reader gets its answer then.
+        live.serve_views(true);
+        let stage = {
+            let live = live.clone();
+            std::thread::spawn(move || loop {
+                if let Some(ticket) = live.views_wanted() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    live.views_built(ticket);
+                    return ticket;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            })
+        };
+        let started = Instant::now();
+        assert!(rt.block_on(live.fresh_circuit_views(Duration::from_secs(5))));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(stage.join().expect("the stage thread"), 1);
+        assert_eq!(live.views_wanted(), None, "answered");
+
+        // A stage that does not answer (stuck in a call): the reader gives up after its
+        // patience, and the request stays for the stage's next turn.
+        let started = Instant::now();
+        assert!(!rt.block_on(live.fresh_circuit_views(Duration::from_millis(300))));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(live.views_wanted(), Some(2));
+    }
 
     #[test]
     fn ready_only_once_the_replica_and_every_stage_are_caught_up() {

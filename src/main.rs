@@ -225,6 +225,11 @@ struct SimulateArgs {
     #[arg(long, default_value_t = 4.0)]
     works_per_day: f64,
 
+    /// The longest a fault lasts, e.g. 10m (each lasts from 2 minutes to this). Shorter
+    /// faults reach a steady state sooner: `scripts/soak` uses this.
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    longest_fault: Duration,
+
     /// Write inventory.jsonl, alarms.jsonl and maintenance.jsonl here (for `replay`)
     /// instead of publishing to Kafka. Event time then starts at --start.
     #[arg(long, value_name = "DIR")]
@@ -799,6 +804,8 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         noise_per_second: args.noise_per_second,
         faults_per_hour: args.faults_per_hour,
         works_per_day: args.works_per_day,
+        longest_fault: chrono::Duration::from_std(args.longest_fault)
+            .context("--longest-fault is too long")?,
     };
     let topo = topology(&cfg);
     let records = traffic(&cfg, &topo);

@@ -39,6 +39,10 @@ pub struct SimConfig {
     pub faults_per_hour: f64,
     /// Planned works per day.
     pub works_per_day: f64,
+    /// The longest a fault lasts (cuts, card failures, power-offs, late ports); each lasts
+    /// from 2 minutes to this, drawn uniformly. Shorter faults reach a steady state sooner
+    /// (the soak uses that).
+    pub longest_fault: Duration,
 }
 
 impl Default for SimConfig {
@@ -52,6 +56,7 @@ impl Default for SimConfig {
             noise_per_second: 2.0,
             faults_per_hour: 30.0,
             works_per_day: 4.0,
+            longest_fault: Duration::hours(4),
         }
     }
 }
@@ -301,9 +306,10 @@ pub fn traffic(cfg: &SimConfig, topo: &Topology) -> Vec<SimRecord> {
         push(out, cleared, delay, object, clear);
     };
     let faults = (cfg.faults_per_hour * span as f64 / 3600.0).round() as usize;
+    let longest_fault = cfg.longest_fault.num_seconds().max(121);
     for f in 0..faults {
         let at = random_time(&mut rng);
-        let end = at + Duration::seconds(rng.random_range(120..4 * 3600));
+        let end = at + Duration::seconds(rng.random_range(120..longest_fault));
         let ring = &topo.rings[rng.random_range(0..topo.rings.len())];
         match rng.random_range(0..100) {
             // Fibre cut on a ring link: LOS on the link, AIS on the NEs beyond it. In one

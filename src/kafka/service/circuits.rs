@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
@@ -24,14 +24,6 @@ use crate::intake::{decode, Stream};
 use crate::live::{partition_for_key, Live};
 use crate::maintenance::MaintenanceWindow;
 use crate::rejection::{rejection_record_key, RejectReason, Rejection, Source};
-
-/// How often the views of down circuits are refreshed to the partition's clock.
-const VIEW_REFRESH: Duration = Duration::from_secs(5);
-
-/// How often the views of the circuits changed by committed transactions are built and
-/// published: a circuit changed by several transactions in a row (a storm, its timers) is
-/// built once for them, and the API is at most this much behind the topics.
-const VIEW_PUBLISH: Duration = Duration::from_millis(250);
 
 /// Stage 2's state of one partition: the circuits, and the impacts and commands waiting
 /// for the event-time clock.
@@ -61,29 +53,14 @@ pub(super) enum Pending {
 
 /// The circuit stage's own state: per partition of `linewatch.impacts`, the circuits and
 /// the inputs waiting for the clock, and what the views of the circuits still need.
+#[derive(Default)]
 pub(super) struct CircuitProcessor {
     circuits: BTreeMap<i32, CircuitPartition>,
     /// The clock last reported to the incident stage, per partition.
     reported: BTreeMap<i32, DateTime<Utc>>,
-    /// When the views of down circuits were last brought to the partition's clock.
-    views_refreshed: Instant,
-    /// Circuits (partition, id) changed by committed transactions whose views are not
-    /// built yet.
+    /// Circuits (partition, id) changed by committed transactions (or restored) whose
+    /// views are not built yet: they are built when a reader asks.
     stale_views: BTreeSet<(i32, String)>,
-    /// When the stale views were last built and published.
-    views_published: Instant,
-}
-
-impl Default for CircuitProcessor {
-    fn default() -> Self {
-        Self {
-            circuits: BTreeMap::new(),
-            reported: BTreeMap::new(),
-            views_refreshed: Instant::now(),
-            stale_views: BTreeSet::new(),
-            views_published: Instant::now(),
-        }
-    }
 }
 
 impl CircuitProcessor {
@@ -294,57 +271,50 @@ impl CircuitProcessor {
         }
     }
 
-    /// Build and publish the views of the circuits changed since the last call. Called
-    /// when the state in memory is the committed state (after a commit, or when there was
-    /// nothing to commit).
-    pub(super) fn publish_stale_views(&mut self, ctx: &mut Ctx<'_>) {
-        self.views_published = Instant::now();
-        if self.stale_views.is_empty() {
+    /// Answer a reader's request for fresh views ([`Live::fresh_circuit_views`]): build
+    /// the views of the circuits changed since the last request, and of the circuits now
+    /// down (their outage grows between two figure records), as of their partition's
+    /// clock. Called when the state in memory is the committed state (after a commit, or
+    /// when there was nothing to commit); nothing is built when nobody asked.
+    pub(super) fn answer_view_requests(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(ticket) = ctx.live.views_wanted() else {
             return;
+        };
+        let mut build: BTreeSet<(i32, &str)> = BTreeSet::new();
+        for (p, id) in &self.stale_views {
+            build.insert((*p, id.as_str()));
         }
-        let replica = read(ctx.replica);
-        let views = &ctx.live.views;
-        for (p, id) in std::mem::take(&mut self.stale_views) {
-            let Some(part) = self.circuits.get(&p) else {
-                continue;
-            };
-            match part.states.view(
-                &id,
-                p,
-                &replica.network,
-                &ctx.config.policy,
-                part.buf.meta.clock,
-            ) {
-                Some(view) => views.put_circuit(view),
-                None => views.remove_circuit(&id),
+        for (p, part) in &self.circuits {
+            if part.buf.meta.clock.is_some() {
+                build.extend(
+                    part.states
+                        .faults()
+                        .filter(|f| f.is_down())
+                        .map(|f| (*p, f.circuit_id.as_str())),
+                );
             }
         }
-    }
-
-    /// The views of the circuits now down, their figures as of the partition's clock (their
-    /// outage grows between two figure records). Called after a commit, when the state
-    /// in memory is the committed state.
-    pub(super) fn refresh_down_views(&self, ctx: &Ctx<'_>) {
-        let replica = read(ctx.replica);
-        for (p, part) in &self.circuits {
-            let Some(clock) = part.buf.meta.clock else {
-                continue;
-            };
-            let down: Vec<&str> = part
-                .states
-                .faults()
-                .filter(|f| f.is_down())
-                .map(|f| f.circuit_id.as_str())
-                .collect();
-            for id in down {
-                if let Some(view) =
-                    part.states
-                        .view(id, *p, &replica.network, &ctx.config.policy, Some(clock))
-                {
-                    ctx.live.views.put_circuit(view);
+        {
+            let replica = read(ctx.replica);
+            let views = &ctx.live.views;
+            for (p, id) in build {
+                let Some(part) = self.circuits.get(&p) else {
+                    continue;
+                };
+                match part.states.view(
+                    id,
+                    p,
+                    &replica.network,
+                    &ctx.config.policy,
+                    part.buf.meta.clock,
+                ) {
+                    Some(view) => views.put_circuit(view),
+                    None => views.remove_circuit(id),
                 }
             }
         }
+        self.stale_views.clear();
+        ctx.live.views_built(ticket);
     }
 }
 
@@ -429,26 +399,14 @@ impl Processor for CircuitProcessor {
         Ok(())
     }
 
-    /// The restored (committed) state is what the views show; what follows reaches them
-    /// with the next commit. Then the maintenance windows, replica facts that may have
-    /// reached the previous owner's state only partly.
+    /// The restored (committed) state is what the views show once a reader asks; what
+    /// follows reaches them with the next commit. Then the maintenance windows, replica
+    /// facts that may have reached the previous owner's state only partly.
     fn restored(&mut self, ctx: &mut Ctx<'_>) {
-        {
-            let views = &ctx.live.views;
-            let replica = read(ctx.replica);
-            for (p, part) in &self.circuits {
-                for id in part.states.ids() {
-                    if let Some(view) = part.states.view(
-                        id,
-                        *p,
-                        &replica.network,
-                        &ctx.config.policy,
-                        part.buf.meta.clock,
-                    ) {
-                        views.put_circuit(view);
-                    }
-                }
-            }
+        ctx.live.serve_views(true);
+        for (p, part) in &self.circuits {
+            self.stale_views
+                .extend(part.states.ids().map(|id| (*p, id.to_string())));
         }
         let windows: Vec<MaintenanceWindow> = read(ctx.replica).windows.values().cloned().collect();
         for w in windows {
@@ -584,23 +542,17 @@ impl Processor for CircuitProcessor {
         }
     }
 
-    /// The views of down circuits are brought to their partition's clock now and then,
-    /// and those of the circuits the committed transactions changed are built.
+    /// The views are built when a reader has asked for them since the last commit.
     fn committed(&mut self, ctx: &mut Ctx<'_>) {
-        if self.views_refreshed.elapsed() >= VIEW_REFRESH {
-            self.views_refreshed = Instant::now();
-            self.refresh_down_views(ctx);
-        }
-        if self.views_published.elapsed() >= VIEW_PUBLISH {
-            self.publish_stale_views(ctx);
-        }
+        self.answer_view_requests(ctx);
     }
 
     fn unchanged(&mut self, ctx: &mut Ctx<'_>) {
-        self.publish_stale_views(ctx);
+        self.answer_view_requests(ctx);
     }
 
     fn discard(&mut self, live: &Live) {
+        live.serve_views(false);
         self.stale_views.clear();
         live.views.clear_circuits();
         self.circuits.clear();
