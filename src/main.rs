@@ -174,6 +174,12 @@ struct BenchKafkaArgs {
     #[arg(long)]
     keep_topics: bool,
 
+    /// Then restore at scale: the circuit-state changelog, as compaction would leave it,
+    /// copied under new ids until it holds this many circuits' state (e.g. 1000000), and
+    /// the service started once more to time its restore. 0: not measured.
+    #[arg(long, default_value_t = 0, value_name = "CIRCUITS")]
+    restore_circuits: usize,
+
     /// A librdkafka client property for every client of the run, the raw pipe's and the
     /// service's alike, e.g. -X compression.type=lz4. Repeatable.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = linewatch::kafka::parse_client_override)]
@@ -1539,6 +1545,49 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
     let restore_records = circuits_restore.and_then(|l| field(l, "records"));
     let restore_seconds = circuits_restore.and_then(|l| field(l, "seconds"));
 
+    // 5. Restore at scale (--restore-circuits): the same, from a changelog of that many
+    // circuits' state with nothing superseded in it.
+    let mut at_scale = serde_json::Value::Null;
+    if args.restore_circuits > 0 {
+        let (circuits, records) = linewatch::kafka::bench::grow_circuit_changelog(
+            b,
+            x,
+            &names.circuit_changelog,
+            args.restore_circuits,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot grow the circuit changelog: {e}"))?;
+        let log = args.log_dir.join("service-restore-at-scale.log");
+        let mut service = start_service(b, x, &prefix, &group, &log)?;
+        let mut line = None;
+        let until = Instant::now() + Duration::from_secs(900);
+        while line.is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            line = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .find(|l| l.contains("state restored") && l.contains("stage=\"circuits\""))
+                .map(str::to_string);
+        }
+        let peak_rss_mib = linewatch::kafka::bench::rss_mib(service.id());
+        let _ = Process::new("kill")
+            .args(["-TERM", &service.id().to_string()])
+            .status();
+        let _ = service.wait();
+        let line = line.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no circuit-stage restore within 15 minutes (see {})",
+                log.display()
+            )
+        })?;
+        at_scale = serde_json::json!({
+            "circuits": circuits,
+            "recordsAdded": records,
+            "records": field(&line, "records"),
+            "seconds": field(&line, "seconds"),
+            "residentMiB": peak_rss_mib,
+        });
+    }
+
     let figures = serde_json::json!({
         "circuits": args.circuits,
         "partitions": args.partitions,
@@ -1569,6 +1618,7 @@ fn bench_kafka(args: BenchKafkaArgs) -> anyhow::Result<ExitCode> {
         "restoreCircuitRecords": restore_records,
         "restoreSeconds": restore_seconds,
         "restoreSecondsPerMillionCircuits": restore_seconds.map(|s| s * 1e6 / args.circuits.max(1) as f64),
+        "restoreAtScale": at_scale,
     });
     println!("{figures}");
     // The bench's topics hold a gigabyte or more per run: left behind, they would weigh on

@@ -380,3 +380,128 @@ pub fn start_service(
         .spawn()?;
     Ok(ServiceProcess(child))
 }
+
+/// For the restore at scale: the circuit-state changelog `topic` as compaction would leave
+/// it (the last record of each key), then copied under new circuit ids until it holds the
+/// state of `circuits` circuits, each copy in its original's partition. The copies'
+/// bodies are the originals' byte for byte (a circuit's state is filed under its key, not
+/// under the id it holds); the partitions' bookkeeping (keys starting with 0xFF) is not
+/// copied. Returns the circuits with state now in the topic and the records written.
+///
+/// # Errors
+/// Kafka errors, or a changelog with no circuit state to copy.
+pub fn grow_circuit_changelog(
+    bootstrap: &str,
+    overrides: &[ClientOverride],
+    topic: &str,
+    circuits: usize,
+) -> Result<(usize, u64), Box<dyn std::error::Error + Send + Sync>> {
+    const FIGURES_SUFFIX: &[u8] = b"\xFFfigures";
+    let consumer: BaseConsumer = client_config(bootstrap, overrides)
+        .set("group.id", "linewatch-bench-grow")
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = 0;
+    for t in md.topics() {
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            open += 1;
+        }
+    }
+    consumer.assign(&tpl)?;
+    // The last value of each key, as compaction keeps it.
+    let mut last: BTreeMap<(i32, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while open > 0 {
+        if Instant::now() > deadline {
+            return Err(format!("{topic} not read to its end within 10 minutes").into());
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let key = (m.partition(), m.key().unwrap_or_default().to_vec());
+                match m.payload() {
+                    Some(v) => {
+                        last.insert(key, v.to_vec());
+                    }
+                    None => {
+                        last.remove(&key);
+                    }
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e.into()),
+            None => {}
+        }
+    }
+    last.retain(|(_, k), _| k.first() != Some(&0xFF));
+    let originals = last
+        .keys()
+        .filter(|(_, k)| !k.ends_with(FIGURES_SUFFIX))
+        .count();
+    if originals == 0 {
+        return Err(format!("{topic} holds no circuit state to copy").into());
+    }
+    let mut pcfg = client_config(bootstrap, overrides);
+    crate::kafka::throughput_producer(&mut pcfg);
+    let producer: BaseProducer = pcfg.create()?;
+    let mut written = 0u64;
+    let mut have = originals;
+    let mut copy = 0usize;
+    while have < circuits {
+        copy += 1;
+        let tag = format!("#copy{copy}");
+        for ((p, key), value) in &last {
+            let is_figures = key.ends_with(FIGURES_SUFFIX);
+            let id = if is_figures {
+                &key[..key.len() - FIGURES_SUFFIX.len()]
+            } else {
+                &key[..]
+            };
+            let mut new_key = id.to_vec();
+            new_key.extend_from_slice(tag.as_bytes());
+            if is_figures {
+                new_key.extend_from_slice(FIGURES_SUFFIX);
+            }
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+                .partition(*p)
+                .key(&new_key[..])
+                .payload(&value[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        r,
+                    )) => {
+                        producer.poll(Duration::from_millis(10));
+                        record = r;
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+            written += 1;
+        }
+        have += originals;
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok((have, written))
+}
+
+/// The peak resident size of process `pid` so far (`VmHWM`), in MiB; `None` when it cannot
+/// be read (not Linux, or the process is gone).
+pub fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}

@@ -32,8 +32,13 @@ use crate::telemetry;
 /// stops the service (an operator adding partitions does one topic after the other).
 pub(super) const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
 
-/// How long a stage reads before it commits what it read (a transaction's interval).
+/// How long a stage reads before it commits what it read (a transaction's interval), at
+/// most: a batch whose input stops for [`DRAINED_AFTER`] is committed then.
 pub(super) const BATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A batch is committed before its interval is over once no record has come for this long
+/// (its input is drained for now).
+pub(super) const DRAINED_AFTER: Duration = Duration::from_millis(3);
 
 /// A transaction is committed early once it has read this many bytes of input...
 pub(super) const BATCH_MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
@@ -392,8 +397,14 @@ pub(super) fn stage_loop<P: Processor>(
             let restoring = lock_core(consumer.context())
                 .as_ref()
                 .is_some_and(|c| c.restoring.is_some());
+            // Once the batch holds something, a short wait: input that stops arriving
+            // is committed now rather than at the end of the interval (latency at low and
+            // middling rates); under load every poll returns a record and the batch runs
+            // its whole interval.
             let wait = if restoring {
                 Duration::ZERO
+            } else if taken_bytes > 0 {
+                left.min(DRAINED_AFTER)
             } else {
                 left.min(Duration::from_millis(20))
             };
@@ -420,6 +431,8 @@ pub(super) fn stage_loop<P: Processor>(
                 continue;
             }
             match polled {
+                // Nothing more to read now: commit what was read.
+                None if taken_bytes > 0 => break,
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     core.processor.partition_end(p);
