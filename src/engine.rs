@@ -272,6 +272,14 @@ struct CircuitEntry {
     incident_key: Option<String>,
 }
 
+/// A circuit's state read from its changelog record, not yet put back
+/// ([`CircuitStates::decode`]).
+pub struct DecodedCircuit(CircuitEntry);
+
+/// A circuit's last emitted figures read from their changelog record, not yet put back
+/// ([`CircuitStates::decode_figures`]).
+pub struct DecodedFigures(BTreeMap<String, CircuitFigures>);
+
 /// Stage 2: per-circuit state, faults, tickets and their timers.
 #[derive(Debug, Default, Clone)]
 pub struct CircuitStates {
@@ -424,13 +432,28 @@ impl CircuitStates {
     /// # Errors
     /// When the record is not figures this version can read.
     pub fn import_figures(&mut self, circuit_id: &str, bytes: &[u8]) -> serde_json::Result<()> {
-        let figures: BTreeMap<String, CircuitFigures> = serde_json::from_slice(bytes)?;
+        let figures = Self::decode_figures(bytes)?;
+        self.import_decoded_figures(circuit_id, figures);
+        Ok(())
+    }
+
+    /// A circuit's last emitted figures as its changelog record carries them, decoded
+    /// apart from the states (on another thread during a restore); then
+    /// [`CircuitStates::import_decoded_figures`].
+    ///
+    /// # Errors
+    /// When the record is not a figures record this version can read.
+    pub fn decode_figures(bytes: &[u8]) -> serde_json::Result<DecodedFigures> {
+        serde_json::from_slice(bytes).map(DecodedFigures)
+    }
+
+    /// Put back a circuit's figures decoded by [`CircuitStates::decode_figures`].
+    pub fn import_decoded_figures(&mut self, circuit_id: &str, figures: DecodedFigures) {
         self.circuits
             .entry(circuit_id.to_string())
             .or_default()
-            .figures = figures;
+            .figures = figures.0;
         self.figures_dirty.forget(circuit_id);
-        Ok(())
     }
 
     /// The state of one circuit as its changelog record carries it, its last emitted
@@ -455,7 +478,23 @@ impl CircuitStates {
         bytes: &[u8],
         policy: &Policy,
     ) -> serde_json::Result<()> {
-        let mut entry: CircuitEntry = serde_json::from_slice(bytes)?;
+        let state = Self::decode(bytes)?;
+        self.import_decoded(circuit_id, state, policy);
+        Ok(())
+    }
+
+    /// A circuit's state as its changelog record carries it, decoded apart from the
+    /// states (on another thread during a restore); then [`CircuitStates::import_decoded`].
+    ///
+    /// # Errors
+    /// When the record is not a circuit state this version can read.
+    pub fn decode(bytes: &[u8]) -> serde_json::Result<DecodedCircuit> {
+        serde_json::from_slice(bytes).map(DecodedCircuit)
+    }
+
+    /// Put back a circuit's state decoded by [`CircuitStates::decode`].
+    pub fn import_decoded(&mut self, circuit_id: &str, state: DecodedCircuit, policy: &Policy) {
+        let mut entry = state.0;
         // The figures are a record of their own, read before or after this one; a record
         // of a release that carried them in the state brings its own.
         if entry.figures.is_empty() {
@@ -466,7 +505,6 @@ impl CircuitStates {
         self.circuits.insert(circuit_id.to_string(), entry);
         self.reschedule(circuit_id, policy);
         self.dirty.forget(circuit_id);
-        Ok(())
     }
 
     /// Whether the circuit has state here.

@@ -127,10 +127,23 @@ pub(super) fn open_state<'a>(
         #[serde(borrow)]
         kind: std::borrow::Cow<'a, str>,
         version: u32,
-        #[serde(borrow)]
-        state: &'a serde_json::value::RawValue,
+        #[serde(borrow, deserialize_with = "raw_bytes")]
+        state: &'a [u8],
     }
-    let e: Envelope<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    fn raw_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de [u8], D::Error> {
+        let raw: &'de serde_json::value::RawValue = Deserialize::deserialize(d)?;
+        Ok(raw.get().as_bytes())
+    }
+    // The envelope as `seal_state` writes it is read by its layout: serde would read the
+    // whole state once here to find where it ends, then once more to decode it.
+    let e: Envelope<'_> = match sealed_parts(bytes) {
+        Some((kind, version, state)) => Envelope {
+            kind: std::borrow::Cow::Borrowed(kind),
+            version,
+            state,
+        },
+        None => serde_json::from_slice(bytes).map_err(|e| e.to_string())?,
+    };
     let kind = match &*e.kind {
         k if k == entity => Some(StateKind::Entity),
         "meta" => Some(StateKind::Meta),
@@ -141,13 +154,29 @@ pub(super) fn open_state<'a>(
     };
     match kind {
         // The body is read where it lies in the record, not copied.
-        Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state.get().as_bytes())),
+        Some(kind) if e.version == STATE_VERSION => Ok((kind, e.state)),
         _ => Err(format!(
             "state of kind {:?} version {}, expected {entity:?}, \"meta\", \"pending\", \
              (circuits) \"figures\" or (incidents) \"members\" version {STATE_VERSION}",
             e.kind, e.version
         )),
     }
+}
+
+/// The kind, version and state body of a record laid out exactly as [`seal_state`] writes
+/// it: `{"kind":"<kind>","version":<digits>,"state":<body>}`, the kind plain ASCII letters.
+/// `None` for any other layout (read by serde then). The body is not checked here: its
+/// reader parses it.
+fn sealed_parts(bytes: &[u8]) -> Option<(&str, u32, &[u8])> {
+    let rest = bytes.strip_prefix(b"{\"kind\":\"")?;
+    let end = rest.iter().position(|b| !b.is_ascii_alphabetic())?;
+    let (kind, rest) = rest.split_at(end);
+    let rest = rest.strip_prefix(b"\",\"version\":")?;
+    let digits = rest.iter().position(|b| !b.is_ascii_digit())?;
+    let (version, rest) = rest.split_at(digits);
+    let version = std::str::from_utf8(version).ok()?.parse().ok()?;
+    let state = rest.strip_prefix(b",\"state\":")?.strip_suffix(b"}")?;
+    Some((std::str::from_utf8(kind).ok()?, version, state))
 }
 
 #[cfg(test)]
@@ -176,6 +205,41 @@ mod tests {
         );
         assert_eq!(StateKind::Pending.name("incident"), "pending");
         assert_eq!(StateKind::Entity.name("incident"), "incident");
+    }
+
+    #[test]
+    fn an_envelope_is_read_alike_by_its_layout_and_by_serde() {
+        let state = br#"{"fault":{"id":"a\"}b","x":[1,2]},"k":"}"}"#;
+        let sealed = seal_state("circuit", state);
+        assert_eq!(
+            sealed_parts(&sealed),
+            Some(("circuit", STATE_VERSION, &state[..]))
+        );
+        assert_eq!(
+            open_state(&sealed, "circuit").expect("opens"),
+            (StateKind::Entity, &state[..])
+        );
+        // Other layouts (spaces, another field order) are read by serde, to the same body.
+        let spaced = br#"{ "kind": "circuit", "version": 1, "state": {"fault":null} }"#;
+        assert_eq!(sealed_parts(spaced), None);
+        assert_eq!(
+            open_state(spaced, "circuit").expect("opens"),
+            (StateKind::Entity, &br#"{"fault":null}"#[..])
+        );
+        let reordered = br#"{"version":1,"state":{"fault":null},"kind":"circuit"}"#;
+        assert_eq!(
+            open_state(reordered, "circuit").expect("opens"),
+            (StateKind::Entity, &br#"{"fault":null}"#[..])
+        );
+        // A kind with an escape is no layout match, and no kind this reader knows.
+        let escaped = br#"{"kind":"circ\u0075it","version":1,"state":{}}"#;
+        assert_eq!(sealed_parts(escaped), None);
+        assert_eq!(
+            open_state(escaped, "circuit").expect("opens").0,
+            StateKind::Entity
+        );
+        // Truncated before its body's end: the layout does not hold, and serde refuses it.
+        assert!(open_state(br#"{"kind":"circuit","version":1,"state":"#, "circuit").is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::records::{bad_watermark, not_json, source_of, watermark_record};
 use super::replica::{read, Change};
 use super::{ServiceConfig, StageKind, TopicNames, INTERNAL_KEY_BYTE};
 use crate::correlation::Impact;
-use crate::engine::{CircuitStates, Input, Output};
+use crate::engine::{CircuitStates, DecodedCircuit, DecodedFigures, Input, Output};
 use crate::incident::TicketFacts;
 use crate::intake::{decode, Stream};
 use crate::live::{partition_for_key, Live};
@@ -318,6 +318,14 @@ impl CircuitProcessor {
     }
 }
 
+/// A circuit-state changelog record decoded ahead of its restore.
+pub(super) enum DecodedRecord {
+    Circuit(Box<DecodedCircuit>),
+    Figures(DecodedFigures),
+    /// Bookkeeping and tombstones, read where they are put back.
+    Other,
+}
+
 impl Processor for CircuitProcessor {
     const KIND: StageKind = StageKind::Circuits;
     const ENTITY: &'static str = CIRCUIT_ENTITY;
@@ -350,6 +358,24 @@ impl Processor for CircuitProcessor {
         self.circuits.insert(p, CircuitPartition::default());
     }
 
+    type Decoded = DecodedRecord;
+
+    fn decode(raw_key: &[u8], opened: Option<(StateKind, &[u8])>) -> Result<DecodedRecord, String> {
+        let error = |e: serde_json::Error| e.to_string();
+        Ok(match opened {
+            Some((StateKind::Figures, body)) => {
+                if figures_key_circuit(raw_key).is_none() {
+                    return Err("figures under a key that is not a circuit's figures key".into());
+                }
+                DecodedRecord::Figures(CircuitStates::decode_figures(body).map_err(error)?)
+            }
+            Some((StateKind::Entity, body)) => {
+                DecodedRecord::Circuit(Box::new(CircuitStates::decode(body).map_err(error)?))
+            }
+            _ => DecodedRecord::Other,
+        })
+    }
+
     fn restore_record(
         &mut self,
         config: &ServiceConfig,
@@ -357,42 +383,43 @@ impl Processor for CircuitProcessor {
         raw_key: &[u8],
         key: &str,
         opened: Option<(StateKind, &[u8])>,
+        decoded: DecodedRecord,
     ) -> Result<(), String> {
         let policy = &config.policy;
         let Some(part) = self.circuits.get_mut(&p) else {
             return Ok(());
         };
-        match opened {
-            Some((StateKind::Figures, body)) => {
-                let id = figures_key_circuit(raw_key).ok_or_else(|| {
-                    "figures under a key that is not a circuit's figures key".to_string()
-                })?;
-                part.states
-                    .import_figures(id, body)
-                    .map_err(|e| e.to_string())?;
+        match (opened, decoded) {
+            (_, DecodedRecord::Figures(figures)) => {
+                if let Some(id) = figures_key_circuit(raw_key) {
+                    part.states.import_decoded_figures(id, figures);
+                }
             }
-            // Written only with the circuit's own tombstone, which forgot them.
-            None if figures_key_circuit(raw_key).is_some() => {}
-            Some((kind, body)) if kind.is_bookkeeping() => {
-                if let Err(e) = part.buf.restore(raw_key, kind, body) {
-                    // A release before 0.2 sealed a circuit keyed `~meta` or
-                    // `~pending/…` as bookkeeping: read it as what it holds.
-                    if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
-                        || part.states.import(key, body, policy).is_err()
-                    {
-                        return Err(e);
+            (_, DecodedRecord::Circuit(state)) => part.states.import_decoded(key, *state, policy),
+            (opened, DecodedRecord::Other) => match opened {
+                // Written only with the circuit's own tombstone, which forgot them.
+                None if figures_key_circuit(raw_key).is_some() => {}
+                Some((kind, body)) if kind.is_bookkeeping() => {
+                    if let Err(e) = part.buf.restore(raw_key, kind, body) {
+                        // A release before 0.2 sealed a circuit keyed `~meta` or
+                        // `~pending/…` as bookkeeping: read it as what it holds.
+                        if raw_key.first() == Some(&INTERNAL_KEY_BYTE)
+                            || part.states.import(key, body, policy).is_err()
+                        {
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            Some((_, body)) => part
-                .states
-                .import(key, body, policy)
-                .map_err(|e| e.to_string())?,
-            None => {
-                if !part.buf.restore_tombstone(raw_key) {
-                    part.states.forget(key);
+                Some((_, body)) => part
+                    .states
+                    .import(key, body, policy)
+                    .map_err(|e| e.to_string())?,
+                None => {
+                    if !part.buf.restore_tombstone(raw_key) {
+                        part.states.forget(key);
+                    }
                 }
-            }
+            },
         }
         part.states.take_dirty();
         part.states.take_figures_dirty();

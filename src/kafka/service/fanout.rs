@@ -265,26 +265,29 @@ impl Processor for FanOutProcessor {
         self.fanout.insert(p, FanOut::new());
     }
 
+    /// An alarm's record; a tombstone is an alarm with nothing active.
+    type Decoded = AlarmRecord;
+
+    fn decode(_raw_key: &[u8], opened: Option<(StateKind, &[u8])>) -> Result<AlarmRecord, String> {
+        // The fan-out keeps no bookkeeping: every record is an alarm's (releases
+        // before 0.2 sealed an alarm keyed `~meta` or `~pending/…` as bookkeeping).
+        match opened {
+            Some((_, body)) => serde_json::from_slice(body).map_err(|e| e.to_string()),
+            None => Ok(AlarmRecord::default()),
+        }
+    }
+
     fn restore_record(
         &mut self,
         _config: &ServiceConfig,
         p: i32,
         _raw_key: &[u8],
         key: &str,
-        opened: Option<(StateKind, &[u8])>,
+        _opened: Option<(StateKind, &[u8])>,
+        record: AlarmRecord,
     ) -> Result<(), String> {
-        let Some(fanout) = self.fanout.get_mut(&p) else {
-            return Ok(());
-        };
-        // The fan-out keeps no bookkeeping: every record is an alarm's (releases
-        // before 0.2 sealed an alarm keyed `~meta` or `~pending/…` as bookkeeping).
-        match opened {
-            Some((_, body)) => {
-                let record: AlarmRecord =
-                    serde_json::from_slice(body).map_err(|e| e.to_string())?;
-                fanout.import(key, record);
-            }
-            None => fanout.import(key, AlarmRecord::default()),
+        if let Some(fanout) = self.fanout.get_mut(&p) {
+            fanout.import(key, record);
         }
         Ok(())
     }

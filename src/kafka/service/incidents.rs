@@ -127,6 +127,13 @@ impl Processor for IncidentProcessor {
         self.incidents.insert(p, IncidentPartition::default());
     }
 
+    /// An incident's record is decoded where it is put back (its parts follow it).
+    type Decoded = ();
+
+    fn decode(_raw_key: &[u8], _opened: Option<(StateKind, &[u8])>) -> Result<(), String> {
+        Ok(())
+    }
+
     fn restore_record(
         &mut self,
         _config: &ServiceConfig,
@@ -134,6 +141,7 @@ impl Processor for IncidentProcessor {
         raw_key: &[u8],
         key: &str,
         opened: Option<(StateKind, &[u8])>,
+        (): (),
     ) -> Result<(), String> {
         let Some(part) = self.incidents.get_mut(&p) else {
             return Ok(());
@@ -383,8 +391,16 @@ mod tests {
             let opened = sealed
                 .as_deref()
                 .map(|s| open_state(s, INCIDENT_ENTITY).expect("envelope"));
-            into.restore_record(&config(), *p, key, &String::from_utf8_lossy(key), opened)
-                .expect("record reads back");
+            IncidentProcessor::decode(key, opened).expect("decodes");
+            into.restore_record(
+                &config(),
+                *p,
+                key,
+                &String::from_utf8_lossy(key),
+                opened,
+                (),
+            )
+            .expect("record reads back");
         }
         into
     }

@@ -66,9 +66,20 @@ pub(super) trait Processor: Default + Send + 'static {
     /// Partition `p` is assigned: its state starts empty, and its changelog is read next.
     fn assign(&mut self, p: i32);
 
-    /// One changelog record of partition `p`: its key (as written, and as text) and,
-    /// unless it is a tombstone, what its envelope says it holds and the state body. An
-    /// error says why the record cannot be read.
+    /// What [`Processor::decode`] makes of a changelog record: a restore decodes records
+    /// on several threads, then hands them to [`Processor::restore_record`] in order.
+    type Decoded: Send;
+
+    /// Decode one changelog record's state body, on any thread (pure): its key as written
+    /// and, unless it is a tombstone, what its envelope says it holds and the body. What
+    /// is not worth decoding ahead (a partition's bookkeeping) is left to
+    /// [`Processor::restore_record`]. An error says why the record cannot be read.
+    fn decode(raw_key: &[u8], opened: Option<(StateKind, &[u8])>) -> Result<Self::Decoded, String>;
+
+    /// One changelog record of partition `p`, in changelog order: its key (as written, and
+    /// as text), unless it is a tombstone what its envelope says it holds and the state
+    /// body, and what [`Processor::decode`] made of it. An error says why the record
+    /// cannot be read.
     fn restore_record(
         &mut self,
         config: &ServiceConfig,
@@ -76,6 +87,7 @@ pub(super) trait Processor: Default + Send + 'static {
         raw_key: &[u8],
         key: &str,
         opened: Option<(StateKind, &[u8])>,
+        decoded: Self::Decoded,
     ) -> Result<(), String>;
 
     /// The restore is over: what it restored is the committed state.

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::changelog::open_state;
+use super::changelog::{open_state, StateKind};
 use super::processor::Processor;
 use super::stage::{Stage, StageContext};
 use super::{with_retries, ServiceError};
@@ -25,6 +25,19 @@ pub(super) const RESTORE_STALL: Duration = Duration::from_secs(120);
 /// How long a restore reads before the stage polls its group consumer again (which keeps
 /// the member in its group, however long the whole restore takes).
 pub(super) const RESTORE_SLICE: Duration = Duration::from_millis(200);
+
+/// Changelog records read before they are decoded together.
+const RESTORE_CHUNK: usize = 2_000;
+
+/// Most threads that decode a chunk of changelog records (the stage's own included).
+const RESTORE_THREADS: usize = 4;
+
+/// A changelog record as read, owned (librdkafka's messages stay on the reading thread).
+pub(super) struct Read {
+    p: i32,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
 
 /// A restore in progress: the changelog partitions being read, and how far.
 pub(super) struct Restore {
@@ -173,6 +186,7 @@ impl<P: Processor> Stage<P> {
     pub(super) fn restore_slice(&mut self, r: &mut Restore) -> Result<bool, ServiceError> {
         let retry = |e: KafkaError| ServiceError::Aborted(format!("restoring state: {e}"));
         let slice_end = Instant::now() + RESTORE_SLICE;
+        let mut chunk = Vec::with_capacity(RESTORE_CHUNK);
         while !r.open.is_empty() && Instant::now() < slice_end {
             if r.progress.elapsed() > RESTORE_STALL {
                 return Err(ServiceError::Aborted(format!(
@@ -191,8 +205,15 @@ impl<P: Processor> Stage<P> {
                     r.records += 1;
                     r.progress = Instant::now();
                     r.since_check = r.since_check.saturating_add(1);
-                    self.restore_record(&msg)?;
                     let p = msg.partition();
+                    chunk.push(Read {
+                        p,
+                        key: msg.key().unwrap_or_default().to_vec(),
+                        value: msg.payload().map(<[u8]>::to_vec),
+                    });
+                    if chunk.len() >= RESTORE_CHUNK {
+                        self.restore_chunk(&r.topic, &mut chunk)?;
+                    }
                     if r.ends.get(&p).is_some_and(|high| msg.offset() + 1 >= *high) {
                         r.open.remove(&p);
                     }
@@ -225,6 +246,7 @@ impl<P: Processor> Stage<P> {
                 );
             }
         }
+        self.restore_chunk(&r.topic, &mut chunk)?;
         Ok(r.open.is_empty())
     }
 
@@ -273,23 +295,58 @@ impl<P: Processor> Stage<P> {
         Ok(())
     }
 
-    pub(super) fn restore_record(&mut self, msg: &BorrowedMessage<'_>) -> Result<(), ServiceError> {
-        let p = msg.partition();
-        let raw_key = msg.key().unwrap_or_default();
-        let key = String::from_utf8_lossy(raw_key).into_owned();
-        let bad = |error: String| ServiceError::BadState {
-            topic: msg.topic().to_string(),
-            partition: p,
-            key: key.escape_debug().to_string(),
-            error,
+    /// Decode the records of `chunk` on up to [`RESTORE_THREADS`] threads, then put them
+    /// back in changelog order. Decoding is most of a restore's work (a circuit's state is
+    /// several kilobytes of JSON); putting back is map inserts.
+    fn restore_chunk(&mut self, topic: &str, chunk: &mut Vec<Read>) -> Result<(), ServiceError> {
+        fn opened<'a>(r: &'a Read, entity: &str) -> Result<Option<(StateKind, &'a [u8])>, String> {
+            r.value
+                .as_deref()
+                .map(|b| open_state(b, entity))
+                .transpose()
+        }
+        let decode = |r: &Read| opened(r, P::ENTITY).and_then(|o| P::decode(&r.key, o));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .clamp(1, RESTORE_THREADS);
+        let decoded: Vec<Result<P::Decoded, String>> = if threads == 1 || chunk.len() < 256 {
+            chunk.iter().map(decode).collect()
+        } else {
+            let per = chunk.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let mut parts = chunk.chunks(per);
+                let own = parts.next().unwrap_or_default();
+                let others: Vec<_> = parts
+                    .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
+                    .collect();
+                let mut out: Vec<Result<P::Decoded, String>> = own.iter().map(decode).collect();
+                for handle in others {
+                    match handle.join() {
+                        Ok(part) => out.extend(part),
+                        Err(_) => {
+                            return Err(ServiceError::Aborted(
+                                "restoring state: a decoding thread panicked".into(),
+                            ))
+                        }
+                    }
+                }
+                Ok(out)
+            })?
         };
-        let opened = msg
-            .payload()
-            .map(|bytes| open_state(bytes, P::ENTITY))
-            .transpose()
-            .map_err(bad)?;
-        self.processor
-            .restore_record(&self.config, p, raw_key, &key, opened)
-            .map_err(bad)
+        for (r, decoded) in chunk.drain(..).zip(decoded) {
+            let key = String::from_utf8_lossy(&r.key).into_owned();
+            let bad = |error: String| ServiceError::BadState {
+                topic: topic.to_string(),
+                partition: r.p,
+                key: key.escape_debug().to_string(),
+                error,
+            };
+            let decoded = decoded.map_err(bad)?;
+            let opened = opened(&r, P::ENTITY).map_err(bad)?;
+            self.processor
+                .restore_record(&self.config, r.p, &r.key, &key, opened, decoded)
+                .map_err(bad)?;
+        }
+        Ok(())
     }
 }
