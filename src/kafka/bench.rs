@@ -106,7 +106,7 @@ pub fn raw_pipe(
         }
         let metadata = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
         producer.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(30))?;
-        crate::kafka::commit_drained(&producer, Duration::from_secs(30))?;
+        crate::kafka::commit_drained(&producer, Duration::from_secs(30), &|| false)?;
         seen += batch.len() as u64;
     }
     Ok(first.map_or(0.0, |t| t.elapsed().as_secs_f64()))

@@ -84,17 +84,31 @@ mod tests {
 /// [`throughput_producer`], so nothing is left to serve on success), in slices that
 /// serve error reports between them; the flush inside the commit is then a no-op.
 ///
+/// The wait is cut to [`STOPPING_GRACE`] from the moment `stopping` says so (a SIGTERM
+/// while the broker does not answer): the drain and the commit are done in slices that
+/// look at it, and librdkafka resumes a commit whose call timed out.
+///
 /// # Errors
 /// What `commit_transaction` returns; a drain that outlasts `timeout` leaves the rest to
 /// the commit's own flush, whose timeout is the remaining time.
 pub fn commit_drained(
     producer: &rdkafka::producer::BaseProducer,
     timeout: std::time::Duration,
+    stopping: &dyn Fn() -> bool,
 ) -> Result<(), KafkaError> {
     use rdkafka::producer::Producer;
+    use rdkafka::types::RDKafkaErrorCode;
     use std::time::{Duration, Instant};
     const SLICE_MS: i32 = 50;
-    let deadline = Instant::now() + timeout;
+    const COMMIT_SLICE: Duration = Duration::from_secs(1);
+    let mut deadline = Instant::now() + timeout;
+    let mut stop_seen = false;
+    let mut look = |deadline: &mut Instant| {
+        if !stop_seen && stopping() {
+            stop_seen = true;
+            *deadline = (*deadline).min(Instant::now() + STOPPING_GRACE);
+        }
+    };
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         // SAFETY: the pointer is the producer's live librdkafka handle, borrowed for the
         // call; rd_kafka_flush only reads the client's counters and wakes its threads.
@@ -103,10 +117,26 @@ pub fn commit_drained(
         }
         // A failed delivery's report stays queued (and in flight) until served.
         producer.poll(Duration::ZERO);
+        look(&mut deadline);
     }
-    let left = deadline.saturating_duration_since(Instant::now());
-    producer.commit_transaction(left.max(Duration::from_secs(1)))
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = left.clamp(Duration::from_millis(100), COMMIT_SLICE);
+        match producer.commit_transaction(slice) {
+            Err(KafkaError::Transaction(e))
+                if e.code() == RDKafkaErrorCode::OperationTimedOut
+                    && e.is_retriable()
+                    && Instant::now() + Duration::from_millis(100) < deadline =>
+            {
+                look(&mut deadline);
+            }
+            result => return result,
+        }
+    }
 }
+
+/// How long a commit may still wait once the caller is stopping.
+pub const STOPPING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Producer settings for throughput, shared by the stages and the bench's raw pipe so that
 /// both are measured alike: large batches (1 MB) collected for up to 5 ms, lz4 compression

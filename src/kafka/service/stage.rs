@@ -23,7 +23,7 @@ use super::processor::{BatchStats, Ctx, Out, Partitions, Processor};
 use super::replica::{Change, Replica};
 use super::restore::Restore;
 use super::transaction::classify;
-use super::{with_retries, RunSummary, ServiceConfig, ServiceError, TXN_TIMEOUT};
+use super::{with_retries, RunSummary, ServiceConfig, ServiceError};
 use crate::kafka::client_config;
 use crate::live::Live;
 use crate::telemetry;
@@ -31,6 +31,10 @@ use crate::telemetry;
 /// How long a partition-count mismatch between co-partitioned topics may last before it
 /// stops the service (an operator adding partitions does one topic after the other).
 pub(super) const TOPOLOGY_SETTLE: Duration = Duration::from_secs(20);
+
+/// How long one call initialising a stage's transactional producer may wait (it is called
+/// again until the cluster answers, or the service stops).
+const INIT_SLICE: Duration = Duration::from_secs(5);
 
 /// How long a stage reads before it commits what it read (a transaction's interval), at
 /// most: a batch whose input stops for [`DRAINED_AFTER`] is committed then.
@@ -248,6 +252,28 @@ pub(super) fn run_stage<P: Processor>(
             crate::kafka::directory::client_id(&config.transactional_id, &env.live.url),
         )
         .set("statistics.interval.ms", "5000");
+    // A member that dies without leaving its group (SIGKILL, or a stage started again
+    // while the broker was away) holds its partitions until the broker drops it after its
+    // session timeout: librdkafka's default, 45 s, was the whole of a 50-s recovery after a
+    // 2-minute broker outage (3 outages in 5; issue 16 defect 7). Heartbeats are sent by
+    // librdkafka's own thread, so a busy stage does not miss them. The rebalance timeout
+    // (`max.poll.interval.ms`, 300 s by default) bounds how long a new member waits for
+    // an old one to rejoin; a stage polls at least every batch (100 ms) or restore slice.
+    // Defaults: a value given with -X wins.
+    // librdkafka refuses a poll interval under the session timeout.
+    let session_ms: u64 = consumer_cfg
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    for (key, value) in [
+        ("session.timeout.ms", "10000".to_string()),
+        ("heartbeat.interval.ms", "2000".to_string()),
+        ("max.poll.interval.ms", session_ms.max(60_000).to_string()),
+    ] {
+        if consumer_cfg.get(key).is_none() {
+            consumer_cfg.set(key, value);
+        }
+    }
     let mut producer_cfg = client_config(&config.bootstrap_servers, &config.client_overrides);
     producer_cfg
         .set(
@@ -259,7 +285,9 @@ pub(super) fn run_stage<P: Processor>(
         .set("partitioner", "murmur2_random");
     crate::kafka::throughput_producer(&mut producer_cfg);
     let producer: BaseProducer = producer_cfg.create()?;
-    with_retries(&env.shutdown, || producer.init_transactions(TXN_TIMEOUT)).map_err(classify)?;
+    // In short calls: a call is not interrupted by SIGTERM, and librdkafka resumes the
+    // initialisation where a call that timed out left it.
+    with_retries(&env.shutdown, || producer.init_transactions(INIT_SLICE)).map_err(classify)?;
 
     let inputs = P::inputs(t);
     let probe: BaseConsumer = client_config(&config.bootstrap_servers, &config.client_overrides)

@@ -185,7 +185,10 @@ impl<P: Processor> Stage<P> {
         loop {
             attempts += 1;
             let wait = patience();
-            match watch.watched(stage, || crate::kafka::commit_drained(producer, wait)) {
+            let stopping = || self.shutdown.load(Ordering::Relaxed);
+            match watch.watched(stage, || {
+                crate::kafka::commit_drained(producer, wait, &stopping)
+            }) {
                 Ok(()) => return Ok(()),
                 // Stopping, and the broker does not answer: give the transaction up. It
                 // is aborted by the coordinator (or by the next producer with this
