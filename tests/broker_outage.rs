@@ -198,3 +198,55 @@ fn sigterm_is_obeyed_within_seconds_while_no_broker_answers_at_start() {
         "the error names the unreachable broker: {text}"
     );
 }
+
+/// After a broker outage (paused 40 s: past the clients' session and message timeouts, so
+/// the stages give up their calls, start again and leave members behind that never said
+/// goodbye), the instance takes up new alarms within half a minute of the broker's return,
+/// and every ticket history is whole. Issue 16 defect 7: with librdkafka's 45-s session
+/// timeout the group waited out each dead member, 49-53 s after 3 outages in 5.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_resumes_soon_after_a_broker_outage() {
+    let broker = Broker::start("resume");
+    let prefix = format!("{}.", common::unique_name("resume"));
+    common::create_service_topics(&broker.bootstrap, &prefix, PARTITIONS).await;
+    let topics = linewatch::kafka::service::TopicNames::with_prefix(&prefix);
+    let group = common::unique_name("resume-lw");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let scenario = storm(5, 40, 30);
+    produce(&broker.bootstrap, &topics.inventory, &scenario.inventory);
+    produce(&broker.bootstrap, &topics.alarms, &scenario.phase1);
+    // No -X: the group timeouts under test are the service's defaults. Event time only
+    // (no wall-clock idle steps), so that the pipeline settles between the phases.
+    let a = Instance::start(&broker.bootstrap, &prefix, &group, "a", &dir);
+    wait_quiescent(&broker.bootstrap, &group, &topics, SETTLE, LIMIT);
+    let before = read_outputs(&broker.bootstrap, &topics).tickets.len();
+    broker.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(40));
+    broker.signal("-CONT");
+    let back = Instant::now();
+    produce(&broker.bootstrap, &topics.alarms, &scenario.phase2);
+    wait_quiescent(
+        &broker.bootstrap,
+        &group,
+        &topics,
+        SETTLE,
+        Duration::from_secs(180),
+    );
+    let took = back.elapsed().saturating_sub(SETTLE);
+    eprintln!("after the broker's return: settled in {took:?}");
+    let run = read_outputs(&broker.bootstrap, &topics);
+    let log = a.log.clone();
+    a.stop();
+    assert!(
+        run.tickets.len() > before,
+        "the alarms sent after the outage moved tickets ({before} events before, {} after)",
+        run.tickets.len()
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "the work sent after a 40-s broker outage took {took:?} to be done (log: {})",
+        log.display()
+    );
+    ticket_histories(&run.tickets);
+}
