@@ -622,9 +622,20 @@ fn high_marks(consumer: &BaseConsumer, topics: &[&str]) -> Vec<i64> {
     let mut marks = Vec::new();
     for t in topics {
         for p in 0..partitions(consumer, t) {
-            let (_, high) = consumer
-                .fetch_watermarks(t, p, Duration::from_secs(10))
-                .expect("watermarks");
+            // A broker that has just come back (a test paused it) answers "not leader"
+            // for a few seconds while it takes its partitions back.
+            let mut attempt = 0;
+            let high = loop {
+                match consumer.fetch_watermarks(t, p, Duration::from_secs(10)) {
+                    Ok((_, high)) => break high,
+                    Err(e) if attempt < 20 => {
+                        attempt += 1;
+                        eprintln!("watermarks of {t}[{p}]: {e}; asking again");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Err(e) => panic!("watermarks of {t}[{p}]: {e}"),
+                }
+            };
             marks.push(high);
         }
     }
