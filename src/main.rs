@@ -105,6 +105,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 600.0)]
     faults_per_hour: f64,
 
+    /// The longest a fault lasts, e.g. 10m (each lasts from 2 minutes to this).
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    longest_fault: Duration,
+
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -971,6 +975,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         duration: chrono::Duration::from_std(args.duration).context("--duration is too long")?,
         noise_per_second: args.noise_per_second,
         faults_per_hour: args.faults_per_hour,
+        longest_fault: chrono::Duration::from_std(args.longest_fault)
+            .context("--longest-fault is too long")?,
         ..SimConfig::default()
     };
     let topo = topology(&cfg);
