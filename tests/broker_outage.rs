@@ -63,15 +63,44 @@ impl Drop for Broker {
     }
 }
 
+/// A broker of the test's own with the service's topics, and the names an instance of the
+/// test uses.
+struct Outage {
+    broker: Broker,
+    prefix: String,
+    topics: linewatch::kafka::service::TopicNames,
+    group: String,
+    dir: std::path::PathBuf,
+}
+
+impl Outage {
+    async fn start(name: &str) -> Outage {
+        let broker = Broker::start(name);
+        let prefix = format!("{}.", common::unique_name(name));
+        common::create_service_topics(&broker.bootstrap, &prefix, PARTITIONS).await;
+        let topics = linewatch::kafka::service::TopicNames::with_prefix(&prefix);
+        let group = common::unique_name(&format!("{name}-lw"));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
+        std::fs::create_dir_all(&dir).expect("dir");
+        Outage {
+            broker,
+            prefix,
+            topics,
+            group,
+            dir,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_is_obeyed_within_seconds_while_the_broker_does_not_answer() {
-    let broker = Broker::start("outage");
-    let prefix = format!("{}.", common::unique_name("outage"));
-    common::create_service_topics(&broker.bootstrap, &prefix, PARTITIONS).await;
-    let topics = linewatch::kafka::service::TopicNames::with_prefix(&prefix);
-    let group = common::unique_name("outage-lw");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let Outage {
+        broker,
+        prefix,
+        topics,
+        group,
+        dir,
+    } = Outage::start("outage").await;
     let scenario = storm(3, 40, 30);
     produce(&broker.bootstrap, &topics.inventory, &scenario.inventory);
     produce(&broker.bootstrap, &topics.alarms, &scenario.phase1);
@@ -207,13 +236,13 @@ fn sigterm_is_obeyed_within_seconds_while_no_broker_answers_at_start() {
 /// timeout the group waited out each dead member, 49-53 s after 3 outages in 5.
 #[tokio::test(flavor = "multi_thread")]
 async fn work_resumes_soon_after_a_broker_outage() {
-    let broker = Broker::start("resume");
-    let prefix = format!("{}.", common::unique_name("resume"));
-    common::create_service_topics(&broker.bootstrap, &prefix, PARTITIONS).await;
-    let topics = linewatch::kafka::service::TopicNames::with_prefix(&prefix);
-    let group = common::unique_name("resume-lw");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&prefix);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let Outage {
+        broker,
+        prefix,
+        topics,
+        group,
+        dir,
+    } = Outage::start("resume").await;
     let scenario = storm(5, 40, 30);
     produce(&broker.bootstrap, &topics.inventory, &scenario.inventory);
     produce(&broker.bootstrap, &topics.alarms, &scenario.phase1);
