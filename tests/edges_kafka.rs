@@ -458,7 +458,7 @@ async fn a_restore_longer_than_the_poll_interval_keeps_the_instance_in_its_group
 
 /// How many circuit states the long restore reads: enough for more than 6 s in a debug
 /// build on this project's 2-core machine.
-const CIRCUITS_RESTORED: usize = 120_000;
+const CIRCUITS_RESTORED: usize = 240_000;
 
 /// A maintenance window called off (its tombstone on `maintenance.windows`) while a fault
 /// that noted it is open: `linewatch run` applies the cancellation to the fault, as

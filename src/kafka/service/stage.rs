@@ -260,14 +260,17 @@ pub(super) fn run_stage<P: Processor>(
     // (`max.poll.interval.ms`, 300 s by default) bounds how long a new member waits for
     // an old one to rejoin; a stage polls at least every batch (100 ms) or restore slice.
     // Defaults: a value given with -X wins.
-    // librdkafka refuses a poll interval under the session timeout.
-    let session_ms: u64 = consumer_cfg
-        .get("session.timeout.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    // librdkafka refuses a poll interval under the session timeout: a default never goes
+    // past the value given for the other.
+    let given = |key: &str| -> Option<u64> { consumer_cfg.get(key).and_then(|v| v.parse().ok()) };
+    let session_ms = given("session.timeout.ms")
+        .unwrap_or_else(|| given("max.poll.interval.ms").map_or(10_000, |poll| poll.min(10_000)));
     for (key, value) in [
-        ("session.timeout.ms", "10000".to_string()),
-        ("heartbeat.interval.ms", "2000".to_string()),
+        ("session.timeout.ms", session_ms.to_string()),
+        (
+            "heartbeat.interval.ms",
+            (session_ms / 5).clamp(100, 2_000).to_string(),
+        ),
         ("max.poll.interval.ms", session_ms.max(60_000).to_string()),
     ] {
         if consumer_cfg.get(key).is_none() {
