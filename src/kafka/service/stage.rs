@@ -259,9 +259,8 @@ pub(super) fn run_stage<P: Processor>(
     // librdkafka's own thread, so a busy stage does not miss them. The rebalance timeout
     // (`max.poll.interval.ms`, 300 s by default) bounds how long a new member waits for
     // an old one to rejoin; a stage polls at least every batch (100 ms) or restore slice.
-    // Defaults: a value given with -X wins.
-    // librdkafka refuses a poll interval under the session timeout: a default never goes
-    // past the value given for the other.
+    // Defaults: a value given with -X wins, and a default never exceeds the value given
+    // for the other (librdkafka refuses a poll interval under the session timeout).
     let given = |key: &str| -> Option<u64> { consumer_cfg.get(key).and_then(|v| v.parse().ok()) };
     let session_ms = given("session.timeout.ms")
         .unwrap_or_else(|| given("max.poll.interval.ms").map_or(10_000, |poll| poll.min(10_000)));

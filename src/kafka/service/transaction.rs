@@ -18,8 +18,9 @@ use super::stage::{Stage, StageContext};
 use super::{ServiceError, TXN_TIMEOUT};
 use crate::telemetry;
 
-/// How long a transaction call may still wait once the service is stopping.
-pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a transaction call may still wait once the service is stopping: the grace a
+/// commit under way is cut to ([`crate::kafka::commit_drained`]) applies to every call.
+pub(super) const SHUTDOWN_GRACE: Duration = crate::kafka::STOPPING_GRACE;
 
 /// Attempts at an ambiguous (retriable) commit before the stage gives up on it and starts
 /// again from the last commit (its new producer settles the transaction).
