@@ -396,7 +396,7 @@ pub fn grow_circuit_changelog(
     topic: &str,
     circuits: usize,
 ) -> Result<(usize, u64), Box<dyn std::error::Error + Send + Sync>> {
-    const FIGURES_SUFFIX: &[u8] = b"\xFFfigures";
+    use crate::kafka::service::{figures_key, figures_key_circuit, INTERNAL_KEY_BYTE};
     let consumer: BaseConsumer = client_config(bootstrap, overrides)
         .set("group.id", "linewatch-bench-grow")
         .set("isolation.level", "read_committed")
@@ -437,10 +437,10 @@ pub fn grow_circuit_changelog(
             None => {}
         }
     }
-    last.retain(|(_, k), _| k.first() != Some(&0xFF));
+    last.retain(|(_, k), _| k.first() != Some(&INTERNAL_KEY_BYTE));
     let originals = last
         .keys()
-        .filter(|(_, k)| !k.ends_with(FIGURES_SUFFIX))
+        .filter(|(_, k)| figures_key_circuit(k).is_none())
         .count();
     if originals == 0 {
         return Err(format!("{topic} holds no circuit state to copy").into());
@@ -455,17 +455,10 @@ pub fn grow_circuit_changelog(
         copy += 1;
         let tag = format!("#copy{copy}");
         for ((p, key), value) in &last {
-            let is_figures = key.ends_with(FIGURES_SUFFIX);
-            let id = if is_figures {
-                &key[..key.len() - FIGURES_SUFFIX.len()]
-            } else {
-                &key[..]
+            let new_key = match figures_key_circuit(key) {
+                Some(id) => figures_key(&format!("{id}{tag}")),
+                None => [&key[..], tag.as_bytes()].concat(),
             };
-            let mut new_key = id.to_vec();
-            new_key.extend_from_slice(tag.as_bytes());
-            if is_figures {
-                new_key.extend_from_slice(FIGURES_SUFFIX);
-            }
             let mut record = BaseRecord::<[u8], [u8]>::to(topic)
                 .partition(*p)
                 .key(&new_key[..])

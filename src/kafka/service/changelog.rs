@@ -68,7 +68,7 @@ pub(super) const INCIDENT_ENTITY: &str = "incident";
 pub(super) const FIGURES_KEY_SUFFIX: &[u8] = b"\xFFfigures";
 
 /// The changelog key of circuit `id`'s figures record.
-pub(super) fn figures_key(id: &str) -> Vec<u8> {
+pub(crate) fn figures_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(id.len() + FIGURES_KEY_SUFFIX.len());
     key.extend_from_slice(id.as_bytes());
     key.extend_from_slice(FIGURES_KEY_SUFFIX);
@@ -76,7 +76,7 @@ pub(super) fn figures_key(id: &str) -> Vec<u8> {
 }
 
 /// The circuit id of a figures record's key; `None` for any other key.
-pub(super) fn figures_key_circuit(key: &[u8]) -> Option<&str> {
+pub(crate) fn figures_key_circuit(key: &[u8]) -> Option<&str> {
     key.strip_suffix(FIGURES_KEY_SUFFIX)
         .and_then(|id| std::str::from_utf8(id).ok())
 }

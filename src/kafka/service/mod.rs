@@ -81,6 +81,7 @@ use crate::policy::Policy;
 use crate::telemetry;
 
 use call_watch::CallWatch;
+pub(crate) use changelog::{figures_key, figures_key_circuit};
 use circuits::CircuitProcessor;
 use fanout::FanOutProcessor;
 use incidents::IncidentProcessor;
